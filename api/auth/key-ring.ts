@@ -1,0 +1,266 @@
+import { createCipheriv, createDecipheriv, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
+import {
+  createRemoteJWKSet,
+  decodeJwt,
+  errors as joseErrors,
+  exportJWK,
+  exportPKCS8,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+  type JWTPayload,
+  jwtVerify,
+  SignJWT,
+} from "jose";
+import type { Database } from "../../db/client.ts";
+import { activateSigningKey, listVerifiableKeys } from "../../db/queries/signing-keys.ts";
+import type { Config } from "../../lib/env.ts";
+import { UnauthorizedError } from "../../lib/errors.ts";
+import { newId } from "../../lib/ids.ts";
+import { parseScopeClaim, type Scope } from "./scopes.ts";
+
+export const AUDIENCE = "loraplane";
+const ALG = "ES256";
+/** Another process may have rotated: an unknown kid re-reads the keys, at most this often. */
+const UNKNOWN_KID_REFRESH_MS = 2_000;
+
+export interface Principal {
+  subject: string;
+  tenantId: string | null;
+  scopes: Set<Scope>;
+  tokenId: string | null;
+  expiresAt: number;
+}
+
+interface VerifyingKey {
+  kid: string;
+  publicJwk: JWK;
+  key: CryptoKey | Uint8Array;
+}
+
+function encryptPrivateKey(pem: string, kek: Buffer): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv("aes-256-gcm", kek, iv);
+  const body = Buffer.concat([cipher.update(pem, "utf8"), cipher.final()]);
+  return ["v1", iv.toString("base64"), cipher.getAuthTag().toString("base64"), body.toString("base64")].join(".");
+}
+
+function decryptPrivateKey(sealed: string, kek: Buffer): string {
+  const [version, iv, tag, body] = sealed.split(".");
+  if (version !== "v1" || !iv || !tag || !body) {
+    throw new Error("signing key ciphertext has an unknown format");
+  }
+  const decipher = createDecipheriv("aes-256-gcm", kek, Buffer.from(iv, "base64"));
+  decipher.setAuthTag(Buffer.from(tag, "base64"));
+  return Buffer.concat([decipher.update(Buffer.from(body, "base64")), decipher.final()]).toString("utf8");
+}
+
+async function newSealedKey(kek: Buffer) {
+  const { publicKey, privateKey } = await generateKeyPair(ALG, { extractable: true });
+  const kid = newId("key");
+  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ALG, use: "sig" };
+  return { kid, alg: ALG, publicJwk, privateKeyEncrypted: encryptPrivateKey(await exportPKCS8(privateKey), kek) };
+}
+
+/**
+ * Loraplane's own token keys (read from Postgres, cached in memory) plus an optional trusted
+ * external issuer. Verification is local and allocation-light: no database round trip per request.
+ */
+export class KeyRing {
+  private verifying = new Map<string, VerifyingKey>();
+  private signing: { kid: string; key: KeyObject } | null = null;
+  private lastRefresh = 0;
+  private refreshing: Promise<void> | null = null;
+  private readonly external: ReturnType<typeof createRemoteJWKSet> | null;
+  private readonly db: Database;
+  private readonly config: Config["auth"];
+
+  constructor(db: Database, config: Config["auth"]) {
+    this.db = db;
+    this.config = config;
+    this.external = config.external ? createRemoteJWKSet(new URL(config.external.jwksUrl)) : null;
+  }
+
+  /** Creates the first signing key if none exists, then loads the keys. */
+  async init(): Promise<this> {
+    await activateSigningKey(this.db, await newSealedKey(this.config.keyEncryptionKey), {
+      onlyIfNone: true,
+      verifyUntil: new Date(Date.now() + this.config.maxTtlSeconds * 1000),
+    });
+    await this.refresh();
+    return this;
+  }
+
+  /** New tokens are signed with a new key; the old one verifies until its last token expires. */
+  async rotate(): Promise<string> {
+    const sealed = await newSealedKey(this.config.keyEncryptionKey);
+    await activateSigningKey(this.db, sealed, {
+      onlyIfNone: false,
+      verifyUntil: new Date(Date.now() + this.config.maxTtlSeconds * 1000),
+    });
+    await this.refresh();
+    return sealed.kid;
+  }
+
+  async refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const rows = await listVerifiableKeys(this.db, new Date());
+        const next = new Map<string, VerifyingKey>();
+        let signing: typeof this.signing = null;
+        for (const row of rows) {
+          next.set(row.kid, { kid: row.kid, publicJwk: row.publicJwk, key: await importJWK(row.publicJwk, row.alg) });
+          if (row.retiredAt === null) {
+            const pem = decryptPrivateKey(row.privateKeyEncrypted, this.config.keyEncryptionKey);
+            signing = { kid: row.kid, key: createPrivateKey(pem) };
+          }
+        }
+        this.verifying = next;
+        this.signing = signing;
+        this.lastRefresh = Date.now();
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  get activeKid(): string | null {
+    return this.signing?.kid ?? null;
+  }
+
+  jwks(): { keys: JWK[] } {
+    return { keys: [...this.verifying.values()].map((k) => k.publicJwk) };
+  }
+
+  async sign(claims: { subject: string; tenantId: string | null; scopes: Scope[]; ttlSeconds: number }) {
+    if (!this.signing) {
+      await this.refresh();
+    }
+    const signing = this.signing;
+    if (!signing) {
+      throw new Error("no active signing key: call init() first");
+    }
+    const ttl = Math.min(claims.ttlSeconds, this.config.maxTtlSeconds);
+    const now = Math.floor(Date.now() / 1000);
+    const payload: JWTPayload = { scope: claims.scopes.join(" ") };
+    if (claims.tenantId !== null) {
+      payload.tenant_id = claims.tenantId;
+    }
+    const token = await new SignJWT(payload)
+      .setProtectedHeader({ alg: ALG, kid: signing.kid, typ: "JWT" })
+      .setIssuer(this.config.issuer)
+      .setAudience(AUDIENCE)
+      .setSubject(claims.subject)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttl)
+      .setJti(newId("tok"))
+      .sign(signing.key);
+    return { token, expiresAt: new Date((now + ttl) * 1000), kid: signing.kid };
+  }
+
+  /** Verifies a bearer token; every failure is an UnauthorizedError saying what was wrong. */
+  async verify(token: string): Promise<Principal> {
+    let unverified: JWTPayload;
+    try {
+      unverified = decodeJwt(token);
+    } catch {
+      throw new UnauthorizedError("the bearer token is not a well-formed JWT");
+    }
+    try {
+      if (this.external && unverified.iss === this.config.external?.issuer) {
+        return await this.verifyExternal(token);
+      }
+      const { payload } = await jwtVerify(token, (header) => this.lookupKey(header.kid), {
+        issuer: this.config.issuer,
+        audience: AUDIENCE,
+        algorithms: [ALG],
+        requiredClaims: ["exp", "iat", "sub"],
+      });
+      return toPrincipal(payload, "tenant_id", "scope");
+    } catch (error) {
+      throw toUnauthorized(error);
+    }
+  }
+
+  private async lookupKey(kid: string | undefined): Promise<CryptoKey | Uint8Array> {
+    if (!kid) {
+      throw new UnauthorizedError("the token header has no 'kid'");
+    }
+    let found = this.verifying.get(kid);
+    if (!found && Date.now() - this.lastRefresh > UNKNOWN_KID_REFRESH_MS) {
+      await this.refresh();
+      found = this.verifying.get(kid);
+    }
+    if (!found) {
+      throw new UnauthorizedError(`the token was signed with an unknown key '${kid}'`);
+    }
+    return found.key;
+  }
+
+  private async verifyExternal(token: string): Promise<Principal> {
+    const external = this.config.external;
+    if (!this.external || !external) {
+      throw new UnauthorizedError("no external issuer is configured");
+    }
+    const { payload } = await jwtVerify(token, this.external, {
+      issuer: external.issuer,
+      audience: external.audience,
+      algorithms: ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"],
+      requiredClaims: ["exp", "sub"],
+    });
+    return toPrincipal(payload, external.tenantClaim, external.scopeClaim);
+  }
+}
+
+function toPrincipal(payload: JWTPayload, tenantClaim: string, scopeClaim: string): Principal {
+  const tenant = payload[tenantClaim];
+  const tenantId = typeof tenant === "string" && tenant.length > 0 ? tenant : null;
+  const scopes = parseScopeClaim(payload[scopeClaim]);
+  if (tenantId !== null) {
+    // Operator power never rides on a tenant's token, whatever its scope claim says.
+    scopes.delete("admin");
+  }
+  return {
+    subject: payload.sub ?? "",
+    tenantId,
+    scopes,
+    tokenId: payload.jti ?? null,
+    expiresAt: payload.exp ?? 0,
+  };
+}
+
+function toUnauthorized(error: unknown): UnauthorizedError {
+  if (error instanceof UnauthorizedError) {
+    return error;
+  }
+  if (error instanceof joseErrors.JWTExpired) {
+    return new UnauthorizedError("the token has expired");
+  }
+  if (error instanceof joseErrors.JWTClaimValidationFailed) {
+    const claim = error.claim;
+    if (claim === "nbf") {
+      return new UnauthorizedError("the token is not valid yet (nbf is in the future)");
+    }
+    if (claim === "iat" && error.reason === "check_failed") {
+      return new UnauthorizedError("the token's 'iat' is in the future");
+    }
+    if (error.reason === "missing") {
+      return new UnauthorizedError(`the token has no '${claim}' claim`);
+    }
+    return new UnauthorizedError(`the token's '${claim}' claim is not accepted`);
+  }
+  if (error instanceof joseErrors.JOSEAlgNotAllowed) {
+    return new UnauthorizedError("the token's signing algorithm is not accepted (ES256 only)");
+  }
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return new UnauthorizedError("the token's signature does not verify");
+  }
+  if (error instanceof joseErrors.JWKSNoMatchingKey) {
+    return new UnauthorizedError("the token was signed with an unknown key");
+  }
+  if (error instanceof joseErrors.JOSEError) {
+    return new UnauthorizedError(`the token is invalid: ${error.message}`);
+  }
+  return new UnauthorizedError("the token could not be verified");
+}

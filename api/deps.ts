@@ -1,0 +1,28 @@
+import type { AdapterStore } from "../adapters/storage.ts";
+import type { Database } from "../db/client.ts";
+import type { Config } from "../lib/env.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import type { Redis } from "../lib/redis.ts";
+import type { KeyRing, Principal } from "./auth/key-ring.ts";
+
+/** Everything a request handler may use, built once per process in main.ts (or per test file). */
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  db: Database;
+  dbPing: () => Promise<void>;
+  redis: Redis;
+  store: AdapterStore;
+  keyRing: KeyRing;
+  metrics: Metrics;
+}
+
+export interface AppEnv {
+  Variables: {
+    deps: AppDeps;
+    requestId: string;
+    logger: Logger;
+    principal: Principal;
+  };
+}

@@ -1,0 +1,45 @@
+import { z } from "@hono/zod-openapi";
+
+export const Problem = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.string(),
+    request_id: z.string(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi("Problem");
+
+const problem = (description: string) => ({
+  description,
+  content: { "application/problem+json": { schema: Problem } },
+});
+
+/** Error responses every authenticated management route can give. */
+export const errorResponses = {
+  400: problem("The request is malformed or fails validation; `errors` lists each field"),
+  401: problem("Missing, malformed, expired or untrusted token"),
+  403: problem("The token lacks the scope this route needs"),
+  404: problem("No such object, or it belongs to another tenant"),
+} as const;
+
+export const conflictResponse = { 409: problem("The object already exists") } as const;
+
+export const bearerSecurity = [{ bearer: [] }];
+
+/** Money crosses the API as decimal USD and lives as integer micro-dollars. */
+export const UsdAmount = z
+  .number()
+  .nonnegative()
+  .max(1e12)
+  .refine((v) => Math.abs(Math.round(v * 1e6) - v * 1e6) < 1e-6, "at most 6 decimal places");
+
+export function usdToMicros(usd: number): bigint {
+  return BigInt(Math.round(usd * 1e6));
+}
+
+export function microsToUsd(micros: bigint | number): number {
+  return Number(micros) / 1e6;
+}

@@ -1,0 +1,73 @@
+import { z } from "@hono/zod-openapi";
+import type { TenantLimits, TenantRow } from "../../../db/queries/tenants.ts";
+import { microsToUsd, UsdAmount, usdToMicros } from "../common.ts";
+
+const nullableCount = z.number().int().positive().max(2_000_000_000).nullable();
+
+export const TenantLimitsBody = z
+  .strictObject({
+    rpm: nullableCount.optional().openapi({ description: "Requests per minute; null = unlimited" }),
+    tpm: nullableCount.optional().openapi({ description: "Tokens per minute; null = unlimited" }),
+    monthly_budget_usd: UsdAmount.nullable().optional(),
+    max_adapters: nullableCount.optional(),
+    max_adapter_bytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+  })
+  .openapi("TenantLimitsInput");
+
+export const TenantName = z.string().trim().min(1).max(200);
+
+export const CreateTenantBody = z.strictObject({ name: TenantName, limits: TenantLimitsBody.optional() });
+export const PatchTenantBody = z
+  .strictObject({ name: TenantName.optional(), limits: TenantLimitsBody.optional() })
+  .refine((v) => v.name !== undefined || v.limits !== undefined, "give at least one of 'name' and 'limits'");
+
+export const TenantId = z.string().regex(/^ten_[0-9a-z]{1,64}$/, "must be a tenant id (ten_…)");
+
+export const Tenant = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    limits: z.object({
+      rpm: z.number().nullable(),
+      tpm: z.number().nullable(),
+      monthly_budget_usd: z.number().nullable(),
+      max_adapters: z.number().nullable(),
+      max_adapter_bytes: z.number().nullable(),
+    }),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Tenant");
+
+export type TenantDto = z.infer<typeof Tenant>;
+
+export function limitsFromBody(body: z.infer<typeof TenantLimitsBody> | undefined): Partial<TenantLimits> {
+  if (!body) {
+    return {};
+  }
+  return {
+    ...(body.rpm !== undefined && { rpm: body.rpm }),
+    ...(body.tpm !== undefined && { tpm: body.tpm }),
+    ...(body.monthly_budget_usd !== undefined && {
+      monthlyBudgetMicros: body.monthly_budget_usd === null ? null : usdToMicros(body.monthly_budget_usd),
+    }),
+    ...(body.max_adapters !== undefined && { maxAdapters: body.max_adapters }),
+    ...(body.max_adapter_bytes !== undefined && { maxAdapterBytes: body.max_adapter_bytes }),
+  };
+}
+
+export function toTenantDto(row: TenantRow): TenantDto {
+  return {
+    id: row.id,
+    name: row.name,
+    limits: {
+      rpm: row.rpmLimit,
+      tpm: row.tpmLimit,
+      monthly_budget_usd: row.monthlyBudgetMicros === null ? null : microsToUsd(row.monthlyBudgetMicros),
+      max_adapters: row.maxAdapters,
+      max_adapter_bytes: row.maxAdapterBytes,
+    },
+    created_at: row.createdAt.toISOString(),
+    updated_at: row.updatedAt.toISOString(),
+  };
+}

@@ -1,0 +1,68 @@
+import { asc, eq, gt } from "drizzle-orm";
+import { newId } from "../../lib/ids.ts";
+import type { Executor } from "../client.ts";
+import { tenants } from "../schema/index.ts";
+
+export type TenantRow = typeof tenants.$inferSelect;
+
+export interface TenantLimits {
+  rpm: number | null;
+  tpm: number | null;
+  monthlyBudgetMicros: bigint | null;
+  maxAdapters: number | null;
+  maxAdapterBytes: number | null;
+}
+
+function limitColumns(limits: Partial<TenantLimits>) {
+  return {
+    ...(limits.rpm !== undefined && { rpmLimit: limits.rpm }),
+    ...(limits.tpm !== undefined && { tpmLimit: limits.tpm }),
+    ...(limits.monthlyBudgetMicros !== undefined && { monthlyBudgetMicros: limits.monthlyBudgetMicros }),
+    ...(limits.maxAdapters !== undefined && { maxAdapters: limits.maxAdapters }),
+    ...(limits.maxAdapterBytes !== undefined && { maxAdapterBytes: limits.maxAdapterBytes }),
+  };
+}
+
+export async function createTenant(
+  db: Executor,
+  input: { name: string; limits?: Partial<TenantLimits>; id?: string },
+): Promise<TenantRow> {
+  const [row] = await db
+    .insert(tenants)
+    .values({ id: input.id ?? newId("ten"), name: input.name, ...limitColumns(input.limits ?? {}) })
+    .returning();
+  if (!row) {
+    throw new Error("insert into tenants returned no row");
+  }
+  return row;
+}
+
+/** Null if no tenant has this id. */
+export async function getTenant(db: Executor, tenantId: string): Promise<TenantRow | null> {
+  const [row] = await db.select().from(tenants).where(eq(tenants.id, tenantId)).limit(1);
+  return row ?? null;
+}
+
+export async function listTenants(db: Executor, page: { limit: number; after?: string }): Promise<TenantRow[]> {
+  const query = db.select().from(tenants);
+  const filtered = page.after ? query.where(gt(tenants.id, page.after)) : query;
+  return filtered.orderBy(asc(tenants.id)).limit(page.limit);
+}
+
+/** Null if no tenant has this id. */
+export async function updateTenant(
+  db: Executor,
+  tenantId: string,
+  patch: { name?: string; limits?: Partial<TenantLimits> },
+): Promise<TenantRow | null> {
+  const [row] = await db
+    .update(tenants)
+    .set({
+      ...(patch.name !== undefined && { name: patch.name }),
+      ...limitColumns(patch.limits ?? {}),
+      updatedAt: new Date(),
+    })
+    .where(eq(tenants.id, tenantId))
+    .returning();
+  return row ?? null;
+}

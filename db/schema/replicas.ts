@@ -1,0 +1,29 @@
+import { integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { baseModels } from "./base-models.ts";
+import { timestamps } from "./columns.ts";
+
+export interface ReplicaLiveState {
+  registeredAdapters: string[];
+  running: number;
+  waiting: number;
+  kvCacheUsage: number | null;
+}
+
+/** A vLLM replica serving one base. `status` is kept by the fleet poller; `draining` is an operator's. */
+export const replicas = pgTable("replicas", {
+  id: text().primaryKey(),
+  baseModelId: text()
+    .notNull()
+    .references(() => baseModels.id),
+  url: text().notNull().unique(),
+  agentUrl: text(),
+  maxLoras: integer().notNull(),
+  maxCpuLoras: integer().notNull(),
+  maxLoraRank: integer().notNull(),
+  status: text({ enum: ["unknown", "up", "down", "draining"] })
+    .notNull()
+    .default("unknown"),
+  liveState: jsonb().$type<ReplicaLiveState>(),
+  lastSeenAt: timestamp({ withTimezone: true }),
+  ...timestamps(),
+});

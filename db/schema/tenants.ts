@@ -1,0 +1,17 @@
+import { bigint, integer, pgTable, text } from "drizzle-orm/pg-core";
+import { timestamps } from "./columns.ts";
+
+/**
+ * A customer. Limits are null when unlimited. Money is integer micro-dollars everywhere.
+ * Tenants are never hard-deleted while usage rows reference them (invoices must stay reproducible).
+ */
+export const tenants = pgTable("tenants", {
+  id: text().primaryKey(),
+  name: text().notNull(),
+  rpmLimit: integer(),
+  tpmLimit: integer(),
+  monthlyBudgetMicros: bigint({ mode: "bigint" }),
+  maxAdapters: integer(),
+  maxAdapterBytes: bigint({ mode: "number" }),
+  ...timestamps(),
+});

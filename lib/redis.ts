@@ -1,0 +1,32 @@
+import { Redis } from "ioredis";
+import type { Config } from "./env.ts";
+
+export type { Redis };
+
+/**
+ * `worker` connections block (BullMQ workers, subscribers) and must retry forever; request-path
+ * connections fail fast so that a Redis outage turns into a clear error, not a hung request.
+ */
+export function createRedis(config: Config["redis"], role: "client" | "worker" = "client"): Redis {
+  return new Redis(config.url, {
+    lazyConnect: false,
+    maxRetriesPerRequest: role === "worker" ? null : 2,
+    enableOfflineQueue: role === "worker",
+    connectTimeout: 2_000,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+  });
+}
+
+/** Resolves once the connection is ready, or rejects after `timeoutMs`. */
+export async function waitForRedis(redis: Redis, timeoutMs = 5_000): Promise<void> {
+  if (redis.status === "ready") {
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Redis not ready after ${timeoutMs} ms`)), timeoutMs);
+    redis.once("ready", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
