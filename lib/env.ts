@@ -18,8 +18,14 @@ export const EnvSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
     .default("postgres://postgres@127.0.0.1:5432/loraplane"),
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
-  REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// URL").default("redis://127.0.0.1:6379"),
-  REDIS_PREFIX: z.string().regex(/^[a-z0-9:_-]*$/, "lowercase letters, digits, ':', '_' and '-' only").default("lp:"),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, "must be a redis:// URL")
+    .default("redis://127.0.0.1:6379"),
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9:_-]*$/, "lowercase letters, digits, ':', '_' and '-' only")
+    .default("lp:"),
   S3_ENDPOINT: optionalUrl,
   S3_REGION: z.string().min(1).default("us-east-1"),
   S3_BUCKET: z
@@ -95,7 +101,10 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
   const result = EnvSchema.safeParse(source);
   if (!result.success) {
     throw new ConfigError(
-      result.error.issues.map((issue) => ({ variable: String(issue.path[0] ?? "?"), message: issue.message })),
+      result.error.issues.map((issue) => ({
+        variable: String(issue.path[0] ?? "?"),
+        message: issue.message,
+      })),
     );
   }
   const env = result.data;
@@ -111,7 +120,10 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
   }
   if ((env.S3_ACCESS_KEY_ID === undefined) !== (env.S3_SECRET_ACCESS_KEY === undefined)) {
     throw new ConfigError([
-      { variable: "S3_ACCESS_KEY_ID", message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together" },
+      {
+        variable: "S3_ACCESS_KEY_ID",
+        message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together",
+      },
     ]);
   }
   return {

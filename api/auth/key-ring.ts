@@ -2,13 +2,13 @@ import { createCipheriv, createDecipheriv, createPrivateKey, type KeyObject, ran
 import {
   createRemoteJWKSet,
   decodeJwt,
-  errors as joseErrors,
   exportJWK,
   exportPKCS8,
   generateKeyPair,
   importJWK,
   type JWK,
   type JWTPayload,
+  errors as joseErrors,
   jwtVerify,
   SignJWT,
 } from "jose";
@@ -32,20 +32,24 @@ export interface Principal {
   expiresAt: number;
 }
 
+type VerificationKey = Awaited<ReturnType<typeof importJWK>>;
+
 interface VerifyingKey {
   kid: string;
   publicJwk: JWK;
-  key: CryptoKey | Uint8Array;
+  key: VerificationKey;
 }
 
 function encryptPrivateKey(pem: string, kek: Buffer): string {
   const iv = randomBytes(12);
   const cipher = createCipheriv("aes-256-gcm", kek, iv);
   const body = Buffer.concat([cipher.update(pem, "utf8"), cipher.final()]);
-  return ["v1", iv.toString("base64"), cipher.getAuthTag().toString("base64"), body.toString("base64")].join(".");
+  return ["v1", iv.toString("base64"), cipher.getAuthTag().toString("base64"), body.toString("base64")].join(
+    ".",
+  );
 }
 
-function decryptPrivateKey(sealed: string, kek: Buffer): string {
+export function decryptPrivateKey(sealed: string, kek: Buffer): string {
   const [version, iv, tag, body] = sealed.split(".");
   if (version !== "v1" || !iv || !tag || !body) {
     throw new Error("signing key ciphertext has an unknown format");
@@ -59,7 +63,12 @@ async function newSealedKey(kek: Buffer) {
   const { publicKey, privateKey } = await generateKeyPair(ALG, { extractable: true });
   const kid = newId("key");
   const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: ALG, use: "sig" };
-  return { kid, alg: ALG, publicJwk, privateKeyEncrypted: encryptPrivateKey(await exportPKCS8(privateKey), kek) };
+  return {
+    kid,
+    alg: ALG,
+    publicJwk,
+    privateKeyEncrypted: encryptPrivateKey(await exportPKCS8(privateKey), kek),
+  };
 }
 
 /**
@@ -109,7 +118,11 @@ export class KeyRing {
         const next = new Map<string, VerifyingKey>();
         let signing: typeof this.signing = null;
         for (const row of rows) {
-          next.set(row.kid, { kid: row.kid, publicJwk: row.publicJwk, key: await importJWK(row.publicJwk, row.alg) });
+          next.set(row.kid, {
+            kid: row.kid,
+            publicJwk: row.publicJwk,
+            key: await importJWK(row.publicJwk, row.alg),
+          });
           if (row.retiredAt === null) {
             const pem = decryptPrivateKey(row.privateKeyEncrypted, this.config.keyEncryptionKey);
             signing = { kid: row.kid, key: createPrivateKey(pem) };
@@ -183,7 +196,7 @@ export class KeyRing {
     }
   }
 
-  private async lookupKey(kid: string | undefined): Promise<CryptoKey | Uint8Array> {
+  private async lookupKey(kid: string | undefined): Promise<VerificationKey> {
     if (!kid) {
       throw new UnauthorizedError("the token header has no 'kid'");
     }

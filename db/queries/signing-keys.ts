@@ -41,5 +41,4 @@ export async function activateSigningKey(
   });
 }
 
-
 const sqlLock = sql`select pg_advisory_xact_lock(hashtext('loraplane.signing_keys'))`;

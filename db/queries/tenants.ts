@@ -43,7 +43,10 @@ export async function getTenant(db: Executor, tenantId: string): Promise<TenantR
   return row ?? null;
 }
 
-export async function listTenants(db: Executor, page: { limit: number; after?: string }): Promise<TenantRow[]> {
+export async function listTenants(
+  db: Executor,
+  page: { limit: number; after?: string },
+): Promise<TenantRow[]> {
   const query = db.select().from(tenants);
   const filtered = page.after ? query.where(gt(tenants.id, page.after)) : query;
   return filtered.orderBy(asc(tenants.id)).limit(page.limit);
@@ -64,5 +67,16 @@ export async function updateTenant(
     })
     .where(eq(tenants.id, tenantId))
     .returning();
+  return row ?? null;
+}
+
+/** The oldest tenant with this exact name, or null (names are not unique; the dev seed uses this). */
+export async function findTenantByName(db: Executor, name: string): Promise<TenantRow | null> {
+  const [row] = await db
+    .select()
+    .from(tenants)
+    .where(eq(tenants.name, name))
+    .orderBy(asc(tenants.createdAt))
+    .limit(1);
   return row ?? null;
 }

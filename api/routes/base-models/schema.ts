@@ -10,7 +10,10 @@ export const BaseModelBody = z
   .strictObject({
     id: z
       .string()
-      .regex(/^[a-z0-9][a-z0-9._-]{0,127}$/, "lowercase letters, digits, '.', '_' and '-', starting alphanumeric"),
+      .regex(
+        /^[a-z0-9][a-z0-9._-]{0,127}$/,
+        "lowercase letters, digits, '.', '_' and '-', starting alphanumeric",
+      ),
     hf_name: z.string().min(1).max(300),
     quantization: z.enum(["awq", "awq_marlin", "gptq", "fp8", "none"]),
     architecture: z.strictObject({

@@ -26,6 +26,7 @@ const selfRoute = createRoute({
   tags: ["tenants"],
   summary: "Get the caller's own tenant (its limits); another tenant's id is 404",
   security: bearerSecurity,
+  middleware: [requireScope("usage:read")] as const,
   request: { params },
   responses: { 200: ok, ...errorResponses },
 });

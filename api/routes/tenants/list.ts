@@ -36,6 +36,9 @@ export function registerListTenants(app: OpenAPIHono<AppEnv>) {
     const { limit, after } = c.req.valid("query");
     const rows = await listTenants(c.var.deps.db, { limit, ...(after && { after }) });
     const last = rows.at(-1);
-    return c.json({ data: rows.map(toTenantDto), next_cursor: rows.length === limit && last ? last.id : null }, 200);
+    return c.json(
+      { data: rows.map(toTenantDto), next_cursor: rows.length === limit && last ? last.id : null },
+      200,
+    );
   });
 }

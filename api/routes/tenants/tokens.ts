@@ -62,7 +62,12 @@ export function registerCreateTenantToken(app: OpenAPIHono<AppEnv>) {
       throw new NotFoundError("tenant", id);
     }
     const ttlSeconds = Math.min(body.ttl_seconds ?? config.auth.defaultTtlSeconds, config.auth.maxTtlSeconds);
-    const signed = await keyRing.sign({ subject: `tenant:${id}`, tenantId: id, scopes: body.scope, ttlSeconds });
+    const signed = await keyRing.sign({
+      subject: `tenant:${id}`,
+      tenantId: id,
+      scopes: body.scope,
+      ttlSeconds,
+    });
     await recordAudit(db, {
       tenantId: id,
       actor: c.var.principal.subject,

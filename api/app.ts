@@ -1,0 +1,80 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import { AppError, NotFoundError, ValidationError } from "../lib/errors.ts";
+import type { AppDeps, AppEnv } from "./deps.ts";
+import { renderError } from "./errors.ts";
+import { authenticate } from "./middleware/auth.ts";
+import { requestContext } from "./middleware/request-context.ts";
+import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
+import { registerCreateBaseModel } from "./routes/base-models/create.ts";
+import { registerListBaseModels } from "./routes/base-models/list.ts";
+import { registerSystemRoutes } from "./routes/system/health.ts";
+import { registerCreateTenant } from "./routes/tenants/create.ts";
+import { registerGetTenant } from "./routes/tenants/get.ts";
+import { registerListTenants } from "./routes/tenants/list.ts";
+import { registerCreateTenantToken } from "./routes/tenants/tokens.ts";
+import { registerUpdateTenant } from "./routes/tenants/update.ts";
+
+const JSON_BODY_LIMIT_BYTES = 1024 * 1024;
+
+export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        const errors = result.error.issues.flatMap((issue) => {
+          const path = issue.path.map(String);
+          if (issue.code === "unrecognized_keys") {
+            return issue.keys.map((key) => ({ path: [...path, key].join("."), message: "unknown field" }));
+          }
+          return [{ path: path.join(".") || "(root)", message: issue.message }];
+        });
+        throw new ValidationError(
+          `the request ${result.target} is invalid: ${errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`,
+          errors,
+        );
+      }
+    },
+  });
+
+  app.use("*", requestContext(deps));
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: JSON_BODY_LIMIT_BYTES,
+      onError: () => {
+        throw new AppError(
+          "PAYLOAD_TOO_LARGE",
+          `the request body is larger than ${JSON_BODY_LIMIT_BYTES} bytes`,
+        );
+      },
+    }),
+  );
+  app.use("*", authenticate());
+  app.onError((error, c) => renderError(error, c));
+  app.notFound((c) => renderError(new NotFoundError("route", `${c.req.method} ${c.req.path}`), c));
+
+  registerSystemRoutes(app);
+  registerCreateTenant(app);
+  registerListTenants(app);
+  registerGetTenant(app);
+  registerUpdateTenant(app);
+  registerCreateTenantToken(app);
+  registerRotateSigningKey(app);
+  registerCreateBaseModel(app);
+  registerListBaseModels(app);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "loraplane",
+      version: "0.1.0",
+      description: "Control plane for many tenants' LoRA adapters on a shared vLLM fleet",
+    },
+  });
+  return app;
+}

@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { KeyRing } from "../../api/auth/key-ring.ts";
+import { useHarness } from "../harness.ts";
+import { decodeHeader, forgeToken, validClaims } from "../tokens.ts";
+
+const h = useHarness();
+
+describe("signing key rotation", () => {
+  it("keeps a token signed before rotation valid, signs new tokens with the new kid, publishes both keys", async () => {
+    const admin = await h.adminToken();
+    const oldKid = decodeHeader(admin).kid;
+    const rotated = await h.request<{ kid: string }>("POST", "/admin/signing-keys/rotate", { token: admin });
+    expect(rotated.status).toBe(201);
+    expect(rotated.body.kid).not.toBe(oldKid);
+
+    expect((await h.request("GET", "/admin/tenants", { token: admin })).status).toBe(200);
+
+    const fresh = await h.adminToken();
+    expect(decodeHeader(fresh).kid).toBe(rotated.body.kid);
+    expect((await h.request("GET", "/admin/tenants", { token: fresh })).status).toBe(200);
+
+    const jwks = await h.request<{ keys: { kid: string; d?: string }[] }>("GET", "/.well-known/jwks.json");
+    expect(jwks.body.keys.map((k) => k.kid)).toEqual(expect.arrayContaining([oldKid, rotated.body.kid]));
+    expect(jwks.body.keys.every((k) => k.d === undefined)).toBe(true);
+  });
+
+  it("still rejects an expired token signed by the retired key", async () => {
+    const before = h.deps.keyRing.activeKid;
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await forgeToken(h, validClaims({ iat: now - 120, exp: now - 1 }));
+    await h.deps.keyRing.rotate();
+    expect(decodeHeader(expired).kid).toBe(before);
+    const res = await h.request<{ detail: string }>("GET", "/admin/tenants", { token: expired });
+    expect(res.status).toBe(401);
+    expect(res.body.detail).toMatch(/expired/);
+  });
+
+  it("lets another API copy verify tokens of a key rotated in elsewhere (unknown kid re-reads the keys)", async () => {
+    const otherCopy = await new KeyRing(h.deps.db, h.config.auth).init();
+    await h.deps.keyRing.rotate();
+    const { token } = await h.deps.keyRing.sign({
+      subject: "x",
+      tenantId: null,
+      scopes: ["admin"],
+      ttlSeconds: 120,
+    });
+    await new Promise((r) => setTimeout(r, 2_100));
+    const principal = await otherCopy.verify(token);
+    expect(principal.scopes.has("admin")).toBe(true);
+  });
+});
