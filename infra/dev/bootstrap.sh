@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")/../.."
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "loraplane: installing dependencies (npm ci)..."
-  npm ci --no-audit --no-fund
+  echo "loraplane: installing dependencies..."
+  npm install --no-audit --no-fund
 fi
 exec node_modules/.bin/node infra/dev/start.ts "$@"
