@@ -1,13 +1,38 @@
-import { CreateBucketCommand, HeadBucketCommand, S3Client, S3ServiceException } from "@aws-sdk/client-s3";
+import type { Readable } from "node:stream";
+import {
+  CreateBucketCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
 import type { Config } from "../lib/env.ts";
+import { uploadStream } from "./multipart-upload.ts";
 
 /** What the rest of loraplane sees of object storage; the AWS SDK stays behind it. */
 export interface AdapterStore {
   readonly bucket: string;
   ping(signal?: AbortSignal): Promise<void>;
   ensureBucket(): Promise<void>;
+  /** Streams `body` to `key` as a multipart upload; aborting the signal aborts the upload (no object). */
+  upload(
+    key: string,
+    body: Readable,
+    options?: { signal?: AbortSignal; contentType?: string },
+  ): Promise<void>;
+  put(key: string, body: Buffer | string, contentType: string): Promise<void>;
+  get(key: string, signal?: AbortSignal): Promise<Readable | null>;
+  delete(keys: string[]): Promise<void>;
+  list(prefix: string): Promise<string[]>;
   close(): void;
 }
+
+/** Multipart part size: an upload holds (UPLOAD_CONCURRENCY + 1) × UPLOAD_PART_SIZE of buffers. */
+const UPLOAD_PART_SIZE = 8 * 1024 * 1024;
+const UPLOAD_CONCURRENCY = 3;
 
 export function createS3Client(config: Config["s3"]): S3Client {
   return new S3Client({
@@ -24,6 +49,9 @@ export function createS3Client(config: Config["s3"]): S3Client {
   });
 }
 
+const isStatus = (error: unknown, status: number) =>
+  error instanceof S3ServiceException && error.$metadata.httpStatusCode === status;
+
 export function createS3Storage(config: Config["s3"]): AdapterStore & { client: S3Client } {
   const client = createS3Client(config);
   const bucket = config.bucket;
@@ -37,12 +65,71 @@ export function createS3Storage(config: Config["s3"]): AdapterStore & { client: 
       try {
         await client.send(new HeadBucketCommand({ Bucket: bucket }));
       } catch (error) {
-        if (error instanceof S3ServiceException && error.$metadata.httpStatusCode === 404) {
+        if (isStatus(error, 404)) {
           await client.send(new CreateBucketCommand({ Bucket: bucket }));
           return;
         }
         throw error;
       }
+    },
+    async upload(key, body, options = {}) {
+      await uploadStream(client, {
+        bucket,
+        key,
+        body,
+        partSize: UPLOAD_PART_SIZE,
+        concurrency: UPLOAD_CONCURRENCY,
+        ...(options.contentType !== undefined && { contentType: options.contentType }),
+        ...(options.signal !== undefined && { signal: options.signal }),
+      });
+    },
+    async put(key, body, contentType) {
+      await client.send(
+        new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }),
+      );
+    },
+    async get(key, signal) {
+      try {
+        const res = await client.send(
+          new GetObjectCommand({ Bucket: bucket, Key: key }),
+          signal ? { abortSignal: signal } : {},
+        );
+        return (res.Body as Readable | undefined) ?? null;
+      } catch (error) {
+        if (isStatus(error, 404)) {
+          return null;
+        }
+        throw error;
+      }
+    },
+    async delete(keys) {
+      for (let i = 0; i < keys.length; i += 1000) {
+        const batch = keys.slice(i, i + 1000);
+        if (batch.length > 0) {
+          await client.send(
+            new DeleteObjectsCommand({
+              Bucket: bucket,
+              Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+            }),
+          );
+        }
+      }
+    },
+    async list(prefix) {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const res = await client.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+        );
+        for (const item of res.Contents ?? []) {
+          if (item.Key) {
+            keys.push(item.Key);
+          }
+        }
+        token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (token);
+      return keys;
     },
     close() {
       client.destroy();

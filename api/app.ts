@@ -5,6 +5,10 @@ import type { AppDeps, AppEnv } from "./deps.ts";
 import { renderError } from "./errors.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { requestContext } from "./middleware/request-context.ts";
+import { registerCreateAdapter } from "./routes/adapters/create.ts";
+import { registerDeleteAdapter } from "./routes/adapters/delete.ts";
+import { registerReadAdapters } from "./routes/adapters/list.ts";
+import { isUploadRequest, registerUploadVersion } from "./routes/adapters/upload-version.ts";
 import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
 import { registerListBaseModels } from "./routes/base-models/list.ts";
@@ -37,18 +41,17 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
 
   app.use("*", requestContext(deps));
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: JSON_BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new AppError(
-          "PAYLOAD_TOO_LARGE",
-          `the request body is larger than ${JSON_BODY_LIMIT_BYTES} bytes`,
-        );
-      },
-    }),
-  );
+  const jsonBodyLimit = bodyLimit({
+    maxSize: JSON_BODY_LIMIT_BYTES,
+    onError: () => {
+      throw new AppError(
+        "PAYLOAD_TOO_LARGE",
+        `the request body is larger than ${JSON_BODY_LIMIT_BYTES} bytes`,
+      );
+    },
+  });
+  // Adapter uploads stream gigabytes to S3 and enforce the tenant's own size limit instead.
+  app.use("*", (c, next) => (isUploadRequest(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
   app.use("*", authenticate());
   app.onError((error, c) => renderError(error, c));
   app.notFound((c) => renderError(new NotFoundError("route", `${c.req.method} ${c.req.path}`), c));
@@ -62,6 +65,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerRotateSigningKey(app);
   registerCreateBaseModel(app);
   registerListBaseModels(app);
+  registerCreateAdapter(app);
+  registerReadAdapters(app);
+  registerUploadVersion(app);
+  registerDeleteAdapter(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from "node:http";
+import type { Queue } from "bullmq";
 import type { AdapterStore } from "../adapters/storage.ts";
 import type { Database } from "../db/client.ts";
 import type { Config } from "../lib/env.ts";
@@ -16,9 +18,12 @@ export interface AppDeps {
   store: AdapterStore;
   keyRing: KeyRing;
   metrics: Metrics;
+  queues: { adapterCleanup: Queue };
 }
 
 export interface AppEnv {
+  /** Set when served by @hono/node-server; absent for in-process `app.request` calls in tests. */
+  Bindings: { incoming?: IncomingMessage };
   Variables: {
     deps: AppDeps;
     requestId: string;

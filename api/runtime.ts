@@ -1,4 +1,5 @@
 import { serve } from "@hono/node-server";
+import { createAdapterCleanupQueue } from "../adapters/cleanup.ts";
 import { createS3Storage } from "../adapters/storage.ts";
 import { createDbHandle } from "../db/client.ts";
 import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
@@ -24,6 +25,7 @@ export async function buildDeps(
   const redis = createRedis(config.redis);
   const store = createS3Storage(config.s3);
   const keyRing = await new KeyRing(dbHandle.db, config.auth).init();
+  const adapterCleanup = createAdapterCleanupQueue(config.redis);
   const deps: AppDeps = {
     config,
     logger,
@@ -33,8 +35,10 @@ export async function buildDeps(
     store,
     keyRing,
     metrics: createMetrics({ defaultMetrics: options.defaultMetrics ?? true }),
+    queues: { adapterCleanup },
   };
   const closers: Closer[] = [
+    { name: "queues", close: () => adapterCleanup.close() },
     { name: "redis", close: () => redis.quit() },
     { name: "postgres", close: () => dbHandle.close() },
     { name: "s3", close: async () => store.close() },

@@ -4,14 +4,18 @@ import type { Config } from "./env.ts";
 export type { Redis };
 
 /**
- * `worker` connections block (BullMQ workers, subscribers) and must retry forever; request-path
- * connections fail fast so that a Redis outage turns into a clear error, not a hung request.
+ * `worker` connections block (BullMQ workers, subscribers) and must retry forever; `client` and
+ * `producer` connections fail fast so that a Redis outage turns into a clear error, not a hung request.
  */
-export function createRedis(config: Config["redis"], role: "client" | "worker" = "client"): Redis {
+export function createRedis(
+  config: Config["redis"],
+  role: "client" | "producer" | "worker" = "client",
+): Redis {
   return new Redis(config.url, {
     lazyConnect: false,
     maxRetriesPerRequest: role === "worker" ? null : 2,
-    enableOfflineQueue: role === "worker",
+    // BullMQ producers send commands while connecting; request-path clients must not queue them.
+    enableOfflineQueue: role !== "client",
     connectTimeout: 2_000,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
   });
@@ -29,4 +33,9 @@ export async function waitForRedis(redis: Redis, timeoutMs = 5_000): Promise<voi
       resolve();
     });
   });
+}
+
+/** BullMQ keys live under the process's Redis prefix, so test files and deployments never share queues. */
+export function bullPrefix(config: Config["redis"]): string {
+  return `${config.prefix}bull`;
 }

@@ -25,6 +25,22 @@ export interface TestTenant {
   token: (scopes?: readonly Scope[]) => Promise<string>;
 }
 
+/** A multipart upload body as a client would send it. */
+export function adapterForm(files: {
+  config?: Buffer | string;
+  model?: Buffer;
+  modelFilename?: string;
+}): FormData {
+  const form = new FormData();
+  if (files.config !== undefined) {
+    form.append("adapter_config", new Blob([files.config]), "adapter_config.json");
+  }
+  if (files.model !== undefined) {
+    form.append("adapter_model", new Blob([files.model]), files.modelFilename ?? "adapter_model.safetensors");
+  }
+  return form;
+}
+
 export interface Harness {
   config: Config;
   deps: AppDeps;
@@ -89,8 +105,10 @@ export function useHarness(overrides: Record<string, string> = {}): Harness {
       if (options.token) {
         headers.authorization = `Bearer ${options.token}`;
       }
-      let body: string | undefined;
-      if (options.body !== undefined) {
+      let body: string | FormData | undefined;
+      if (options.body instanceof FormData) {
+        body = options.body;
+      } else if (options.body !== undefined) {
         body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
         headers["content-type"] ??= "application/json";
       }

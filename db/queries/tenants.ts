@@ -37,9 +37,14 @@ export async function createTenant(
   return row;
 }
 
-/** Null if no tenant has this id. */
-export async function getTenant(db: Executor, tenantId: string): Promise<TenantRow | null> {
-  const [row] = await db.select().from(tenants).where(eq(tenants.id, tenantId)).limit(1);
+/** Null if no tenant has this id. `forUpdate` locks the row until the transaction ends. */
+export async function getTenant(
+  db: Executor,
+  tenantId: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<TenantRow | null> {
+  const query = db.select().from(tenants).where(eq(tenants.id, tenantId)).limit(1);
+  const [row] = options.forUpdate ? await query.for("update") : await query;
   return row ?? null;
 }
 

@@ -1,0 +1,142 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { z } from "@hono/zod-openapi";
+import { receiveAdapterFiles } from "../../../adapters/upload.ts";
+import { getAdapterByName, insertReadyVersion } from "../../../db/queries/adapters.ts";
+import { recordAudit } from "../../../db/queries/audit-log.ts";
+import { getBaseModel } from "../../../db/queries/base-models.ts";
+import { getTenant } from "../../../db/queries/tenants.ts";
+import { AppError, NotFoundError, ValidationError } from "../../../lib/errors.ts";
+import { newId } from "../../../lib/ids.ts";
+import type { AppEnv } from "../../deps.ts";
+import { requireScope, tenantScope } from "../../middleware/auth.ts";
+import { bearerSecurity, errorResponses, Problem } from "../common.ts";
+import { AdapterName, AdapterVersion, toVersionDto } from "./schema.ts";
+
+export const UPLOAD_PATH = "/v1/adapters/:name/versions";
+const UPLOAD_PATTERN = /^\/v1\/adapters\/[^/]+\/versions\/?$/;
+
+export function isUploadRequest(method: string, path: string): boolean {
+  return method === "POST" && UPLOAD_PATTERN.test(path);
+}
+
+/**
+ * Not a zod-openapi route: its validator would buffer the whole multipart body, and the weights
+ * must stream to S3. The OpenAPI entry is registered by hand below.
+ */
+export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
+  app.post(UPLOAD_PATH, requireScope("adapters:write"), async (c) => {
+    const parsedName = AdapterName.safeParse(c.req.param("name"));
+    if (!parsedName.success) {
+      throw new ValidationError("the adapter name in the path is invalid", [
+        { path: "name", message: parsedName.error.issues[0]?.message ?? "invalid" },
+      ]);
+    }
+    const name = parsedName.data;
+    const tenantId = tenantScope(c.var.principal, undefined);
+    const { db, store } = c.var.deps;
+    const adapter = await getAdapterByName(db, { tenantId, name });
+    if (!adapter) {
+      throw new NotFoundError("adapter", name);
+    }
+    const [base, tenant] = await Promise.all([
+      getBaseModel(db, adapter.baseModelId),
+      getTenant(db, tenantId),
+    ]);
+    if (!base || !tenant) {
+      throw new AppError("INTERNAL", `adapter '${name}' references a missing base model or tenant`);
+    }
+    const versionId = newId("ver");
+    const contentLength = Number(c.req.header("content-length"));
+    const files = await receiveAdapterFiles(store, {
+      keyPrefix: `tenants/${tenantId}/adapters/${adapter.id}/${versionId}/`,
+      base,
+      maxBytes: tenant.maxAdapterBytes,
+      contentType: c.req.header("content-type"),
+      contentLength: Number.isFinite(contentLength) ? contentLength : undefined,
+      // The raw socket stream when there is one: skipping the web-stream round trip halves the garbage.
+      body: c.env?.incoming ?? c.req.raw.body,
+      signal: c.req.raw.signal,
+    });
+    const row = await db
+      .transaction(async (tx) => {
+        const inserted = await insertReadyVersion(tx, {
+          id: versionId,
+          tenantId,
+          adapterId: adapter.id,
+          sha256: files.sha256,
+          sizeBytes: files.sizeBytes,
+          objectKey: files.modelKey,
+          configObjectKey: files.configKey,
+          rank: files.summary.rank,
+          alpha: files.summary.alpha,
+          targetModules: files.summary.targetModules,
+          dtype: files.summary.dtype,
+          useRslora: files.summary.useRslora,
+          config: JSON.parse(files.configText) as Record<string, unknown>,
+        });
+        if (inserted) {
+          await recordAudit(tx, {
+            tenantId,
+            actor: c.var.principal.subject,
+            action: "adapter_version.create",
+            target: inserted.id,
+            details: {
+              name,
+              version: inserted.version,
+              sha256: inserted.sha256,
+              size_bytes: inserted.sizeBytes,
+            },
+            requestId: c.var.requestId,
+          });
+        }
+        return inserted;
+      })
+      .catch(async (error) => {
+        await store.delete([files.modelKey, files.configKey]);
+        throw error;
+      });
+    if (!row) {
+      await store.delete([files.modelKey, files.configKey]);
+      throw new NotFoundError("adapter", name);
+    }
+    return c.json(toVersionDto(row), 201);
+  });
+
+  app.openAPIRegistry.registerPath({
+    method: "post",
+    path: "/v1/adapters/{name}/versions",
+    tags: ["adapters"],
+    summary: "Upload a version (multipart: adapter_config + adapter_model), streamed to S3 and validated",
+    description:
+      "Parts: `adapter_config` (PEFT adapter_config.json) and `adapter_model` (adapter_model.safetensors, a file " +
+      "part). The weights stream to object storage while their SHA-256 is computed; the version is `ready` only " +
+      "after validation against the base model. A rejected upload leaves no version and no object.",
+    security: bearerSecurity,
+    request: {
+      params: z.object({ name: AdapterName.openapi({ param: { name: "name", in: "path" } }) }),
+      body: {
+        required: true,
+        content: {
+          "multipart/form-data": {
+            schema: z.object({
+              adapter_config: z.string().openapi({ format: "binary" }),
+              adapter_model: z.string().openapi({ format: "binary" }),
+            }),
+          },
+        },
+      },
+    },
+    responses: {
+      201: { description: "The ready version", content: { "application/json": { schema: AdapterVersion } } },
+      ...errorResponses,
+      413: {
+        description: "Larger than the tenant's max_adapter_bytes",
+        content: { "application/problem+json": { schema: Problem } },
+      },
+      422: {
+        description: "The files are not a valid adapter for the base; `errors` names each problem",
+        content: { "application/problem+json": { schema: Problem } },
+      },
+    },
+  });
+}
