@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { OPERATOR_SCOPES, TENANT_SCOPES } from "../../api/auth/scopes.ts";
+import { startAdapterCleanupWorker } from "../../adapters/cleanup.ts";
 import { buildDeps, prepareDatabase, startHttp } from "../../api/runtime.ts";
 import { createTenant, findTenantByName } from "../../db/queries/tenants.ts";
 import { loadConfig } from "../../lib/env.ts";
@@ -54,8 +55,13 @@ await deps.store.ensureBucket();
 const demo =
   (await findTenantByName(deps.db, DEMO_TENANT)) ??
   (await createTenant(deps.db, { name: DEMO_TENANT, limits: { rpm: 600, tpm: 200_000 } }));
+const cleanupWorker = await startAdapterCleanupWorker({ ...deps, config: config.redis });
 const http = await startHttp(deps);
-installShutdown([http.closer, ...depClosers, ...closers.reverse()], config.shutdownTimeoutMs, logger);
+installShutdown(
+  [http.closer, { name: "adapter-cleanup", close: cleanupWorker.close }, ...depClosers, ...closers.reverse()],
+  config.shutdownTimeoutMs,
+  logger,
+);
 
 const week = 7 * 24 * 3600;
 const admin = await deps.keyRing.sign({
