@@ -203,10 +203,10 @@ const ratio = oursMedian / rawMedian;
 const growth = median(ours.map((o) => o.rssGrowthKiB / 1024));
 const rawGrowth = median(raw.map((o) => o.rssGrowthKiB / 1024));
 const table = [
-  "| path | median throughput (MiB/s) | runs (MiB/s) | median peak RSS growth (MiB) |",
-  "|---|---|---|---|",
-  `| raw lib-storage upload (same bytes, same part size) | ${rawMedian.toFixed(0)} | ${raw.map((x) => mibps(x).toFixed(0)).join(", ")} | ${rawGrowth.toFixed(1)} |`,
-  `| loraplane \`POST /v1/adapters/{name}/versions\` (HTTP multipart → parse, SHA-256, validate → S3) | ${oursMedian.toFixed(0)} | ${ours.map((x) => mibps(x).toFixed(0)).join(", ")} | ${growth.toFixed(1)} (API process) |`,
+  "| path | median throughput (MiB/s) | runs (MiB/s) | median peak RSS growth (MiB) | runs (MiB) |",
+  "|---|---|---|---|---|",
+  `| raw lib-storage upload (same bytes, same part size) | ${rawMedian.toFixed(0)} | ${raw.map((x) => mibps(x).toFixed(0)).join(", ")} | ${rawGrowth.toFixed(1)} | ${raw.map((x) => (x.rssGrowthKiB / 1024).toFixed(0)).join(", ")} |`,
+  `| loraplane \`POST /v1/adapters/{name}/versions\` (HTTP multipart → parse, SHA-256, validate → S3) | ${oursMedian.toFixed(0)} | ${ours.map((x) => mibps(x).toFixed(0)).join(", ")} | ${growth.toFixed(1)} (API process) | ${ours.map((x) => (x.rssGrowthKiB / 1024).toFixed(0)).join(", ")} |`,
 ].join("\n");
 const verdict = [
   `- throughput ratio loraplane / raw: **${ratio.toFixed(2)}×** (target ≥ 0.8×): ${ratio >= 0.8 ? "met" : "MISSED"}`,
@@ -220,7 +220,7 @@ writeBenchmarkSection(
 Machine: ${machineLine()}
 
 Adapter: Llama-3.1-8B shapes, all-linear, rank 96, F32: ${(bytes / 2 ** 30).toFixed(2)} GiB (${bytes} bytes), generated on the fly by the client.
-Both paths write to the same s3rver (its own process, local disk) with 8 MiB parts, 3 in flight; the
+Both paths write to the same s3rver (its own process, local disk) with 5 MiB parts, 2 in flight; the
 client, the API and s3rver are three processes on this machine's cores. RSS growth = peak RSS
 (VmHWM, reset through /proc/PID/clear_refs before each upload) minus RSS at the start. Medians of ${runs} runs,
 alternating raw and loraplane.

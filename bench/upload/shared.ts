@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
-import { createS3Storage } from "../../adapters/storage.ts";
+import { Upload } from "@aws-sdk/lib-storage";
+import { createS3Client } from "../../adapters/storage.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { S3RVER_CREDENTIALS } from "../../infra/dev/s3-server.ts";
 import { ALL_LINEAR_MODULES, adapterModelStream, configBuffer } from "../../test/fixtures/generate.ts";
@@ -31,21 +32,24 @@ export function rssKiB(pid: number | "self", field: "VmRSS" | "VmHWM"): number {
   return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
 }
 
-export const S3rverless = {
+const RAW_PART_SIZE = 5 * 1024 * 1024;
+const RAW_QUEUE_SIZE = 2;
+
+export const RawUpload = {
   async rawUpload(endpoint: string, bucket: string, key: string) {
-    const store = createS3Storage({
-      endpoint,
-      region: "us-east-1",
-      bucket,
-      forcePathStyle: true,
-      ...S3RVER_CREDENTIALS,
-    });
+    const client = createS3Client({ endpoint, region: "us-east-1", bucket, forcePathStyle: true, ...S3RVER_CREDENTIALS });
     const before = rssKiB("self", "VmRSS");
     const model = benchModel();
     const started = performance.now();
-    await store.upload(key, model.stream(), { contentType: "application/octet-stream" });
+    // The same part size and parallelism as loraplane's uploader (adapters/storage.ts).
+    await new Upload({
+      client,
+      params: { Bucket: bucket, Key: key, Body: model.stream(), ContentType: "application/octet-stream" },
+      partSize: RAW_PART_SIZE,
+      queueSize: RAW_QUEUE_SIZE,
+    }).done();
     const ms = performance.now() - started;
-    store.close();
+    client.destroy();
     return { ms, bytes: model.totalSize, rssGrowthKiB: rssKiB("self", "VmHWM") - before };
   },
 };

@@ -1,0 +1,54 @@
+import { and, eq } from "drizzle-orm";
+import { newId } from "../../lib/ids.ts";
+import type { Executor } from "../client.ts";
+import { placements } from "../schema/index.ts";
+
+export type PlacementRow = typeof placements.$inferSelect;
+export type PlacementState = PlacementRow["state"];
+
+/** Records that a version is (being) registered on a replica; returns the existing row if there is one. */
+export async function upsertPlacement(
+  db: Executor,
+  input: {
+    tenantId: string;
+    replicaId: string;
+    adapterVersionId: string;
+    loraName: string;
+    state: PlacementState;
+  },
+): Promise<PlacementRow> {
+  const [row] = await db
+    .insert(placements)
+    .values({ id: newId("plc"), ...input })
+    .onConflictDoUpdate({
+      target: [placements.replicaId, placements.adapterVersionId],
+      set: { state: input.state, updatedAt: new Date() },
+    })
+    .returning();
+  if (!row) {
+    throw new Error("upsert into placements returned no row");
+  }
+  return row;
+}
+
+/** Forgets a placement once the replica no longer has the version registered. */
+export async function deletePlacement(
+  db: Executor,
+  params: { replicaId: string; adapterVersionId: string },
+): Promise<boolean> {
+  const rows = await db
+    .delete(placements)
+    .where(
+      and(
+        eq(placements.replicaId, params.replicaId),
+        eq(placements.adapterVersionId, params.adapterVersionId),
+      ),
+    )
+    .returning({ id: placements.id });
+  return rows.length > 0;
+}
+
+/** One tenant's placements (never another's). */
+export async function listTenantPlacements(db: Executor, tenantId: string): Promise<PlacementRow[]> {
+  return db.select().from(placements).where(eq(placements.tenantId, tenantId));
+}

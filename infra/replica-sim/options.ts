@@ -1,0 +1,155 @@
+import { type AdapterRules, LLAMA_31_8B_MODULES, LLAMA_EXPECTED_MODULES } from "./adapter-files.ts";
+import { L4_LATENCY, type LatencyModel } from "./engine.ts";
+
+export interface StaticLoraModule {
+  name: string;
+  path: string;
+  baseModelName?: string;
+}
+
+/** Everything a simulated replica can be started with; each field mirrors a vLLM flag or quirk. */
+export interface ReplicaSimOptions {
+  /** `--model`: shown as `root` of the base cards. */
+  model?: string;
+  /** `--served-model-name` (several allowed); defaults to the model. */
+  servedModelNames?: readonly string[];
+  /** `VLLM_ALLOW_RUNTIME_LORA_UPDATING`. Defaults to true here: every loraplane replica sets it. */
+  allowRuntimeLoraUpdating?: boolean;
+  /** `--enable-lora` (default true). */
+  enableLora?: boolean;
+  maxLoras?: number;
+  /** Defaults to maxLoras, as in vLLM. */
+  maxCpuLoras?: number;
+  maxLoraRank?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  maxModelLen?: number;
+  /** KV cache size in tokens (what vLLM logs as "GPU KV cache size"). */
+  kvCacheTokens?: number;
+  enablePrefixCaching?: boolean;
+  apiKey?: string;
+  enablePromptTokensDetails?: boolean;
+  enableForceIncludeUsage?: boolean;
+  enableServerLoadTracking?: boolean;
+  /** `--lora-modules`: loaded at startup; any failure aborts startup. */
+  loraModules?: readonly StaticLoraModule[];
+  latency?: Partial<LatencyModel>;
+  /** How many tokens (EOS included) the model emits when max_tokens does not cut it short. */
+  naturalOutputTokens?: { min: number; max: number };
+  /** Reported by /version and in system_fingerprint. */
+  version?: string;
+  /** Time between start() and the port accepting connections (model load). */
+  startupDelayMs?: number;
+  /** Base for relative lora paths (vLLM's working directory). */
+  cwd?: string;
+  /** Rust-frontend behaviour: unload also drops the weights from the engine caches. */
+  unloadFreesEngine?: boolean;
+  /** Replicas before 2025-08 answer errors as flat `{"object":"error",…}`, and load failures as 400. */
+  legacyErrors?: boolean;
+  /** Overrides the base model's LoRA module shapes used to reject adapters trained for another base. */
+  adapterRules?: Partial<Pick<AdapterRules, "moduleDims" | "expectedModules">>;
+}
+
+export interface SimConfig {
+  model: string;
+  servedModelNames: readonly string[];
+  allowRuntimeLoraUpdating: boolean;
+  enableLora: boolean;
+  maxLoras: number;
+  maxCpuLoras: number;
+  maxLoraRank: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  maxModelLen: number;
+  kvCacheTokens: number;
+  enablePrefixCaching: boolean;
+  apiKey: string | undefined;
+  enablePromptTokensDetails: boolean;
+  enableForceIncludeUsage: boolean;
+  enableServerLoadTracking: boolean;
+  loraModules: readonly StaticLoraModule[];
+  latency: LatencyModel;
+  naturalOutputTokens: { min: number; max: number };
+  version: string;
+  startupDelayMs: number;
+  cwd: string;
+  unloadFreesEngine: boolean;
+  legacyErrors: boolean;
+  adapterRules: AdapterRules;
+}
+
+export const DEFAULT_MODEL = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4";
+export const ALLOWED_LORA_RANKS = [1, 8, 16, 32, 64, 128, 256, 320, 512] as const;
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) {
+    throw new Error(`${name} must be a positive integer, got ${v}`);
+  }
+  return v;
+}
+
+/** Applies vLLM's defaults and the startup checks vLLM makes; throws what vLLM would refuse. */
+export function resolveSimConfig(o: ReplicaSimOptions): SimConfig {
+  const model = o.model ?? DEFAULT_MODEL;
+  const served = o.servedModelNames && o.servedModelNames.length > 0 ? [...o.servedModelNames] : [model];
+  const maxLoras = positiveInt("max_loras", o.maxLoras ?? 1);
+  const maxCpuLoras = positiveInt("max_cpu_loras", o.maxCpuLoras ?? maxLoras);
+  if (maxCpuLoras < maxLoras) {
+    throw new Error(`max_cpu_loras (${maxCpuLoras}) must be >= max_loras (${maxLoras})`);
+  }
+  const maxLoraRank = o.maxLoraRank ?? 16;
+  if (!(ALLOWED_LORA_RANKS as readonly number[]).includes(maxLoraRank)) {
+    throw new Error(`max_lora_rank (${maxLoraRank}) must be one of ${ALLOWED_LORA_RANKS.join(", ")}`);
+  }
+  const maxModelLen = positiveInt("max_model_len", o.maxModelLen ?? 8192);
+  const kvCacheTokens = positiveInt("kv_cache_tokens", o.kvCacheTokens ?? 100_000);
+  if (kvCacheTokens < maxModelLen) {
+    throw new Error(
+      `The model's max seq len (${maxModelLen}) is larger than the maximum number of tokens that can be stored in KV cache (${kvCacheTokens}).`,
+    );
+  }
+  const latency: LatencyModel = { ...L4_LATENCY, ...o.latency };
+  for (const [k, v] of Object.entries(latency)) {
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+      throw new Error(`latency.${k} must be a non-negative number`);
+    }
+  }
+  if (latency.prefillTokensPerSec <= 0) {
+    throw new Error("latency.prefillTokensPerSec must be positive");
+  }
+  const natural = o.naturalOutputTokens ?? { min: 24, max: 200 };
+  if (natural.min < 1 || natural.max < natural.min) {
+    throw new Error("naturalOutputTokens needs 1 <= min <= max");
+  }
+  return {
+    model,
+    servedModelNames: served,
+    allowRuntimeLoraUpdating: o.allowRuntimeLoraUpdating ?? true,
+    enableLora: o.enableLora ?? true,
+    maxLoras,
+    maxCpuLoras,
+    maxLoraRank,
+    maxNumSeqs: positiveInt("max_num_seqs", o.maxNumSeqs ?? 256),
+    maxNumBatchedTokens: positiveInt("max_num_batched_tokens", o.maxNumBatchedTokens ?? 2048),
+    maxModelLen,
+    kvCacheTokens,
+    enablePrefixCaching: o.enablePrefixCaching ?? true,
+    apiKey: o.apiKey === "" ? undefined : o.apiKey,
+    enablePromptTokensDetails: o.enablePromptTokensDetails ?? false,
+    enableForceIncludeUsage: o.enableForceIncludeUsage ?? false,
+    enableServerLoadTracking: o.enableServerLoadTracking ?? false,
+    loraModules: o.loraModules ?? [],
+    latency,
+    naturalOutputTokens: natural,
+    version: o.version ?? "0.21.0",
+    startupDelayMs: o.startupDelayMs ?? 0,
+    cwd: o.cwd ?? process.cwd(),
+    unloadFreesEngine: o.unloadFreesEngine ?? false,
+    legacyErrors: o.legacyErrors ?? false,
+    adapterRules: {
+      maxLoraRank,
+      moduleDims: o.adapterRules?.moduleDims ?? LLAMA_31_8B_MODULES,
+      expectedModules: o.adapterRules?.expectedModules ?? LLAMA_EXPECTED_MODULES,
+    },
+  };
+}

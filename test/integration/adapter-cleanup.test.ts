@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { startAdapterCleanupWorker } from "../../adapters/cleanup.ts";
+import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
+import { listVersions } from "../../db/queries/adapters.ts";
+import { deletePlacement, listTenantPlacements, upsertPlacement } from "../../db/queries/placements.ts";
+import { createReplica } from "../../db/queries/replicas.ts";
+import { buildAdapter } from "../fixtures/generate.ts";
+import { adapterForm, type TestTenant, useHarness } from "../harness.ts";
+
+const h = useHarness();
+const base = SEEDED_BASE_MODELS[0] ?? expect.unreachable();
+
+async function uploadedAdapter(tenant: TestTenant, name: string) {
+  const token = await tenant.token();
+  const created = await h.request<{ id: string }>("POST", "/v1/adapters", {
+    token,
+    body: { name, base_model: base.id },
+  });
+  const version = await h.request("POST", `/v1/adapters/${name}/versions`, {
+    token,
+    body: adapterForm(buildAdapter(base, { rank: 8 })),
+  });
+  expect(version.status).toBe(201);
+  const [row] = await listVersions(h.deps.db, { tenantId: tenant.id, adapterId: created.body.id });
+  return {
+    adapterId: created.body.id,
+    versionId: row?.id ?? "",
+    prefix: `tenants/${tenant.id}/adapters/${created.body.id}/`,
+  };
+}
+
+async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("condition not met in time");
+}
+
+describe("adapter cleanup worker", () => {
+  it("deletes a deleted adapter's objects, and only after no replica has it registered", async () => {
+    const tenant = await h.newTenant();
+    const { adapterId, versionId, prefix } = await uploadedAdapter(tenant, "placed");
+    const replica = await createReplica(h.deps.db, {
+      baseModelId: base.id,
+      url: `http://127.0.0.1:1/${tenant.id}`,
+      maxLoras: 4,
+      maxCpuLoras: 8,
+      maxLoraRank: 64,
+    });
+    await upsertPlacement(h.deps.db, {
+      tenantId: tenant.id,
+      replicaId: replica?.id ?? "",
+      adapterVersionId: versionId,
+      loraName: "t-placed-v1",
+      state: "loaded",
+    });
+    expect((await h.request("DELETE", "/v1/adapters/placed", { token: await tenant.token() })).status).toBe(
+      202,
+    );
+
+    const worker = await startAdapterCleanupWorker({ ...h.deps, config: h.config.redis });
+    try {
+      // Still registered on a replica: deleting its files would kill the engine, so they stay.
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(await h.deps.store.list(prefix)).toHaveLength(2);
+
+      await deletePlacement(h.deps.db, { replicaId: replica?.id ?? "", adapterVersionId: versionId });
+      await h.deps.queues.adapterCleanup.add("adapter.sweep", {}, { jobId: `sweep-${Date.now()}` });
+      await eventually(
+        async () =>
+          (await listVersions(h.deps.db, { tenantId: tenant.id, adapterId }))[0]?.status === "deleted",
+      );
+      expect(await h.deps.store.list(prefix)).toEqual([]);
+      expect(await listTenantPlacements(h.deps.db, tenant.id)).toEqual([]);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it("finds deletions whose job was lost (Redis flushed) through the database sweep at start", async () => {
+    const tenant = await h.newTenant();
+    const { prefix, adapterId } = await uploadedAdapter(tenant, "orphan");
+    expect((await h.request("DELETE", "/v1/adapters/orphan", { token: await tenant.token() })).status).toBe(
+      202,
+    );
+    const job = await h.deps.queues.adapterCleanup.getJob(`adapter.delete.${adapterId}`);
+    await job?.remove();
+    const worker = await startAdapterCleanupWorker({ ...h.deps, config: h.config.redis });
+    try {
+      await eventually(async () => (await h.deps.store.list(prefix)).length === 0);
+    } finally {
+      await worker.close();
+    }
+  });
+});
