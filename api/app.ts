@@ -12,6 +12,7 @@ import { isUploadRequest, registerUploadVersion } from "./routes/adapters/upload
 import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
 import { registerListBaseModels } from "./routes/base-models/list.ts";
+import { registerReplicaRoutes } from "./routes/replicas/routes.ts";
 import { registerSystemRoutes } from "./routes/system/health.ts";
 import { registerCreateTenant } from "./routes/tenants/create.ts";
 import { registerGetTenant } from "./routes/tenants/get.ts";
@@ -69,6 +70,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerReadAdapters(app);
   registerUploadVersion(app);
   registerDeleteAdapter(app);
+  registerReplicaRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

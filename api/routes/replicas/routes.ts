@@ -1,0 +1,156 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { recordAudit } from "../../../db/queries/audit-log.ts";
+import { getBaseModel } from "../../../db/queries/base-models.ts";
+import {
+  createReplica,
+  deleteReplica,
+  getReplica,
+  listReplicas,
+  setReplicaDraining,
+} from "../../../db/queries/replicas.ts";
+import { AppError, ConflictError, NotFoundError } from "../../../lib/errors.ts";
+import type { AppEnv } from "../../deps.ts";
+import { requireScope } from "../../middleware/auth.ts";
+import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";
+import { CreateReplicaBody, Replica, replicaParams, toReplicaDto } from "./schema.ts";
+
+const admin = requireScope("admin");
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+const createReplicaRoute = createRoute({
+  method: "post",
+  path: "/admin/replicas",
+  tags: ["fleet"],
+  summary: "Register a vLLM replica (started with --enable-lora and runtime LoRA updating)",
+  security: bearerSecurity,
+  middleware: admin,
+  request: { body: { required: true, content: { "application/json": { schema: CreateReplicaBody } } } },
+  responses: { 201: json(Replica, "The registered replica"), ...errorResponses, ...conflictResponse },
+});
+
+const listReplicasRoute = createRoute({
+  method: "get",
+  path: "/admin/replicas",
+  tags: ["fleet"],
+  summary: "Every replica with its live state (health, registered adapters, running/waiting)",
+  security: bearerSecurity,
+  middleware: admin,
+  responses: { 200: json(z.object({ data: z.array(Replica) }), "Replicas"), ...errorResponses },
+});
+
+const getReplicaRoute = createRoute({
+  method: "get",
+  path: "/admin/replicas/{id}",
+  tags: ["fleet"],
+  summary: "One replica with its live state",
+  security: bearerSecurity,
+  middleware: admin,
+  request: { params: replicaParams },
+  responses: { 200: json(Replica, "The replica"), ...errorResponses },
+});
+
+const drainReplicaRoute = createRoute({
+  method: "post",
+  path: "/admin/replicas/{id}/drain",
+  tags: ["fleet"],
+  summary: "Stop placing adapters on a replica; its hot adapters move elsewhere before it leaves",
+  security: bearerSecurity,
+  middleware: admin,
+  request: { params: replicaParams },
+  responses: { 202: json(Replica, "The replica, now draining"), ...errorResponses },
+});
+
+const deleteReplicaRoute = createRoute({
+  method: "delete",
+  path: "/admin/replicas/{id}",
+  tags: ["fleet"],
+  summary: "Forget a replica (drain it first to move its adapters)",
+  security: bearerSecurity,
+  middleware: admin,
+  request: { params: replicaParams },
+  responses: { 204: { description: "Removed" }, ...errorResponses },
+});
+
+export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
+  app.openapi(createReplicaRoute, async (c) => {
+    const body = c.req.valid("json");
+    const { db } = c.var.deps;
+    if (!(await getBaseModel(db, body.base_model))) {
+      throw new AppError("UNPROCESSABLE", `base model '${body.base_model}' does not exist`, {
+        errors: [{ path: "base_model", message: "unknown base model" }],
+      });
+    }
+    const row = await db.transaction(async (tx) => {
+      const created = await createReplica(tx, {
+        url: body.url,
+        agentUrl: body.agent_url ?? null,
+        baseModelId: body.base_model,
+        maxLoras: body.max_loras,
+        maxCpuLoras: body.max_cpu_loras,
+        maxLoraRank: body.max_lora_rank,
+      });
+      if (created) {
+        await recordAudit(tx, {
+          tenantId: null,
+          actor: c.var.principal.subject,
+          action: "replica.create",
+          target: created.id,
+          details: { url: created.url },
+          requestId: c.var.requestId,
+        });
+      }
+      return created;
+    });
+    if (!row) {
+      throw new ConflictError(`a replica at ${body.url} is already registered`);
+    }
+    return c.json(toReplicaDto(row), 201);
+  });
+
+  app.openapi(listReplicasRoute, async (c) => {
+    return c.json({ data: (await listReplicas(c.var.deps.db)).map(toReplicaDto) }, 200);
+  });
+
+  app.openapi(getReplicaRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const row = await getReplica(c.var.deps.db, id);
+    if (!row) {
+      throw new NotFoundError("replica", id);
+    }
+    return c.json(toReplicaDto(row), 200);
+  });
+
+  app.openapi(drainReplicaRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const row = await setReplicaDraining(c.var.deps.db, id);
+    if (!row) {
+      throw new NotFoundError("replica", id);
+    }
+    await recordAudit(c.var.deps.db, {
+      tenantId: null,
+      actor: c.var.principal.subject,
+      action: "replica.drain",
+      target: id,
+      requestId: c.var.requestId,
+    });
+    return c.json(toReplicaDto(row), 202);
+  });
+
+  app.openapi(deleteReplicaRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    if (!(await deleteReplica(c.var.deps.db, id))) {
+      throw new NotFoundError("replica", id);
+    }
+    await recordAudit(c.var.deps.db, {
+      tenantId: null,
+      actor: c.var.principal.subject,
+      action: "replica.delete",
+      target: id,
+      requestId: c.var.requestId,
+    });
+    return c.body(null, 204);
+  });
+}

@@ -1,0 +1,78 @@
+import { z } from "@hono/zod-openapi";
+import type { ReplicaRow } from "../../../db/queries/replicas.ts";
+import { VLLM_LORA_RANKS } from "../base-models/schema.ts";
+
+const httpUrl = z
+  .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
+  .max(500)
+  .transform((u) => u.replace(/\/+$/, ""));
+const slots = z.number().int().min(1).max(1024);
+
+export const CreateReplicaBody = z
+  .strictObject({
+    url: httpUrl.openapi({ description: "The vLLM server's base URL (without /v1)" }),
+    agent_url: httpUrl.optional().openapi({ description: "The replica agent (sidecar) that loads adapters" }),
+    base_model: z.string().min(1).max(128),
+    max_loras: slots.openapi({ description: "vLLM --max-loras: adapters one batch can mix (GPU slots)" }),
+    max_cpu_loras: slots.openapi({ description: "vLLM --max-cpu-loras: the engine's CPU LRU size" }),
+    max_lora_rank: z
+      .number()
+      .int()
+      .refine((r) => (VLLM_LORA_RANKS as readonly number[]).includes(r), {
+        message: `must be one of vLLM's ranks: ${VLLM_LORA_RANKS.join(", ")}`,
+      }),
+  })
+  .refine((b) => b.max_cpu_loras >= b.max_loras, {
+    message: "vLLM requires max_cpu_loras ≥ max_loras",
+    path: ["max_cpu_loras"],
+  })
+  .openapi("CreateReplica");
+
+export const ReplicaId = z.string().regex(/^rep_[0-9a-z]{1,64}$/, "must be a replica id (rep_…)");
+export const replicaParams = z.object({ id: ReplicaId.openapi({ param: { name: "id", in: "path" } }) });
+
+export const Replica = z
+  .object({
+    id: z.string(),
+    url: z.string(),
+    agent_url: z.string().nullable(),
+    base_model: z.string(),
+    max_loras: z.number(),
+    max_cpu_loras: z.number(),
+    max_lora_rank: z.number(),
+    status: z.enum(["unknown", "up", "down", "draining"]),
+    last_seen_at: z.string().nullable(),
+    live: z
+      .object({
+        registered_adapters: z.array(z.string()),
+        running: z.number(),
+        waiting: z.number(),
+        kv_cache_usage: z.number().nullable(),
+      })
+      .nullable(),
+    created_at: z.string(),
+  })
+  .openapi("Replica");
+
+export function toReplicaDto(row: ReplicaRow): z.infer<typeof Replica> {
+  return {
+    id: row.id,
+    url: row.url,
+    agent_url: row.agentUrl,
+    base_model: row.baseModelId,
+    max_loras: row.maxLoras,
+    max_cpu_loras: row.maxCpuLoras,
+    max_lora_rank: row.maxLoraRank,
+    status: row.status,
+    last_seen_at: row.lastSeenAt?.toISOString() ?? null,
+    live: row.liveState
+      ? {
+          registered_adapters: row.liveState.registeredAdapters,
+          running: row.liveState.running,
+          waiting: row.liveState.waiting,
+          kv_cache_usage: row.liveState.kvCacheUsage,
+        }
+      : null,
+    created_at: row.createdAt.toISOString(),
+  };
+}

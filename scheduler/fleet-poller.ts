@@ -1,0 +1,139 @@
+import type { Database } from "../db/client.ts";
+import { listReplicas, type ReplicaRow, recordReplicaPoll } from "../db/queries/replicas.ts";
+import type { ReplicaLiveState } from "../db/schema/replicas.ts";
+import type { Logger } from "../lib/logger.ts";
+import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
+
+export interface FleetPollerOptions {
+  /** How often every replica is polled. */
+  intervalMs: number;
+  /** A replica that has not answered for this long is marked down. */
+  downAfterMs: number;
+  /** Per-call timeout; a poll must not outlast its interval. */
+  timeoutMs: number;
+  replicaApiKey?: string;
+}
+
+export interface PollOutcome {
+  replicaId: string;
+  ok: boolean;
+  status: ReplicaRow["status"];
+  error?: string;
+}
+
+/**
+ * Keeps each replica's live state in Postgres: health, registered adapters (`/v1/models`),
+ * running/waiting (`/metrics`), last seen. A replica that stops answering is marked down once
+ * `downAfterMs` has passed since it was last seen, and up again on its first good answer.
+ */
+export class FleetPoller {
+  private readonly clients = new Map<string, ReplicaClient>();
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<PollOutcome[]> | null = null;
+  private readonly db: Database;
+  private readonly logger: Logger;
+  private readonly options: FleetPollerOptions;
+
+  constructor(db: Database, logger: Logger, options: FleetPollerOptions) {
+    this.db = db;
+    this.logger = logger;
+    this.options = options;
+  }
+
+  start(): void {
+    const tick = () => {
+      void this.pollOnce()
+        .catch((error) => this.logger.error({ err: error }, "fleet poll failed"))
+        .finally(() => {
+          if (this.timer !== null) {
+            this.timer = setTimeout(tick, this.options.intervalMs);
+          }
+        });
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    await this.running?.catch(() => {});
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+    this.clients.clear();
+  }
+
+  /** Polls every replica once (concurrently); overlapping calls share one poll. */
+  pollOnce(now = () => new Date()): Promise<PollOutcome[]> {
+    this.running ??= (async () => {
+      try {
+        const rows = await listReplicas(this.db);
+        this.forgetRemoved(rows);
+        return await Promise.all(rows.map((row) => this.pollReplica(row, now)));
+      } finally {
+        this.running = null;
+      }
+    })();
+    return this.running;
+  }
+
+  private clientFor(row: ReplicaRow): ReplicaClient {
+    let client = this.clients.get(row.url);
+    if (!client) {
+      client = createReplicaClient({
+        baseUrl: row.url,
+        timeoutMs: this.options.timeoutMs,
+        ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),
+      });
+      this.clients.set(row.url, client);
+    }
+    return client;
+  }
+
+  private forgetRemoved(rows: ReplicaRow[]): void {
+    const live = new Set(rows.map((r) => r.url));
+    for (const [url, client] of this.clients) {
+      if (!live.has(url)) {
+        void client.close();
+        this.clients.delete(url);
+      }
+    }
+  }
+
+  private async pollReplica(row: ReplicaRow, now: () => Date): Promise<PollOutcome> {
+    const client = this.clientFor(row);
+    const [health, models, metrics] = await Promise.all([
+      client.health(),
+      client.listModels(),
+      client.metrics(),
+    ]);
+    const at = now();
+    if (health.kind === "ok" && models.kind === "ok") {
+      const liveState: ReplicaLiveState = {
+        registeredAdapters: models.value.adapters.map((a) => a.id),
+        running: metrics.kind === "ok" ? (metrics.value.running ?? 0) : 0,
+        waiting: metrics.kind === "ok" ? (metrics.value.waiting ?? 0) : 0,
+        kvCacheUsage: metrics.kind === "ok" ? metrics.value.kvCacheUsage : null,
+      };
+      const status = row.status === "draining" ? "draining" : "up";
+      await recordReplicaPoll(this.db, row.id, { status, liveState, seenAt: at });
+      if (row.status === "down" || row.status === "unknown") {
+        this.logger.info({ replica_id: row.id, url: row.url }, "replica is up");
+      }
+      return { replicaId: row.id, ok: true, status };
+    }
+    const error = health.kind !== "ok" ? describe(health) : describe(models);
+    const lastSeen = row.lastSeenAt ?? row.createdAt;
+    const overdue = at.getTime() - lastSeen.getTime() >= this.options.downAfterMs;
+    const status = overdue && row.status !== "draining" ? "down" : row.status;
+    if (status !== row.status) {
+      await recordReplicaPoll(this.db, row.id, { status });
+      this.logger.warn({ replica_id: row.id, url: row.url, error }, "replica marked down");
+    }
+    return { replicaId: row.id, ok: false, status, error };
+  }
+}
+
+function describe(result: { kind: string; status?: number; message?: string }): string {
+  return [result.kind, result.status, result.message].filter((p) => p !== undefined).join(" ");
+}

@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import { createReplicaSim } from "../../infra/replica-sim/index.ts";
+import { createLogger } from "../../lib/logger.ts";
+import { FleetPoller } from "../../scheduler/fleet-poller.ts";
+import { useHarness } from "../harness.ts";
+
+const h = useHarness();
+const BASE = "llama-3.1-8b-instruct-awq";
+
+interface ReplicaDto {
+  id: string;
+  status: string;
+  last_seen_at: string | null;
+  live: { registered_adapters: string[]; running: number; waiting: number } | null;
+}
+
+function replicaBody(url: string) {
+  return { url, base_model: BASE, max_loras: 2, max_cpu_loras: 4, max_lora_rank: 16 };
+}
+
+describe("fleet registry", () => {
+  it("registers, lists, drains and removes replicas (operator only)", async () => {
+    const token = await h.adminToken();
+    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: replicaBody("http://127.0.0.1:59001/"),
+    });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ status: "unknown", live: null, url: "http://127.0.0.1:59001" });
+    const dup = await h.request("POST", "/admin/replicas", {
+      token,
+      body: replicaBody("http://127.0.0.1:59001"),
+    });
+    expect(dup.status).toBe(409);
+    const drained = await h.request<ReplicaDto>("POST", `/admin/replicas/${created.body.id}/drain`, {
+      token,
+    });
+    expect(drained.status).toBe(202);
+    expect(drained.body.status).toBe("draining");
+    const tenant = await h.newTenant();
+    expect((await h.request("GET", "/admin/replicas", { token: await tenant.token() })).status).toBe(403);
+    expect((await h.request("DELETE", `/admin/replicas/${created.body.id}`, { token })).status).toBe(204);
+    expect((await h.request("GET", `/admin/replicas/${created.body.id}`, { token })).status).toBe(404);
+  });
+
+  it.each([
+    [{ ...replicaBody("ftp://x"), url: "ftp://127.0.0.1/" }, "url"],
+    [{ ...replicaBody("http://127.0.0.1:1"), max_cpu_loras: 1 }, "max_cpu_loras"],
+    [{ ...replicaBody("http://127.0.0.1:1"), max_lora_rank: 24 }, "max_lora_rank"],
+    [{ ...replicaBody("http://127.0.0.1:1"), gpu: "h100" }, "gpu"],
+  ])("refuses %j naming %s", async (body, field) => {
+    const res = await h.request<{ errors: { path: string }[] }>("POST", "/admin/replicas", {
+      token: await h.adminToken(),
+      body,
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.errors.map((e) => e.path)).toContain(field);
+  });
+
+  it("marks a replica up with its live state, down within the grace after it dies, and up when it returns", async () => {
+    const sim = createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 });
+    const running = await sim.start(0);
+    const token = await h.adminToken();
+    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: replicaBody(running.url),
+    });
+    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
+      intervalMs: 50,
+      downAfterMs: 300,
+      timeoutMs: 200,
+    });
+    const read = async () =>
+      (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token })).body;
+    try {
+      await poller.pollOnce();
+      const up = await read();
+      expect(up.status).toBe("up");
+      expect(up.live).toEqual({
+        registered_adapters: [],
+        running: 0,
+        waiting: 0,
+        kv_cache_usage: expect.any(Number),
+      });
+
+      await running.close();
+      await poller.pollOnce();
+      expect((await read()).status).toBe("up"); // within the grace
+      await new Promise((r) => setTimeout(r, 350));
+      await poller.pollOnce();
+      expect((await read()).status).toBe("down");
+
+      const back = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(
+        running.port,
+      );
+      try {
+        await poller.pollOnce();
+        const again = await read();
+        expect(again.status).toBe("up");
+        expect(Date.parse(again.last_seen_at ?? "")).toBeGreaterThan(Date.parse(up.last_seen_at ?? ""));
+      } finally {
+        await back.close();
+      }
+    } finally {
+      await poller.stop();
+    }
+  });
+});
