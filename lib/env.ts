@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import { z } from "zod";
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -51,6 +52,25 @@ export const EnvSchema = z.object({
   EXTERNAL_JWT_TENANT_CLAIM: z.string().min(1).default("tenant_id"),
   EXTERNAL_JWT_SCOPE_CLAIM: z.string().min(1).default("scope"),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
+  GATEWAY_COLD_START_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
+  GATEWAY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(2),
+  GATEWAY_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(300_000),
+  GATEWAY_BODY_TIMEOUT_MS: z.coerce.number().int().min(100).default(120_000),
+  GATEWAY_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(8 * 1024 * 1024),
+  SCHEDULER_POLICY: z.enum(["gdsf", "lru"]).default("gdsf"),
+  SCHEDULER_LEASE_TTL_MS: z.coerce.number().int().min(300).default(15_000),
+  SCHEDULER_RECONCILE_MS: z.coerce.number().int().min(50).default(5_000),
+  FLEET_POLL_INTERVAL_MS: z.coerce.number().int().min(50).default(2_000),
+  FLEET_DOWN_AFTER_MS: z.coerce.number().int().min(100).default(10_000),
+  AGENT_TOKEN: z.preprocess(
+    (v) => (v === "" ? undefined : v),
+    z.string().min(16, "must be at least 16 characters").optional(),
+  ),
+  VLLM_API_KEY: optionalString,
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -77,6 +97,24 @@ export interface Config {
     external: ExternalIssuerConfig | undefined;
   };
   shutdownTimeoutMs: number;
+  gateway: {
+    coldStartTimeoutMs: number;
+    maxAttempts: number;
+    headersTimeoutMs: number;
+    bodyTimeoutMs: number;
+    maxBodyBytes: number;
+  };
+  scheduler: {
+    policy: "gdsf" | "lru";
+    leaseTtlMs: number;
+    reconcileEveryMs: number;
+    pollIntervalMs: number;
+    downAfterMs: number;
+  };
+  /** Bearer secret for the replica agents; the scheduler needs it to load adapters. */
+  agentToken: string | undefined;
+  /** vLLM's --api-key, when the replicas are started with one. */
+  replicaApiKey: string | undefined;
 }
 
 export interface ExternalIssuerConfig {
@@ -157,6 +195,22 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
           : undefined,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    gateway: {
+      coldStartTimeoutMs: env.GATEWAY_COLD_START_TIMEOUT_MS,
+      maxAttempts: env.GATEWAY_MAX_ATTEMPTS,
+      headersTimeoutMs: env.GATEWAY_HEADERS_TIMEOUT_MS,
+      bodyTimeoutMs: env.GATEWAY_BODY_TIMEOUT_MS,
+      maxBodyBytes: env.GATEWAY_MAX_BODY_BYTES,
+    },
+    scheduler: {
+      policy: env.SCHEDULER_POLICY,
+      leaseTtlMs: env.SCHEDULER_LEASE_TTL_MS,
+      reconcileEveryMs: env.SCHEDULER_RECONCILE_MS,
+      pollIntervalMs: env.FLEET_POLL_INTERVAL_MS,
+      downAfterMs: env.FLEET_DOWN_AFTER_MS,
+    },
+    agentToken: env.AGENT_TOKEN,
+    replicaApiKey: env.VLLM_API_KEY,
   };
 }
 
@@ -170,6 +224,105 @@ export function loadConfig(envFile = ".env"): Config {
   }
   try {
     return parseConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+}
+
+/** The replica agent (sidecar of one vLLM replica): its own variables plus the S3 settings above. */
+export const AgentEnvSchema = EnvSchema.pick({
+  LOG_LEVEL: true,
+  S3_ENDPOINT: true,
+  S3_REGION: true,
+  S3_BUCKET: true,
+  S3_ACCESS_KEY_ID: true,
+  S3_SECRET_ACCESS_KEY: true,
+  S3_FORCE_PATH_STYLE: true,
+  SHUTDOWN_TIMEOUT_MS: true,
+}).extend({
+  AGENT_HOST: z.string().min(1).default("127.0.0.1"),
+  AGENT_PORT: port.default(8091),
+  AGENT_TOKEN: z
+    .string({ error: "is required: the secret the scheduler sends as a bearer token (16+ characters)" })
+    .min(16, "must be at least 16 characters"),
+  AGENT_REPLICA_URL: z.url({ error: "is required: the vLLM replica's base URL, e.g. http://127.0.0.1:8000" }),
+  AGENT_REPLICA_API_KEY: optionalString,
+  AGENT_CACHE_DIR: z
+    .string({ error: "is required: an absolute directory on the disk the vLLM replica reads" })
+    .refine((v) => isAbsolute(v), "must be an absolute path"),
+  AGENT_DISK_BUDGET_BYTES: z.coerce
+    .number({ error: "is required: bytes of adapter files the cache may hold" })
+    .int()
+    .min(1),
+  AGENT_GC_INTERVAL_MS: z.coerce.number().int().min(10).default(5_000),
+});
+
+export type AgentEnv = z.infer<typeof AgentEnvSchema>;
+
+export interface AgentConfig {
+  log: { level: Env["LOG_LEVEL"] };
+  http: { host: string; port: number };
+  /** Shared secret every route but /healthz requires as `Authorization: Bearer <token>`. */
+  token: string;
+  replica: { url: string; apiKey: string | undefined };
+  cache: { dir: string; budgetBytes: number; gcIntervalMs: number };
+  s3: Config["s3"];
+  shutdownTimeoutMs: number;
+}
+
+/** Parses a variable map into AgentConfig; throws ConfigError naming every bad variable. */
+export function parseAgentConfig(source: Record<string, string | undefined>): AgentConfig {
+  const result = AgentEnvSchema.safeParse(source);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((issue) => ({
+        variable: String(issue.path[0] ?? "?"),
+        message: issue.message,
+      })),
+    );
+  }
+  const env = result.data;
+  if ((env.S3_ACCESS_KEY_ID === undefined) !== (env.S3_SECRET_ACCESS_KEY === undefined)) {
+    throw new ConfigError([
+      {
+        variable: "S3_ACCESS_KEY_ID",
+        message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together",
+      },
+    ]);
+  }
+  return {
+    log: { level: env.LOG_LEVEL },
+    http: { host: env.AGENT_HOST, port: env.AGENT_PORT },
+    token: env.AGENT_TOKEN,
+    replica: { url: env.AGENT_REPLICA_URL, apiKey: env.AGENT_REPLICA_API_KEY },
+    cache: {
+      dir: env.AGENT_CACHE_DIR,
+      budgetBytes: env.AGENT_DISK_BUDGET_BYTES,
+      gcIntervalMs: env.AGENT_GC_INTERVAL_MS,
+    },
+    s3: {
+      endpoint: env.S3_ENDPOINT,
+      region: env.S3_REGION,
+      bucket: env.S3_BUCKET,
+      accessKeyId: env.S3_ACCESS_KEY_ID,
+      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+      forcePathStyle: env.S3_FORCE_PATH_STYLE,
+    },
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+  };
+}
+
+/** The agent's entry point calls this once; like loadConfig, a bad variable prints every problem and exits 1. */
+export function loadAgentConfig(envFile = ".env"): AgentConfig {
+  if (existsSync(envFile)) {
+    process.loadEnvFile(envFile);
+  }
+  try {
+    return parseAgentConfig(process.env);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);

@@ -1,4 +1,17 @@
-import { and, asc, count, desc, eq, inArray, isNotNull, isNull, max, ne, sql } from "drizzle-orm";
+import {
+  and,
+  asc,
+  count,
+  desc,
+  eq,
+  getTableColumns,
+  inArray,
+  isNotNull,
+  isNull,
+  max,
+  ne,
+  sql,
+} from "drizzle-orm";
 import { newId } from "../../lib/ids.ts";
 import type { Executor } from "../client.ts";
 import { adapters, adapterVersions, placements } from "../schema/index.ts";
@@ -55,17 +68,7 @@ const latestReadyVersion = sql<number | null>`(
 
 export async function listAdapters(db: Executor, params: { tenantId: string }): Promise<AdapterWithLatest[]> {
   return db
-    .select({
-      id: adapters.id,
-      tenantId: adapters.tenantId,
-      name: adapters.name,
-      baseModelId: adapters.baseModelId,
-      description: adapters.description,
-      deletedAt: adapters.deletedAt,
-      createdAt: adapters.createdAt,
-      updatedAt: adapters.updatedAt,
-      latestVersion: latestReadyVersion,
-    })
+    .select({ ...getTableColumns(adapters), latestVersion: latestReadyVersion })
     .from(adapters)
     .where(and(eq(adapters.tenantId, params.tenantId), isNull(adapters.deletedAt)))
     .orderBy(asc(adapters.name));
@@ -154,16 +157,7 @@ export async function markAdapterDeleted(
 /** Deleted adapters whose versions still have objects to remove (the cleanup job's work list). */
 export async function listAdaptersPendingCleanup(db: Executor, limit: number): Promise<AdapterRow[]> {
   return db
-    .selectDistinct({
-      id: adapters.id,
-      tenantId: adapters.tenantId,
-      name: adapters.name,
-      baseModelId: adapters.baseModelId,
-      description: adapters.description,
-      deletedAt: adapters.deletedAt,
-      createdAt: adapters.createdAt,
-      updatedAt: adapters.updatedAt,
-    })
+    .selectDistinct(getTableColumns(adapters))
     .from(adapters)
     .innerJoin(adapterVersions, eq(adapterVersions.adapterId, adapters.id))
     .where(and(isNotNull(adapters.deletedAt), ne(adapterVersions.status, "deleted")))
@@ -212,4 +206,18 @@ export async function markVersionsDeleted(
     .where(
       and(eq(adapterVersions.tenantId, params.tenantId), inArray(adapterVersions.id, params.versionIds)),
     );
+}
+
+/** A version by id, whatever its tenant (the scheduler's view); null if none. */
+export async function getVersionForScheduler(
+  db: Executor,
+  versionId: string,
+): Promise<AdapterVersionRow | null> {
+  const [row] = await db.select().from(adapterVersions).where(eq(adapterVersions.id, versionId)).limit(1);
+  return row ?? null;
+}
+
+/** A replica refused this version: it stops resolving, and the reason is kept for the tenant. */
+export async function markVersionFailed(db: Executor, versionId: string): Promise<void> {
+  await db.update(adapterVersions).set({ status: "failed" }).where(eq(adapterVersions.id, versionId));
 }

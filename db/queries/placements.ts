@@ -52,3 +52,30 @@ export async function deletePlacement(
 export async function listTenantPlacements(db: Executor, tenantId: string): Promise<PlacementRow[]> {
   return db.select().from(placements).where(eq(placements.tenantId, tenantId));
 }
+
+/** Sets a placement's state (and error); false if the row is gone. */
+export async function setPlacementState(
+  db: Executor,
+  params: { replicaId: string; adapterVersionId: string; state: PlacementState; lastError?: string | null },
+): Promise<boolean> {
+  const rows = await db
+    .update(placements)
+    .set({
+      state: params.state,
+      ...(params.lastError !== undefined && { lastError: params.lastError }),
+      updatedAt: new Date(),
+    })
+    .where(
+      and(
+        eq(placements.replicaId, params.replicaId),
+        eq(placements.adapterVersionId, params.adapterVersionId),
+      ),
+    )
+    .returning({ id: placements.id });
+  return rows.length > 0;
+}
+
+/** Every placement on a replica (fleet-wide, operator data). */
+export async function listReplicaPlacements(db: Executor, replicaId: string): Promise<PlacementRow[]> {
+  return db.select().from(placements).where(eq(placements.replicaId, replicaId));
+}

@@ -31,6 +31,8 @@ export const adapters = pgTable(
       .notNull()
       .references(() => baseModels.id),
     description: text(),
+    /** Keep the latest version registered on this many replicas, never evicted (0 = demand decides). */
+    pinReplicas: integer().notNull().default(0),
     deletedAt: timestamp({ withTimezone: true }),
     ...timestamps(),
   },

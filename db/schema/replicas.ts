@@ -1,4 +1,4 @@
-import { integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import { baseModels } from "./base-models.ts";
 import { timestamps } from "./columns.ts";
 
@@ -20,6 +20,10 @@ export const replicas = pgTable("replicas", {
   maxLoras: integer().notNull(),
   maxCpuLoras: integer().notNull(),
   maxLoraRank: integer().notNull(),
+  /** How many adapter names the scheduler keeps registered here (files on the replica's disk). */
+  maxRegistered: integer().notNull(),
+  /** Bytes of adapter files the replica's agent may keep on disk. */
+  diskBudgetBytes: bigint({ mode: "number" }).notNull(),
   status: text({ enum: ["unknown", "up", "down", "draining"] })
     .notNull()
     .default("unknown"),

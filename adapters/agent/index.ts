@@ -1,0 +1,13 @@
+export { type AgentAppDeps, createAgentApp } from "./app.ts";
+export { AgentError, type AgentErrorCode } from "./errors.ts";
+export {
+  type CacheDto,
+  type CacheEntryDto,
+  LoadAdapterBody,
+  type LoadAdapterResponse,
+  loraNameProblem,
+  UnloadAdapterBody,
+  type UnloadAdapterResponse,
+} from "./schema.ts";
+export { type RunningAgent, type StartAgentOptions, startAgent } from "./server.ts";
+export { ReplicaAgent, type ReplicaAgentOptions } from "./service.ts";

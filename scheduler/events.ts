@@ -1,0 +1,65 @@
+import type { Config } from "../lib/env.ts";
+import type { Logger } from "../lib/logger.ts";
+import { createRedis, type Redis } from "../lib/redis.ts";
+
+/** What one process tells the others through Redis pub/sub. Postgres stays the truth; events only wake readers. */
+export type FleetEvent =
+  | {
+      type: "placement";
+      adapterVersionId: string;
+      replicaId: string;
+      state: "loaded" | "unloaded" | "failed";
+      message?: string;
+    }
+  /** A tenant's adapters changed (new version, deletion): drop cached model resolutions. */
+  | { type: "adapters-changed"; tenantId: string }
+  /** Replicas were added, removed, drained, or went up or down. */
+  | { type: "fleet-changed" };
+
+export class EventBus {
+  private readonly publisher: Redis;
+  private subscriber: Redis | null = null;
+  private readonly handlers = new Set<(event: FleetEvent) => void>();
+  private readonly channel: string;
+  private readonly config: Config["redis"];
+  private readonly logger: Logger;
+
+  constructor(config: Config["redis"], logger: Logger) {
+    this.config = config;
+    this.logger = logger;
+    this.channel = `${config.prefix}events`;
+    this.publisher = createRedis(config, "producer");
+  }
+
+  async publish(event: FleetEvent): Promise<void> {
+    await this.publisher.publish(this.channel, JSON.stringify(event));
+  }
+
+  /** Resolves once subscribed, so that an event published after it returns is not missed. */
+  async subscribe(handler: (event: FleetEvent) => void): Promise<() => void> {
+    this.handlers.add(handler);
+    if (!this.subscriber) {
+      const subscriber = createRedis(this.config, "worker");
+      this.subscriber = subscriber;
+      subscriber.on("message", (_channel: string, message: string) => {
+        let event: FleetEvent;
+        try {
+          event = JSON.parse(message) as FleetEvent;
+        } catch {
+          this.logger.warn({ message: message.slice(0, 200) }, "unreadable fleet event");
+          return;
+        }
+        for (const h of this.handlers) {
+          h(event);
+        }
+      });
+      await subscriber.subscribe(this.channel);
+    }
+    return () => this.handlers.delete(handler);
+  }
+
+  async close(): Promise<void> {
+    this.handlers.clear();
+    await Promise.allSettled([this.publisher.quit(), this.subscriber?.quit()]);
+  }
+}

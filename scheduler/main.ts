@@ -1,0 +1,55 @@
+import { startAdapterCleanupWorker } from "../adapters/cleanup.ts";
+import { createS3Storage } from "../adapters/storage.ts";
+import { createDbHandle } from "../db/client.ts";
+import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
+import { loadConfig } from "../lib/env.ts";
+import { createLogger } from "../lib/logger.ts";
+import { installShutdown } from "../lib/shutdown.ts";
+import { EventBus } from "./events.ts";
+import { SchedulerService } from "./service.ts";
+
+const config = loadConfig();
+const logger = createLogger(config.log, "scheduler");
+if (!config.agentToken) {
+  process.stderr.write("Invalid configuration:\n  AGENT_TOKEN: is required by the scheduler (it loads adapters through the agents)\n");
+  process.exit(1);
+}
+await ensureDatabase(config.db.url);
+await migrateDatabase(config.db.url);
+const db = createDbHandle(config.db);
+const bus = new EventBus(config.redis, logger);
+const store = createS3Storage(config.s3);
+const scheduler = new SchedulerService(
+  { db: db.db, redis: config.redis, logger, bus },
+  schedulerOptions(config.agentToken),
+);
+scheduler.start();
+const cleanup = await startAdapterCleanupWorker({ db: db.db, store, logger, config: config.redis });
+installShutdown(
+  [
+    { name: "scheduler", close: () => scheduler.stop() },
+    { name: "adapter-cleanup", close: cleanup.close },
+    { name: "events", close: () => bus.close() },
+    { name: "postgres", close: () => db.close() },
+    { name: "s3", close: async () => store.close() },
+  ],
+  config.shutdownTimeoutMs,
+  logger,
+);
+logger.info({ holder: scheduler.holder }, "scheduler ready (standing for leader)");
+
+function schedulerOptions(agentToken: string) {
+  return {
+    policy: config.scheduler.policy,
+    agentToken,
+    ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
+    leaseTtlMs: config.scheduler.leaseTtlMs,
+    reconcileEveryMs: config.scheduler.reconcileEveryMs,
+    poll: {
+      intervalMs: config.scheduler.pollIntervalMs,
+      downAfterMs: config.scheduler.downAfterMs,
+      timeoutMs: Math.min(2_000, config.scheduler.pollIntervalMs),
+    },
+    agentTimeoutMs: 120_000,
+  };
+}

@@ -1,0 +1,57 @@
+import { Queue } from "bullmq";
+import type { Config } from "../lib/env.ts";
+import { bullPrefix, createRedis } from "../lib/redis.ts";
+
+/** Gateways ask the leader to place a missed adapter here; the job id makes N misses one job. */
+export const PLACEMENT_QUEUE = "placement";
+/** One queue per replica, worked one job at a time: a load stalls every stream on its replica. */
+export const replicaOpsQueue = (replicaId: string) => `replica-ops.${replicaId}`;
+
+export interface PlacementRequest {
+  adapterVersionId: string;
+}
+export interface LoadJob {
+  replicaId: string;
+  adapterVersionId: string;
+}
+export interface UnloadJob {
+  replicaId: string;
+  adapterVersionId: string;
+  loraName: string;
+}
+
+export const placementJobOptions = {
+  // Ids are reused for the next miss once a job is gone, so completed and failed jobs are not kept.
+  removeOnComplete: true,
+  removeOnFail: true,
+  attempts: 3,
+  backoff: { type: "exponential", delay: 200 },
+} as const;
+
+export const replicaOpJobOptions = {
+  removeOnComplete: true,
+  removeOnFail: true,
+  // A replica or S3 hiccup is retried for about a minute; a rejected adapter fails at once.
+  attempts: 6,
+  backoff: { type: "exponential", delay: 1_000 },
+} as const;
+
+export function placementJobId(adapterVersionId: string): string {
+  return `place.${adapterVersionId}`;
+}
+
+export function loadJobId(job: LoadJob): string {
+  return `load.${job.replicaId}.${job.adapterVersionId}`;
+}
+
+export function unloadJobId(job: { replicaId: string; adapterVersionId: string }): string {
+  return `unload.${job.replicaId}.${job.adapterVersionId}`;
+}
+
+export function createPlacementQueue(config: Config["redis"]): Queue {
+  return new Queue(PLACEMENT_QUEUE, {
+    connection: createRedis(config, "producer"),
+    prefix: bullPrefix(config),
+    defaultJobOptions: placementJobOptions,
+  });
+}

@@ -1,0 +1,475 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { type Job, Queue, UnrecoverableError, Worker } from "bullmq";
+import type { Database } from "../db/client.ts";
+import { getVersionForScheduler, markVersionFailed } from "../db/queries/adapters.ts";
+import { loadFleetSnapshot } from "../db/queries/fleet.ts";
+import { deletePlacement, setPlacementState, upsertPlacement } from "../db/queries/placements.ts";
+import { getReplica } from "../db/queries/replicas.ts";
+import type { Config } from "../lib/env.ts";
+import type { Logger } from "../lib/logger.ts";
+import { bullPrefix, createRedis } from "../lib/redis.ts";
+import { AgentClient } from "./agent-client.ts";
+import type { EventBus } from "./events.ts";
+import { FleetPoller } from "./fleet-poller.ts";
+import { toFleetState } from "./fleet-state.ts";
+import { LeaderElection } from "./lease.ts";
+import { type Action, createPolicy, type Policy, type PolicyKind } from "./policy/index.ts";
+import {
+  type LoadJob,
+  loadJobId,
+  PLACEMENT_QUEUE,
+  type PlacementRequest,
+  replicaOpJobOptions,
+  replicaOpsQueue,
+  type UnloadJob,
+  unloadJobId,
+} from "./queues.ts";
+import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
+
+export interface SchedulerOptions {
+  policy: PolicyKind;
+  agentToken: string;
+  replicaApiKey?: string;
+  leaseTtlMs: number;
+  reconcileEveryMs: number;
+  poll: { intervalMs: number; downAfterMs: number; timeoutMs: number };
+  agentTimeoutMs: number;
+}
+
+export interface SchedulerDeps {
+  db: Database;
+  redis: Config["redis"];
+  logger: Logger;
+  bus: EventBus;
+}
+
+/**
+ * The scheduler process. Every instance competes for the lease; the leader alone places adapters
+ * (misses from gateways), runs one load/unload at a time per replica through its agent, polls the
+ * fleet and reconciles placements with what replicas really have registered.
+ */
+export class SchedulerService {
+  readonly holder = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  private readonly election: LeaderElection;
+  private readonly deps: SchedulerDeps;
+  private readonly options: SchedulerOptions;
+  private policy: Policy;
+  private lastSync = 0;
+  private leaderWork: LeaderWork | null = null;
+
+  constructor(deps: SchedulerDeps, options: SchedulerOptions) {
+    this.deps = deps;
+    this.options = options;
+    this.policy = createPolicy(options.policy);
+    this.election = new LeaderElection(
+      deps.db,
+      deps.logger,
+      {
+        name: "scheduler",
+        holder: this.holder,
+        ttlMs: options.leaseTtlMs,
+        renewEveryMs: options.leaseTtlMs / 3,
+      },
+      { onElected: () => this.becomeLeader(), onDemoted: () => void this.stepDown() },
+    );
+  }
+
+  get isLeader(): boolean {
+    return this.election.isLeader;
+  }
+
+  start(): void {
+    this.election.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.election.stop();
+    await this.stepDown();
+  }
+
+  /** Re-reads the fleet into the policy (at most every `minIntervalMs`). */
+  async sync(minIntervalMs = 0): Promise<void> {
+    if (Date.now() - this.lastSync < minIntervalMs) {
+      return;
+    }
+    this.policy.sync(toFleetState(await loadFleetSnapshot(this.deps.db)));
+    this.lastSync = Date.now();
+  }
+
+  private becomeLeader(): void {
+    this.policy = createPolicy(this.options.policy);
+    this.lastSync = 0;
+    this.leaderWork = new LeaderWork(this);
+    void this.leaderWork
+      .start()
+      .catch((error) => this.deps.logger.error({ err: error }, "leader start failed"));
+  }
+
+  private async stepDown(): Promise<void> {
+    const work = this.leaderWork;
+    this.leaderWork = null;
+    await work?.stop();
+  }
+
+  /** @internal for LeaderWork */
+  get internals() {
+    return { deps: this.deps, options: this.options, policy: this.policy };
+  }
+}
+
+class LeaderWork {
+  private readonly service: SchedulerService;
+  private placementWorker: Worker | null = null;
+  private readonly opWorkers = new Map<string, Worker>();
+  private readonly opQueues = new Map<string, Queue>();
+  private readonly agents = new Map<string, AgentClient>();
+  private readonly replicaClients = new Map<string, ReplicaClient>();
+  private poller: FleetPoller | null = null;
+  private reconcileTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(service: SchedulerService) {
+    this.service = service;
+  }
+
+  private get deps() {
+    return this.service.internals.deps;
+  }
+  private get options() {
+    return this.service.internals.options;
+  }
+  private get policy() {
+    return this.service.internals.policy;
+  }
+
+  async start(): Promise<void> {
+    const { db, logger } = this.deps;
+    this.poller = new FleetPoller(db, logger, {
+      ...this.options.poll,
+      ...(this.options.replicaApiKey !== undefined && { replicaApiKey: this.options.replicaApiKey }),
+    });
+    await this.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
+    this.poller.start();
+    await this.service.sync();
+    this.placementWorker = new Worker(PLACEMENT_QUEUE, (job) => this.place(job), {
+      connection: createRedis(this.deps.redis, "worker"),
+      prefix: bullPrefix(this.deps.redis),
+      concurrency: 1,
+    });
+    this.placementWorker.on("error", (error) => logger.error({ err: error }, "placement worker error"));
+    const tick = () => {
+      void this.reconcile()
+        .catch((error) => logger.error({ err: error }, "reconcile failed"))
+        .finally(() => {
+          if (!this.stopped) {
+            this.reconcileTimer = setTimeout(tick, this.options.reconcileEveryMs);
+          }
+        });
+    };
+    this.reconcileTimer = setTimeout(tick, this.options.reconcileEveryMs);
+    logger.info({ holder: this.service.holder }, "scheduler leader started");
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconcileTimer) {
+      clearTimeout(this.reconcileTimer);
+    }
+    await this.poller?.stop();
+    await this.placementWorker?.close();
+    await Promise.all([...this.opWorkers.values()].map((w) => w.close()));
+    await Promise.all([...this.opQueues.values()].map((q) => q.close()));
+    await Promise.all([...this.agents.values()].map((a) => a.close()));
+    await Promise.all([...this.replicaClients.values()].map((c) => c.close()));
+  }
+
+  /** A gateway missed: decide where the adapter goes (evicting if needed) and queue the work. */
+  private async place(job: Job<PlacementRequest>): Promise<string> {
+    const { adapterVersionId } = job.data;
+    await this.service.sync(250);
+    const result = this.policy.route({ adapterId: adapterVersionId }, Date.now());
+    if (!("replicaId" in result)) {
+      await this.deps.bus.publish({
+        type: "placement",
+        adapterVersionId,
+        replicaId: "",
+        state: "failed",
+        message: result.detail,
+      });
+      if (result.retryable) {
+        throw new Error(result.detail);
+      }
+      return `refused: ${result.reason}`;
+    }
+    if (result.actions.length === 0) {
+      // Already placed or loading: a gateway that missed it was stale; wake it.
+      await this.deps.bus.publish({
+        type: "placement",
+        adapterVersionId,
+        replicaId: result.replicaId,
+        state: "loaded",
+      });
+      return "already placed";
+    }
+    await this.enqueue(result.actions);
+    return result.actions
+      .map((a) => (a.kind === "drained" ? a.kind : `${a.kind} ${a.adapterId} on ${a.replicaId}`))
+      .join("; ");
+  }
+
+  private async enqueue(actions: readonly Action[]): Promise<void> {
+    const { db } = this.deps;
+    for (const action of actions) {
+      if (action.kind === "drained") {
+        this.deps.logger.info(
+          { replica_id: action.replicaId },
+          "replica drained: it holds nothing and may leave",
+        );
+        continue;
+      }
+      const queue = await this.ensureReplicaQueue(action.replicaId);
+      if (action.kind === "load") {
+        const version = await getVersionForScheduler(db, action.adapterId);
+        if (!version) {
+          continue;
+        }
+        await upsertPlacement(db, {
+          tenantId: version.tenantId,
+          replicaId: action.replicaId,
+          adapterVersionId: action.adapterId,
+          loraName: action.adapterId,
+          state: "loading",
+        });
+        const data: LoadJob = { replicaId: action.replicaId, adapterVersionId: action.adapterId };
+        await queue.add("adapter.load", data, { jobId: loadJobId(data) });
+      } else {
+        const data: UnloadJob = {
+          replicaId: action.replicaId,
+          adapterVersionId: action.adapterId,
+          loraName: action.adapterId,
+        };
+        await setPlacementState(db, {
+          replicaId: action.replicaId,
+          adapterVersionId: action.adapterId,
+          state: "unloading",
+        });
+        await queue.add("adapter.unload", data, { jobId: unloadJobId(data) });
+      }
+    }
+  }
+
+  private async ensureReplicaQueue(replicaId: string): Promise<Queue> {
+    let queue = this.opQueues.get(replicaId);
+    if (!queue) {
+      const name = replicaOpsQueue(replicaId);
+      const connection = {
+        connection: createRedis(this.deps.redis, "producer"),
+        prefix: bullPrefix(this.deps.redis),
+      };
+      queue = new Queue(name, { ...connection, defaultJobOptions: replicaOpJobOptions });
+      this.opQueues.set(replicaId, queue);
+      const worker = new Worker(name, (job) => this.runOp(job), {
+        connection: createRedis(this.deps.redis, "worker"),
+        prefix: bullPrefix(this.deps.redis),
+        // One operation at a time per replica: a load pauses every stream on it.
+        concurrency: 1,
+      });
+      worker.on("error", (error) =>
+        this.deps.logger.error({ err: error, replica_id: replicaId }, "op worker error"),
+      );
+      worker.on("failed", (job, error) => void this.onOpFailed(job, error));
+      this.opWorkers.set(replicaId, worker);
+    }
+    return queue;
+  }
+
+  private agentFor(url: string): AgentClient {
+    let agent = this.agents.get(url);
+    if (!agent) {
+      agent = new AgentClient({
+        baseUrl: url,
+        token: this.options.agentToken,
+        timeoutMs: this.options.agentTimeoutMs,
+      });
+      this.agents.set(url, agent);
+    }
+    return agent;
+  }
+
+  private async runOp(job: Job<LoadJob | UnloadJob>): Promise<string> {
+    const { db, bus, logger } = this.deps;
+    const replica = await getReplica(db, job.data.replicaId);
+    if (!replica) {
+      throw new UnrecoverableError(`replica ${job.data.replicaId} is gone`);
+    }
+    if (!replica.agentUrl) {
+      throw new UnrecoverableError(
+        `replica ${replica.id} has no agent_url: loraplane loads adapters through the agent`,
+      );
+    }
+    const agent = this.agentFor(replica.agentUrl);
+    const { adapterVersionId } = job.data;
+    if (job.name === "adapter.unload") {
+      const result = await agent.unload((job.data as UnloadJob).loraName);
+      if (result.kind === "transient" && result.code !== "not_found") {
+        throw new Error(`${result.code}: ${result.message}`);
+      }
+      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+      await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "unloaded" });
+      return "unloaded";
+    }
+    const version = await getVersionForScheduler(db, adapterVersionId);
+    if (!version || version.status !== "ready") {
+      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+      throw new UnrecoverableError(`version ${adapterVersionId} is no longer ready`);
+    }
+    const started = Date.now();
+    const result = await agent.load({
+      loraName: adapterVersionId,
+      objectKey: version.objectKey,
+      configObjectKey: version.configObjectKey,
+      sha256: version.sha256,
+      sizeBytes: version.sizeBytes,
+    });
+    if (result.kind === "permanent") {
+      await markVersionFailed(db, adapterVersionId);
+      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+      this.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: false });
+      await bus.publish({
+        type: "placement",
+        adapterVersionId,
+        replicaId: replica.id,
+        state: "failed",
+        message: `${result.code}: ${result.message}`,
+      });
+      await bus.publish({ type: "adapters-changed", tenantId: version.tenantId });
+      throw new UnrecoverableError(`${result.code}: ${result.message}`);
+    }
+    if (result.kind === "transient") {
+      throw new Error(`${result.code}: ${result.message}`);
+    }
+    await setPlacementState(db, {
+      replicaId: replica.id,
+      adapterVersionId,
+      state: "loaded",
+      lastError: null,
+    });
+    this.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: true });
+    await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "loaded" });
+    logger.info(
+      { adapter_version_id: adapterVersionId, replica_id: replica.id, ms: Date.now() - started },
+      "adapter loaded",
+    );
+    return "loaded";
+  }
+
+  /** Out of retries: the placement is dropped so that the next miss tries afresh (maybe elsewhere). */
+  private async onOpFailed(job: Job<LoadJob | UnloadJob> | undefined, error: Error): Promise<void> {
+    if (!job || job.name !== "adapter.load") {
+      return;
+    }
+    const final = job.attemptsMade >= (job.opts.attempts ?? 1) || error instanceof UnrecoverableError;
+    if (!final) {
+      return;
+    }
+    const { replicaId, adapterVersionId } = job.data;
+    await deletePlacement(this.deps.db, { replicaId, adapterVersionId }).catch(() => {});
+    await this.deps.bus
+      .publish({ type: "placement", adapterVersionId, replicaId, state: "failed", message: error.message })
+      .catch(() => {});
+  }
+
+  private replicaClientFor(url: string): ReplicaClient {
+    let client = this.replicaClients.get(url);
+    if (!client) {
+      client = createReplicaClient({
+        baseUrl: url,
+        timeoutMs: this.options.poll.timeoutMs,
+        ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),
+      });
+      this.replicaClients.set(url, client);
+    }
+    return client;
+  }
+
+  /**
+   * Repairs drift between placements and replicas: a replica that restarted lost its adapters, one
+   * that is down holds nothing we can use, and a name registered that we did not place is unloaded.
+   * Then runs the policy's background plan (pins, replication of hot adapters, draining moves).
+   */
+  async reconcile(): Promise<void> {
+    const { db, bus, logger } = this.deps;
+    const snapshot = await loadFleetSnapshot(db);
+    let changed = false;
+    const routable = new Set(snapshot.versions.map((v) => v.versionId));
+    for (const p of snapshot.placements) {
+      // A deleted adapter (or a failed version) is unloaded; its objects go once no replica holds it.
+      if (!routable.has(p.adapterVersionId) && p.state !== "unloading") {
+        const queue = await this.ensureReplicaQueue(p.replicaId);
+        await setPlacementState(db, {
+          replicaId: p.replicaId,
+          adapterVersionId: p.adapterVersionId,
+          state: "unloading",
+        });
+        const data: UnloadJob = {
+          replicaId: p.replicaId,
+          adapterVersionId: p.adapterVersionId,
+          loraName: p.loraName,
+        };
+        await queue.add("adapter.unload", data, { jobId: unloadJobId(data) });
+      }
+    }
+    for (const replica of snapshot.replicas) {
+      const placed = snapshot.placements.filter((p) => p.replicaId === replica.id);
+      if (replica.status === "down") {
+        for (const p of placed) {
+          await deletePlacement(db, { replicaId: replica.id, adapterVersionId: p.adapterVersionId });
+          changed = true;
+        }
+        continue;
+      }
+      if (replica.status !== "up" && replica.status !== "draining") {
+        continue;
+      }
+      const models = await this.replicaClientFor(replica.url).listModels();
+      if (models.kind !== "ok") {
+        continue;
+      }
+      const registered = new Set(models.value.adapters.map((a) => a.id));
+      for (const p of placed) {
+        if (p.state === "loaded" && !registered.has(p.loraName)) {
+          logger.warn(
+            { replica_id: replica.id, lora: p.loraName },
+            "replica lost an adapter (restart?): placement dropped",
+          );
+          await deletePlacement(db, { replicaId: replica.id, adapterVersionId: p.adapterVersionId });
+          await bus.publish({
+            type: "placement",
+            adapterVersionId: p.adapterVersionId,
+            replicaId: replica.id,
+            state: "unloaded",
+          });
+          changed = true;
+        }
+      }
+      const known = new Set(placed.map((p) => p.loraName));
+      for (const name of registered) {
+        if (!known.has(name) && replica.agentUrl) {
+          logger.warn(
+            { replica_id: replica.id, lora: name },
+            "adapter registered that loraplane did not place: unloading",
+          );
+          const queue = await this.ensureReplicaQueue(replica.id);
+          const data: UnloadJob = { replicaId: replica.id, adapterVersionId: name, loraName: name };
+          await queue.add("adapter.unload", data, { jobId: unloadJobId(data) });
+        }
+      }
+    }
+    await this.service.sync(changed ? 0 : 1_000);
+    const planned = this.policy.plan(Date.now());
+    if (planned.length > 0) {
+      await this.enqueue(planned);
+    }
+  }
+}
