@@ -2,7 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { AppError, NotFoundError, ValidationError } from "../lib/errors.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
-import { renderError } from "./errors.ts";
+import { isInferencePath, renderError } from "./errors.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { requestContext } from "./middleware/request-context.ts";
 import { registerCreateAdapter } from "./routes/adapters/create.ts";
@@ -12,6 +12,8 @@ import { isUploadRequest, registerUploadVersion } from "./routes/adapters/upload
 import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
 import { registerListBaseModels } from "./routes/base-models/list.ts";
+import { registerCompletionRoutes } from "./routes/inference/completions.ts";
+import { registerModelsRoute } from "./routes/inference/models.ts";
 import { registerReplicaRoutes } from "./routes/replicas/routes.ts";
 import { registerSystemRoutes } from "./routes/system/health.ts";
 import { registerCreateTenant } from "./routes/tenants/create.ts";
@@ -51,8 +53,22 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       );
     },
   });
+  const inferenceBodyLimit = bodyLimit({
+    maxSize: deps.config.gateway.maxBodyBytes,
+    onError: () => {
+      throw new AppError(
+        "PAYLOAD_TOO_LARGE",
+        `the request body is larger than ${deps.config.gateway.maxBodyBytes} bytes`,
+      );
+    },
+  });
   // Adapter uploads stream gigabytes to S3 and enforce the tenant's own size limit instead.
-  app.use("*", (c, next) => (isUploadRequest(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
+  app.use("*", (c, next) => {
+    if (isUploadRequest(c.req.method, c.req.path)) {
+      return next();
+    }
+    return isInferencePath(c.req.path) ? inferenceBodyLimit(c, next) : jsonBodyLimit(c, next);
+  });
   app.use("*", authenticate());
   app.onError((error, c) => renderError(error, c));
   app.notFound((c) => renderError(new NotFoundError("route", `${c.req.method} ${c.req.path}`), c));
@@ -71,6 +87,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerUploadVersion(app);
   registerDeleteAdapter(app);
   registerReplicaRoutes(app);
+  registerCompletionRoutes(app);
+  registerModelsRoute(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -1,12 +1,18 @@
 import type { IncomingMessage } from "node:http";
 import type { Queue } from "bullmq";
+import type { Dispatcher } from "undici";
 import type { AdapterStore } from "../adapters/storage.ts";
 import type { Database } from "../db/client.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { Redis } from "../lib/redis.ts";
+import type { EventBus } from "../scheduler/events.ts";
 import type { KeyRing, Principal } from "./auth/key-ring.ts";
+import type { ModelResolver } from "./gateway/model-resolver.ts";
+import type { RateLimiter } from "./gateway/rate-limit.ts";
+import type { GatewayRouter } from "./gateway/router.ts";
+import type { UsageSink } from "./gateway/usage.ts";
 
 /** Everything a request handler may use, built once per process in main.ts (or per test file). */
 export interface AppDeps {
@@ -18,7 +24,10 @@ export interface AppDeps {
   store: AdapterStore;
   keyRing: KeyRing;
   metrics: Metrics;
-  queues: { adapterCleanup: Queue };
+  queues: { adapterCleanup: Queue; placement: Queue };
+  bus: EventBus;
+  gateway: { resolver: ModelResolver; router: GatewayRouter; dispatcher: Dispatcher; limiter: RateLimiter };
+  usage: UsageSink;
 }
 
 export interface AppEnv {

@@ -1,4 +1,5 @@
 import { serve } from "@hono/node-server";
+import { Agent } from "undici";
 import { createAdapterCleanupQueue } from "../adapters/cleanup.ts";
 import { createS3Storage } from "../adapters/storage.ts";
 import { createDbHandle } from "../db/client.ts";
@@ -9,9 +10,15 @@ import type { Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { createRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
+import { EventBus } from "../scheduler/events.ts";
+import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
+import { LoggingUsageSink } from "./gateway/logging-usage-sink.ts";
+import { ModelResolver } from "./gateway/model-resolver.ts";
+import { RateLimiter } from "./gateway/rate-limit.ts";
+import { GatewayRouter } from "./gateway/router.ts";
 import { baseModelFromBody } from "./routes/base-models/schema.ts";
 import { SEED_BASE_MODELS } from "./routes/base-models/seeds.ts";
 
@@ -26,6 +33,22 @@ export async function buildDeps(
   const store = createS3Storage(config.s3);
   const keyRing = await new KeyRing(dbHandle.db, config.auth).init();
   const adapterCleanup = createAdapterCleanupQueue(config.redis);
+  const placement = createPlacementQueue(config.redis);
+  const bus = new EventBus(config.redis, logger);
+  const resolver = new ModelResolver(dbHandle.db, { ttlMs: 5_000, negativeTtlMs: 1_000 });
+  const router = new GatewayRouter({
+    db: dbHandle.db,
+    bus,
+    placementQueue: placement,
+    logger,
+    policy: config.scheduler.policy,
+    syncEveryMs: 2_000,
+    onAdaptersChanged: (tenantId) => resolver.invalidateTenant(tenantId),
+  });
+  await router.start();
+  // Upstream connections to replicas are kept alive and pooled: no handshake per request.
+  const dispatcher = new Agent({ connections: 256, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000 });
+  const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? true });
   const deps: AppDeps = {
     config,
     logger,
@@ -34,11 +57,22 @@ export async function buildDeps(
     redis,
     store,
     keyRing,
-    metrics: createMetrics({ defaultMetrics: options.defaultMetrics ?? true }),
-    queues: { adapterCleanup },
+    metrics,
+    queues: { adapterCleanup, placement },
+    bus,
+    gateway: {
+      resolver,
+      router,
+      dispatcher,
+      limiter: new RateLimiter({ redis, db: dbHandle.db, prefix: config.redis.prefix, cacheTtlMs: 5_000 }),
+    },
+    usage: new LoggingUsageSink(logger, metrics),
   };
   const closers: Closer[] = [
-    { name: "queues", close: () => adapterCleanup.close() },
+    { name: "gateway-router", close: () => router.stop() },
+    { name: "upstream-pool", close: () => dispatcher.close() },
+    { name: "queues", close: () => Promise.all([adapterCleanup.close(), placement.close()]) },
+    { name: "events", close: () => bus.close() },
     { name: "redis", close: () => redis.quit() },
     { name: "postgres", close: () => dbHandle.close() },
     { name: "s3", close: async () => store.close() },

@@ -2,6 +2,8 @@ import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client
 
 export interface Metrics {
   registry: Registry;
+  inferenceRequests: Counter<"base_model" | "status">;
+  tokens: Counter<"tenant" | "base_model" | "kind">;
   httpRequests: Counter<"method" | "route" | "status">;
   httpDuration: Histogram<"method" | "route" | "status">;
 }
@@ -14,6 +16,18 @@ export function createMetrics(options: { defaultMetrics: boolean } = { defaultMe
   }
   return {
     registry,
+    inferenceRequests: new Counter({
+      name: "loraplane_inference_requests_total",
+      help: "Inference requests finished, by base model and outcome (ok, error, cancelled)",
+      labelNames: ["base_model", "status"],
+      registers: [registry],
+    }),
+    tokens: new Counter({
+      name: "loraplane_tokens_total",
+      help: "Tokens served, by tenant, base model and kind (prompt, completion)",
+      labelNames: ["tenant", "base_model", "kind"],
+      registers: [registry],
+    }),
     httpRequests: new Counter({
       name: "loraplane_http_requests_total",
       help: "HTTP requests answered, by route template and status",

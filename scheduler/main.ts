@@ -11,7 +11,9 @@ import { SchedulerService } from "./service.ts";
 const config = loadConfig();
 const logger = createLogger(config.log, "scheduler");
 if (!config.agentToken) {
-  process.stderr.write("Invalid configuration:\n  AGENT_TOKEN: is required by the scheduler (it loads adapters through the agents)\n");
+  process.stderr.write(
+    "Invalid configuration:\n  AGENT_TOKEN: is required by the scheduler (it loads adapters through the agents)\n",
+  );
   process.exit(1);
 }
 await ensureDatabase(config.db.url);

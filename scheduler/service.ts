@@ -188,8 +188,17 @@ class LeaderWork {
   private async place(job: Job<PlacementRequest>): Promise<string> {
     const { adapterVersionId } = job.data;
     await this.service.sync(250);
-    const result = this.policy.route({ adapterId: adapterVersionId }, Date.now());
+    let result = this.policy.route({ adapterId: adapterVersionId }, Date.now());
+    if (!("replicaId" in result) && result.reason === "unknown-adapter") {
+      // Uploaded after our last read of the fleet.
+      await this.service.sync();
+      result = this.policy.route({ adapterId: adapterVersionId }, Date.now());
+    }
     if (!("replicaId" in result)) {
+      if (result.retryable) {
+        // Capacity frees up as requests finish: the job retries with backoff; waiters keep waiting.
+        throw new Error(result.detail);
+      }
       await this.deps.bus.publish({
         type: "placement",
         adapterVersionId,
@@ -197,11 +206,10 @@ class LeaderWork {
         state: "failed",
         message: result.detail,
       });
-      if (result.retryable) {
-        throw new Error(result.detail);
-      }
       return `refused: ${result.reason}`;
     }
+    // The leader places but never serves: the request the policy counted runs on a gateway.
+    this.policy.observe({ kind: "completed", adapterId: adapterVersionId, replicaId: result.replicaId });
     if (result.actions.length === 0) {
       // Already placed or loading: a gateway that missed it was stale; wake it.
       await this.deps.bus.publish({

@@ -33,7 +33,7 @@ export function registerDeleteAdapter(app: OpenAPIHono<AppEnv>) {
   app.openapi(route, async (c) => {
     const { name } = c.req.valid("param");
     const tenantId = tenantScope(c.var.principal, undefined);
-    const { db, queues, logger } = c.var.deps;
+    const { db, queues, logger, gateway, bus } = c.var.deps;
     const row = await db.transaction(async (tx) => {
       const deleted = await markAdapterDeleted(tx, { tenantId, name });
       if (deleted) {
@@ -51,6 +51,12 @@ export function registerDeleteAdapter(app: OpenAPIHono<AppEnv>) {
     if (!row) {
       throw new NotFoundError("adapter", name);
     }
+    gateway.resolver.invalidateTenant(tenantId);
+    await bus
+      .publish({ type: "adapters-changed", tenantId })
+      .catch((error) =>
+        logger.warn({ err: error }, "adapters-changed not published; caches expire within seconds"),
+      );
     // If Redis is down the periodic sweep (driven by Postgres) enqueues it later.
     await enqueueAdapterCleanup(queues.adapterCleanup, { tenantId, adapterId: row.id }).catch((error) =>
       logger.warn({ err: error, adapter_id: row.id }, "cleanup not enqueued; the sweep will pick it up"),

@@ -99,6 +99,10 @@ export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
       await store.delete([files.modelKey, files.configKey]);
       throw new NotFoundError("adapter", name);
     }
+    c.var.deps.gateway.resolver.invalidateTenant(tenantId);
+    await c.var.deps.bus
+      .publish({ type: "adapters-changed", tenantId })
+      .catch((error) => c.var.logger.warn({ err: error }, "adapters-changed not published"));
     return c.json(toVersionDto(row), 201);
   });
 

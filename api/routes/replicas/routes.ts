@@ -12,7 +12,13 @@ import { AppError, ConflictError, NotFoundError } from "../../../lib/errors.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";
-import { CreateReplicaBody, Replica, replicaParams, toReplicaDto } from "./schema.ts";
+import {
+  CreateReplicaBody,
+  DEFAULT_DISK_BUDGET_BYTES,
+  Replica,
+  replicaParams,
+  toReplicaDto,
+} from "./schema.ts";
 
 const admin = requireScope("admin");
 const json = <T extends z.ZodType>(schema: T, description: string) => ({
@@ -91,6 +97,8 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
         maxLoras: body.max_loras,
         maxCpuLoras: body.max_cpu_loras,
         maxLoraRank: body.max_lora_rank,
+        maxRegistered: body.max_registered ?? Math.max(body.max_cpu_loras * 4, 8),
+        diskBudgetBytes: body.disk_budget_bytes ?? DEFAULT_DISK_BUDGET_BYTES,
       });
       if (created) {
         await recordAudit(tx, {

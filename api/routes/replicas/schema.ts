@@ -21,12 +21,28 @@ export const CreateReplicaBody = z
       .refine((r) => (VLLM_LORA_RANKS as readonly number[]).includes(r), {
         message: `must be one of vLLM's ranks: ${VLLM_LORA_RANKS.join(", ")}`,
       }),
+    max_registered: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .optional()
+      .openapi({ description: "Adapters kept registered (on disk) here; default 4 × max_cpu_loras" }),
+    disk_budget_bytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .openapi({ description: "Adapter bytes the agent may keep on disk; default 50 GiB" }),
   })
   .refine((b) => b.max_cpu_loras >= b.max_loras, {
     message: "vLLM requires max_cpu_loras ≥ max_loras",
     path: ["max_cpu_loras"],
   })
   .openapi("CreateReplica");
+
+export const DEFAULT_DISK_BUDGET_BYTES = 50 * 1024 ** 3;
 
 export const ReplicaId = z.string().regex(/^rep_[0-9a-z]{1,64}$/, "must be a replica id (rep_…)");
 export const replicaParams = z.object({ id: ReplicaId.openapi({ param: { name: "id", in: "path" } }) });
@@ -40,6 +56,8 @@ export const Replica = z
     max_loras: z.number(),
     max_cpu_loras: z.number(),
     max_lora_rank: z.number(),
+    max_registered: z.number(),
+    disk_budget_bytes: z.number(),
     status: z.enum(["unknown", "up", "down", "draining"]),
     last_seen_at: z.string().nullable(),
     live: z
@@ -63,6 +81,8 @@ export function toReplicaDto(row: ReplicaRow): z.infer<typeof Replica> {
     max_loras: row.maxLoras,
     max_cpu_loras: row.maxCpuLoras,
     max_lora_rank: row.maxLoraRank,
+    max_registered: row.maxRegistered,
+    disk_budget_bytes: row.diskBudgetBytes,
     status: row.status,
     last_seen_at: row.lastSeenAt?.toISOString() ?? null,
     live: row.liveState

@@ -1,0 +1,80 @@
+import type { Database } from "../../db/client.ts";
+import { type BaseModelRow, listBaseModels } from "../../db/queries/base-models.ts";
+import { type ResolvedAdapterVersion, resolveAdapterVersion } from "../../db/queries/models.ts";
+
+export type ResolvedModel =
+  | { kind: "adapter"; requested: string; adapter: ResolvedAdapterVersion }
+  | { kind: "base"; requested: string; baseModelId: string };
+
+interface CacheEntry {
+  value: ResolvedModel | null;
+  expiresAt: number;
+}
+
+const MODEL_NAME = /^([a-z0-9][a-z0-9-]{0,62})(?:@([1-9][0-9]{0,8}))?$/;
+
+/**
+ * Resolves a request's `model` for one tenant without a database round trip on the hot path:
+ * answers are cached briefly (misses for less), and `invalidateTenant` drops a tenant's entries
+ * at once when its adapters change (this process, or another one through the event bus).
+ */
+export class ModelResolver {
+  private readonly cache = new Map<string, CacheEntry>();
+  private bases: { rows: BaseModelRow[]; expiresAt: number } | null = null;
+  private readonly db: Database;
+  private readonly ttlMs: number;
+  private readonly negativeTtlMs: number;
+
+  constructor(db: Database, options: { ttlMs: number; negativeTtlMs: number }) {
+    this.db = db;
+    this.ttlMs = options.ttlMs;
+    this.negativeTtlMs = options.negativeTtlMs;
+  }
+
+  async resolve(tenantId: string, requested: string, now = Date.now()): Promise<ResolvedModel | null> {
+    const key = `${tenantId}\u0000${requested}`;
+    const hit = this.cache.get(key);
+    if (hit && hit.expiresAt > now) {
+      return hit.value;
+    }
+    const value = await this.lookup(tenantId, requested, now);
+    if (this.cache.size > 100_000) {
+      this.cache.clear();
+    }
+    this.cache.set(key, { value, expiresAt: now + (value ? this.ttlMs : this.negativeTtlMs) });
+    return value;
+  }
+
+  invalidateTenant(tenantId: string): void {
+    const prefix = `${tenantId}\u0000`;
+    for (const key of this.cache.keys()) {
+      if (key.startsWith(prefix)) {
+        this.cache.delete(key);
+      }
+    }
+  }
+
+  async baseModels(now = Date.now()): Promise<BaseModelRow[]> {
+    if (!this.bases || this.bases.expiresAt <= now) {
+      this.bases = { rows: await listBaseModels(this.db), expiresAt: now + this.ttlMs };
+    }
+    return this.bases.rows;
+  }
+
+  private async lookup(tenantId: string, requested: string, now: number): Promise<ResolvedModel | null> {
+    const base = (await this.baseModels(now)).find((b) => b.id === requested);
+    if (base) {
+      return { kind: "base", requested, baseModelId: base.id };
+    }
+    const match = MODEL_NAME.exec(requested);
+    if (!match?.[1]) {
+      return null;
+    }
+    const adapter = await resolveAdapterVersion(this.db, {
+      tenantId,
+      name: match[1],
+      version: match[2] ? Number(match[2]) : null,
+    });
+    return adapter ? { kind: "adapter", requested, adapter } : null;
+  }
+}

@@ -1,0 +1,338 @@
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { type Dispatcher, request, errors as undiciErrors } from "undici";
+import {
+  type ClientStreamOptions,
+  createSseRewriter,
+  scrubNames,
+  type UsageCounts,
+  usageFrom,
+} from "./sse.ts";
+
+export interface UpstreamTarget {
+  replicaId: string;
+  url: string;
+  /** The replica-side LoRA name; null for a base-model request. */
+  loraName: string | null;
+}
+
+export interface ProxyOutcome {
+  status: "ok" | "error" | "cancelled";
+  httpStatus: number;
+  usage: UsageCounts | null;
+  replicaId: string | null;
+  attempts: number;
+  ttftMs: number | null;
+  totalMs: number;
+  error?: string;
+}
+
+export type FailureReason = "unreachable" | "server_error" | "lost_adapter" | "timeout";
+
+export interface ForwardOptions {
+  path: "/v1/chat/completions" | "/v1/completions";
+  body: Record<string, unknown>;
+  clientModel: string;
+  /** Replicas to try, best first; a failure before the first byte moves to the next. */
+  targets: UpstreamTarget[];
+  maxAttempts: number;
+  requestId: string;
+  clientSignal: AbortSignal;
+  dispatcher: Dispatcher;
+  replicaApiKey?: string;
+  /** Longest wait for the replica's response headers (queueing included). */
+  headersTimeoutMs: number;
+  /** Longest silence between two chunks of a response. */
+  bodyTimeoutMs: number;
+  onReplicaFailure: (replicaId: string, reason: FailureReason, detail: string) => void;
+  /** Called exactly once, when the response has been fully sent, failed, or was cancelled. */
+  onFinish: (outcome: ProxyOutcome) => void;
+}
+
+function openAiError(status: number, message: string, type: string, code: string): Response {
+  return new Response(JSON.stringify({ error: { message, type, param: null, code } }), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+function upstreamBody(options: ForwardOptions, target: UpstreamTarget): string {
+  const body: Record<string, unknown> = { ...options.body };
+  if (target.loraName === null) {
+    // vLLM serves the base for an absent model, whatever its --served-model-name.
+    delete body.model;
+  } else {
+    body.model = target.loraName;
+  }
+  if (body.stream === true) {
+    // Always metered, even when the client cuts the stream: cumulative usage on every chunk.
+    body.stream_options = { include_usage: true, continuous_usage_stats: true };
+  }
+  return JSON.stringify(body);
+}
+
+function clientStreamOptions(body: Record<string, unknown>): ClientStreamOptions {
+  const so = body.stream_options as Record<string, unknown> | undefined;
+  return { includeUsage: so?.include_usage === true, continuousUsage: so?.continuous_usage_stats === true };
+}
+
+function classify(error: unknown): FailureReason {
+  if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
+    return "timeout";
+  }
+  return "unreachable";
+}
+
+/**
+ * Sends one inference request to a replica and streams the answer back, rewriting names and usage
+ * as it goes. Retries on another target only before any byte went to the client.
+ */
+export async function forwardCompletion(options: ForwardOptions): Promise<Response> {
+  const started = performance.now();
+  let finished = false;
+  const finish = (outcome: Omit<ProxyOutcome, "totalMs">) => {
+    if (!finished) {
+      finished = true;
+      options.onFinish({ ...outcome, totalMs: performance.now() - started });
+    }
+  };
+  const upstreamAbort = new AbortController();
+  const onClientGone = () => upstreamAbort.abort(options.clientSignal.reason);
+  options.clientSignal.addEventListener("abort", onClientGone, { once: true });
+
+  let attempts = 0;
+  let lastError = "no replica could take the request";
+  for (const target of options.targets) {
+    if (attempts >= options.maxAttempts || options.clientSignal.aborted) {
+      break;
+    }
+    attempts++;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`${target.url}${options.path}`, {
+        method: "POST",
+        dispatcher: options.dispatcher,
+        signal: upstreamAbort.signal,
+        headersTimeout: options.headersTimeoutMs,
+        bodyTimeout: options.bodyTimeoutMs,
+        headers: {
+          "content-type": "application/json",
+          "x-request-id": options.requestId,
+          ...(options.replicaApiKey !== undefined && { authorization: `Bearer ${options.replicaApiKey}` }),
+        },
+        body: upstreamBody(options, target),
+      });
+    } catch (error) {
+      if (options.clientSignal.aborted) {
+        break;
+      }
+      lastError = `replica ${target.replicaId}: ${(error as Error).message}`;
+      options.onReplicaFailure(target.replicaId, classify(error), lastError);
+      continue;
+    }
+
+    if (res.statusCode >= 500 || (res.statusCode === 404 && target.loraName !== null)) {
+      const text = await res.body.text().catch(() => "");
+      const lost = res.statusCode === 404 && text.includes("does not exist");
+      if (res.statusCode >= 500 || lost) {
+        lastError = `replica ${target.replicaId} answered ${res.statusCode}`;
+        options.onReplicaFailure(
+          target.replicaId,
+          lost ? "lost_adapter" : "server_error",
+          text.slice(0, 500),
+        );
+        continue;
+      }
+      return passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text().catch(() => "");
+      return passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
+    }
+    if (options.body.stream === true) {
+      return streamResponse(options, target, res, attempts, started, finish, upstreamAbort, onClientGone);
+    }
+    return jsonResponse(options, target, res, attempts, started, finish, onClientGone);
+  }
+
+  options.clientSignal.removeEventListener("abort", onClientGone);
+  if (options.clientSignal.aborted) {
+    finish({ status: "cancelled", httpStatus: 499, usage: null, replicaId: null, attempts, ttftMs: null });
+    return openAiError(499, "the client closed the request", "cancelled", "client_closed_request");
+  }
+  finish({
+    status: "error",
+    httpStatus: 503,
+    usage: null,
+    replicaId: null,
+    attempts,
+    ttftMs: null,
+    error: lastError,
+  });
+  const response = openAiError(
+    503,
+    `no replica could serve the request after ${attempts} attempt(s); retry shortly`,
+    "service_unavailable",
+    "replicas_unavailable",
+  );
+  response.headers.set("retry-after", "1");
+  return response;
+}
+
+function passThroughError(
+  options: ForwardOptions,
+  target: UpstreamTarget,
+  status: number,
+  text: string,
+  attempts: number,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  onClientGone: () => void,
+): Response {
+  options.clientSignal.removeEventListener("abort", onClientGone);
+  const scrubbed = scrubNames(text, target.loraName, options.clientModel);
+  finish({
+    status: "error",
+    httpStatus: status,
+    usage: null,
+    replicaId: target.replicaId,
+    attempts,
+    ttftMs: null,
+    error: scrubbed.slice(0, 500),
+  });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(scrubbed);
+  } catch {
+    parsed = null;
+  }
+  const message =
+    (parsed as { error?: { message?: string } } | null)?.error?.message ??
+    (parsed as { message?: string } | null)?.message ??
+    (scrubbed || `the replica answered ${status}`);
+  return openAiError(
+    status,
+    message,
+    status === 400 ? "invalid_request_error" : "upstream_error",
+    `upstream_${status}`,
+  );
+}
+
+async function jsonResponse(
+  options: ForwardOptions,
+  target: UpstreamTarget,
+  res: Dispatcher.ResponseData,
+  attempts: number,
+  started: number,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  onClientGone: () => void,
+): Promise<Response> {
+  try {
+    const payload = (await res.body.json()) as Record<string, unknown>;
+    payload.model = options.clientModel;
+    const usage = usageFrom(payload.usage);
+    finish({
+      status: "ok",
+      httpStatus: 200,
+      usage,
+      replicaId: target.replicaId,
+      attempts,
+      ttftMs: performance.now() - started,
+    });
+    return new Response(JSON.stringify(payload), {
+      status: 200,
+      headers: { "content-type": "application/json" },
+    });
+  } catch (error) {
+    const cancelled = options.clientSignal.aborted;
+    finish({
+      status: cancelled ? "cancelled" : "error",
+      httpStatus: cancelled ? 499 : 502,
+      usage: null,
+      replicaId: target.replicaId,
+      attempts,
+      ttftMs: null,
+      error: (error as Error).message,
+    });
+    return openAiError(
+      502,
+      "the replica's answer could not be read",
+      "upstream_error",
+      "bad_upstream_response",
+    );
+  } finally {
+    options.clientSignal.removeEventListener("abort", onClientGone);
+  }
+}
+
+function streamResponse(
+  options: ForwardOptions,
+  target: UpstreamTarget,
+  res: Dispatcher.ResponseData,
+  attempts: number,
+  started: number,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  upstreamAbort: AbortController,
+  onClientGone: () => void,
+): Response {
+  let usage: UsageCounts | null = null;
+  let ttftMs: number | null = null;
+  let streamError: string | null = null;
+  const rewriter = createSseRewriter(
+    {
+      clientModel: options.clientModel,
+      replicaName: target.loraName,
+      wanted: clientStreamOptions(options.body),
+    },
+    {
+      onUsage: (u) => {
+        usage = u;
+      },
+      onFirstToken: () => {
+        ttftMs = performance.now() - started;
+      },
+      onStreamError: (message) => {
+        streamError = message;
+      },
+    },
+  );
+  const upstream = Readable.toWeb(res.body) as unknown as ReadableStream<Uint8Array>;
+  const reader = upstream.pipeThrough(rewriter).getReader();
+  const done = (status: ProxyOutcome["status"], error?: string) => {
+    options.clientSignal.removeEventListener("abort", onClientGone);
+    finish({
+      status,
+      httpStatus: status === "cancelled" ? 499 : 200,
+      usage,
+      replicaId: target.replicaId,
+      attempts,
+      ttftMs,
+      ...(error !== undefined && { error }),
+    });
+  };
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done: ended, value } = await reader.read();
+        if (ended) {
+          done(streamError === null ? "ok" : "error", streamError ?? undefined);
+          controller.close();
+          return;
+        }
+        controller.enqueue(value);
+      } catch (error) {
+        done(options.clientSignal.aborted ? "cancelled" : "error", (error as Error).message);
+        controller.error(error);
+      }
+    },
+    async cancel(reason) {
+      // The client went away mid-stream: stop the replica's work and bill what it generated.
+      done("cancelled");
+      upstreamAbort.abort(reason);
+      await reader.cancel(reason).catch(() => {});
+    },
+  }) as unknown as WebReadableStream<Uint8Array>;
+  return new Response(body as unknown as ReadableStream<Uint8Array>, {
+    status: 200,
+    headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" },
+  });
+}

@@ -1,0 +1,271 @@
+import type { Queue } from "bullmq";
+import type { Database } from "../../db/client.ts";
+import { loadFleetSnapshot } from "../../db/queries/fleet.ts";
+import type { ReplicaRow } from "../../db/queries/replicas.ts";
+import type { Logger } from "../../lib/logger.ts";
+import type { EventBus, FleetEvent } from "../../scheduler/events.ts";
+import { toFleetState } from "../../scheduler/fleet-state.ts";
+import { type CostLevel, createPolicy, type Policy, type PolicyKind } from "../../scheduler/policy/index.ts";
+import { type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
+import type { UpstreamTarget } from "./proxy.ts";
+
+/** What the policy counted as in flight for a routed request; hand it back to `release` when it ends. */
+export interface RouteTicket {
+  versionId: string;
+  replicaId: string;
+}
+
+export type AdapterRoute =
+  | { kind: "hit"; level: CostLevel; targets: UpstreamTarget[]; ticket: RouteTicket | null }
+  | { kind: "miss" }
+  | { kind: "busy"; detail: string }
+  /** This gateway has not seen the version yet (just uploaded): sync and ask again. */
+  | { kind: "stale" }
+  | { kind: "unavailable"; detail: string };
+
+export type PlacementWait = { kind: "loaded" } | { kind: "failed"; message: string } | { kind: "timeout" };
+
+interface Waiter {
+  resolve: (result: PlacementWait) => void;
+}
+
+/**
+ * The gateway's view of the fleet, kept in memory so that routing needs no database round trip:
+ * replicas and placements from Postgres (re-read on every fleet event and every `syncEveryMs`),
+ * and a policy instance that mirrors each replica's hot set from the requests this gateway routes.
+ * Placement itself is the scheduler leader's: a miss enqueues one deduplicated request for it.
+ */
+export class GatewayRouter {
+  private policy: Policy;
+  private replicas = new Map<string, ReplicaRow>();
+  private loadedOn = new Map<string, string[]>();
+  private readonly inFlight = new Map<string, number>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private timer: NodeJS.Timeout | null = null;
+  private syncing: Promise<void> | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private readonly db: Database;
+  private readonly bus: EventBus;
+  private readonly placementQueue: Queue;
+  private readonly logger: Logger;
+  private readonly syncEveryMs: number;
+  private readonly onAdaptersChanged: (tenantId: string) => void;
+
+  constructor(options: {
+    db: Database;
+    bus: EventBus;
+    placementQueue: Queue;
+    logger: Logger;
+    policy: PolicyKind;
+    syncEveryMs: number;
+    onAdaptersChanged: (tenantId: string) => void;
+  }) {
+    this.db = options.db;
+    this.bus = options.bus;
+    this.placementQueue = options.placementQueue;
+    this.logger = options.logger;
+    this.syncEveryMs = options.syncEveryMs;
+    this.onAdaptersChanged = options.onAdaptersChanged;
+    this.policy = createPolicy(options.policy);
+  }
+
+  async start(): Promise<void> {
+    this.unsubscribe = await this.bus.subscribe((event) => this.onEvent(event));
+    await this.sync();
+    const tick = () => {
+      void this.sync()
+        .catch((error) => this.logger.warn({ err: error }, "gateway fleet sync failed"))
+        .finally(() => {
+          if (this.timer !== null) {
+            this.timer = setTimeout(tick, this.syncEveryMs);
+          }
+        });
+    };
+    this.timer = setTimeout(tick, this.syncEveryMs);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.unsubscribe?.();
+    for (const [, set] of this.waiters) {
+      for (const w of set) {
+        w.resolve({ kind: "timeout" });
+      }
+    }
+    this.waiters.clear();
+    await this.syncing?.catch(() => {});
+  }
+
+  /** Re-reads replicas and placements; concurrent callers share one read. */
+  sync(): Promise<void> {
+    this.syncing ??= (async () => {
+      try {
+        const snapshot = await loadFleetSnapshot(this.db);
+        this.policy.sync(toFleetState(snapshot));
+        this.replicas = new Map(snapshot.replicas.map((r) => [r.id, r]));
+        const loadedOn = new Map<string, string[]>();
+        for (const p of snapshot.placements) {
+          if (p.state === "loaded") {
+            loadedOn.set(p.adapterVersionId, [...(loadedOn.get(p.adapterVersionId) ?? []), p.replicaId]);
+          }
+        }
+        this.loadedOn = loadedOn;
+      } finally {
+        this.syncing = null;
+      }
+    })();
+    return this.syncing;
+  }
+
+  private serving(replica: ReplicaRow | undefined): replica is ReplicaRow {
+    return replica !== undefined && (replica.status === "up" || replica.status === "draining");
+  }
+
+  private byLoad(ids: string[]): string[] {
+    return [...ids].sort((a, b) => (this.inFlight.get(a) ?? 0) - (this.inFlight.get(b) ?? 0));
+  }
+
+  /** Replicas that have the version registered now, the policy's choice first. */
+  routeAdapter(versionId: string, now = Date.now()): AdapterRoute {
+    const holders = (this.loadedOn.get(versionId) ?? []).filter((id) => this.serving(this.replicas.get(id)));
+    const decision = this.policy.route({ adapterId: versionId }, now);
+    if (!("replicaId" in decision)) {
+      if (decision.reason === "unknown-adapter") {
+        return { kind: "stale" };
+      }
+      if (holders.length > 0 && decision.reason === "slots-busy") {
+        return { kind: "busy", detail: decision.detail };
+      }
+      return holders.length > 0 || decision.retryable
+        ? { kind: "miss" }
+        : { kind: "unavailable", detail: decision.detail };
+    }
+    if (holders.length === 0) {
+      // The policy planned a load; the leader decides it. This request does not run here yet.
+      this.policy.observe({ kind: "completed", adapterId: versionId, replicaId: decision.replicaId });
+      return { kind: "miss" };
+    }
+    const counted = holders.includes(decision.replicaId);
+    const first = counted ? decision.replicaId : (this.byLoad(holders)[0] ?? "");
+    if (!counted) {
+      this.policy.observe({ kind: "completed", adapterId: versionId, replicaId: decision.replicaId });
+    }
+    const ordered = [first, ...this.byLoad(holders.filter((id) => id !== first))];
+    return {
+      kind: "hit",
+      level: counted ? decision.level : "registered",
+      targets: ordered.map((id) => this.target(id, versionId)),
+      ticket: counted ? { versionId, replicaId: decision.replicaId } : null,
+    };
+  }
+
+  /** Healthy replicas of a base, least busy first. */
+  routeBase(baseModelId: string): UpstreamTarget[] {
+    const ids = [...this.replicas.values()]
+      .filter((r) => r.baseModelId === baseModelId && r.status === "up")
+      .map((r) => r.id);
+    return this.byLoad(ids).map((id) => this.target(id, null));
+  }
+
+  private target(replicaId: string, loraName: string | null): UpstreamTarget {
+    return { replicaId, url: this.replicas.get(replicaId)?.url ?? "", loraName };
+  }
+
+  started(replicaId: string): void {
+    this.inFlight.set(replicaId, (this.inFlight.get(replicaId) ?? 0) + 1);
+  }
+
+  finished(replicaId: string): void {
+    this.inFlight.set(replicaId, Math.max(0, (this.inFlight.get(replicaId) ?? 1) - 1));
+  }
+
+  /** The routed request is over (served, failed over elsewhere, or refused): the policy's count drops. */
+  release(ticket: RouteTicket | null): void {
+    if (ticket) {
+      this.policy.observe({ kind: "completed", adapterId: ticket.versionId, replicaId: ticket.replicaId });
+    }
+  }
+
+  /** A replica failed a request before its first byte: stop sending there until the next sync says otherwise. */
+  markSuspect(replicaId: string, versionId: string | null, lostAdapter: boolean): void {
+    if (lostAdapter && versionId !== null) {
+      this.loadedOn.set(
+        versionId,
+        (this.loadedOn.get(versionId) ?? []).filter((id) => id !== replicaId),
+      );
+      return;
+    }
+    const replica = this.replicas.get(replicaId);
+    if (replica) {
+      this.replicas.set(replicaId, { ...replica, status: "down" });
+    }
+  }
+
+  /**
+   * Waits until the version is loaded somewhere, asking the leader to place it. Concurrent misses in
+   * this process share one wait; across processes the job id makes them one placement.
+   */
+  async waitForPlacement(versionId: string, timeoutMs: number): Promise<PlacementWait> {
+    let set = this.waiters.get(versionId);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.waiters.set(versionId, set);
+    }
+    const waiters = set;
+    const result = new Promise<PlacementWait>((resolve) => {
+      const waiter: Waiter = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (waiters.size === 0 && this.waiters.get(versionId) === waiters) {
+            this.waiters.delete(versionId);
+          }
+          resolve(r);
+        },
+      };
+      const timer = setTimeout(() => waiter.resolve({ kind: "timeout" }), timeoutMs);
+      waiters.add(waiter);
+    });
+    if (first) {
+      const data: PlacementRequest = { adapterVersionId: versionId };
+      await this.placementQueue.add("placement.request", data, { jobId: placementJobId(versionId) });
+      // It may have been loaded between our miss and the subscription-backed wait.
+      await this.sync();
+      if ((this.loadedOn.get(versionId) ?? []).length > 0) {
+        this.settle(versionId, { kind: "loaded" });
+      }
+    }
+    return result;
+  }
+
+  private settle(versionId: string, result: PlacementWait): void {
+    for (const waiter of [...(this.waiters.get(versionId) ?? [])]) {
+      waiter.resolve(result);
+    }
+  }
+
+  private onEvent(event: FleetEvent): void {
+    if (event.type === "adapters-changed") {
+      this.onAdaptersChanged(event.tenantId);
+    }
+    void this.sync()
+      .then(() => {
+        if (event.type !== "placement" || !this.waiters.has(event.adapterVersionId)) {
+          return;
+        }
+        if ((this.loadedOn.get(event.adapterVersionId) ?? []).length > 0) {
+          this.settle(event.adapterVersionId, { kind: "loaded" });
+        } else if (event.state === "failed") {
+          this.settle(event.adapterVersionId, {
+            kind: "failed",
+            message: event.message ?? "the load failed",
+          });
+        }
+      })
+      .catch((error) => this.logger.warn({ err: error }, "gateway fleet sync failed"));
+  }
+}

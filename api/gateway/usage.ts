@@ -1,0 +1,18 @@
+import type { ProxyOutcome } from "./proxy.ts";
+
+/** One finished, failed or cancelled inference request: what metering bills. */
+export interface UsageRecord {
+  requestId: string;
+  tenantId: string;
+  adapterId: string | null;
+  adapterVersionId: string | null;
+  baseModelId: string;
+  model: string;
+  outcome: ProxyOutcome;
+  occurredAt: Date;
+}
+
+/** Where the gateway hands each request's usage; metering makes it durable before the response ends. */
+export interface UsageSink {
+  record(usage: UsageRecord): void;
+}

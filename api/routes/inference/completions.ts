@@ -1,0 +1,197 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { AppError, ForbiddenError } from "../../../lib/errors.ts";
+import type { AppEnv } from "../../deps.ts";
+import { forwardCompletion, type UpstreamTarget } from "../../gateway/proxy.ts";
+import type { RouteTicket } from "../../gateway/router.ts";
+import { requireScope } from "../../middleware/auth.ts";
+
+const modelNotFound = (model: string) =>
+  new AppError("NOT_FOUND", `The model \`${model}\` does not exist.`, {
+    reason: "model_not_found",
+    errors: [{ path: "model", message: "unknown model" }],
+  });
+
+async function readBody(c: Context<AppEnv>, maxBytes: number): Promise<Record<string, unknown>> {
+  const text = await c.req.text();
+  if (Buffer.byteLength(text) > maxBytes) {
+    throw new AppError("PAYLOAD_TOO_LARGE", `the request body is larger than ${maxBytes} bytes`);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new AppError("VALIDATION", "the request body is not valid JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new AppError("VALIDATION", "the request body must be a JSON object");
+  }
+  const record = body as Record<string, unknown>;
+  if (typeof record.model !== "string" || record.model.length === 0) {
+    throw new AppError("VALIDATION", "you must provide a model parameter", {
+      errors: [{ path: "model", message: "required" }],
+    });
+  }
+  if (record.stream !== undefined && typeof record.stream !== "boolean") {
+    throw new AppError("VALIDATION", "'stream' must be a boolean", {
+      errors: [{ path: "stream", message: "boolean" }],
+    });
+  }
+  return record;
+}
+
+/**
+ * The OpenAI-compatible inference endpoints: resolve `model` for the caller's tenant, route to a
+ * replica that holds the adapter (loading it first on a miss, within a deadline), proxy the call
+ * with names rewritten both ways, and record its usage exactly once.
+ */
+function handler(path: "/v1/chat/completions" | "/v1/completions") {
+  return async (c: Context<AppEnv>) => {
+    const { config, gateway, usage } = c.var.deps;
+    const principal = c.var.principal;
+    const tenantId = principal.tenantId;
+    if (tenantId === null) {
+      throw new ForbiddenError("inference needs a tenant's token: operator tokens have no tenant to bill");
+    }
+    const tenant = await gateway.limiter.tenant(tenantId);
+    if (!tenant) {
+      throw new ForbiddenError("this token's tenant no longer exists");
+    }
+    const verdict = await gateway.limiter.admit(tenant);
+    if (!verdict.allowed) {
+      throw new AppError(
+        "RATE_LIMITED",
+        verdict.limit === "rpm"
+          ? `rate limit reached: ${tenant.rpmLimit} requests per minute`
+          : `rate limit reached: ${tenant.tpmLimit} tokens per minute`,
+        {
+          retryAfterSeconds: Math.max(1, Math.ceil(verdict.retryAfterMs / 1000)),
+          reason: "rate_limit_exceeded",
+        },
+      );
+    }
+    const body = await readBody(c, config.gateway.maxBodyBytes);
+    const requested = body.model as string;
+    const resolved = await gateway.resolver.resolve(tenantId, requested);
+    if (!resolved) {
+      throw modelNotFound(requested);
+    }
+
+    let targets: UpstreamTarget[];
+    let ticket: RouteTicket | null = null;
+    const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
+    const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
+    if (versionId === null) {
+      targets = gateway.router.routeBase(baseModelId);
+    } else {
+      const deadline = Date.now() + config.gateway.coldStartTimeoutMs;
+      let synced = false;
+      for (;;) {
+        const route = gateway.router.routeAdapter(versionId);
+        if (route.kind === "stale") {
+          if (synced) {
+            throw new AppError("UNAVAILABLE", `model \`${requested}\` is not available yet; retry shortly`, {
+              retryAfterSeconds: 2,
+              reason: "model_loading",
+            });
+          }
+          synced = true;
+          await gateway.router.sync();
+          continue;
+        }
+        if (route.kind === "hit") {
+          targets = route.targets;
+          ticket = route.ticket;
+          break;
+        }
+        const left = deadline - Date.now();
+        if (route.kind === "unavailable" || left <= 0) {
+          if (route.kind === "unavailable") {
+            c.var.logger.warn(
+              { version_id: versionId, detail: route.detail },
+              "no replica can take the adapter",
+            );
+          }
+          throw new AppError(
+            "UNAVAILABLE",
+            route.kind === "unavailable"
+              ? `model \`${requested}\` cannot be served right now: no replica can take it; retry later`
+              : `model \`${requested}\` is loading and was not ready within ${config.gateway.coldStartTimeoutMs} ms; retry shortly`,
+            { retryAfterSeconds: 5, reason: "model_loading" },
+          );
+        }
+        if (route.kind === "busy") {
+          await new Promise((r) => setTimeout(r, Math.min(25, left)));
+          continue;
+        }
+        const waited = await gateway.router.waitForPlacement(versionId, left);
+        if (waited.kind === "failed") {
+          c.var.logger.warn({ version_id: versionId, detail: waited.message }, "adapter load failed");
+          throw new AppError(
+            "UNAVAILABLE",
+            `model \`${requested}\` could not be loaded on any replica; retry later`,
+            {
+              retryAfterSeconds: 5,
+              reason: "model_load_failed",
+            },
+          );
+        }
+      }
+    }
+    if (targets.length === 0) {
+      throw new AppError(
+        "UNAVAILABLE",
+        `no healthy replica serves \`${requested}\` right now; retry shortly`,
+        {
+          retryAfterSeconds: 5,
+          reason: "no_replica",
+        },
+      );
+    }
+
+    const first = targets[0]?.replicaId ?? "";
+    gateway.router.started(first);
+    return forwardCompletion({
+      path,
+      body,
+      clientModel: requested,
+      targets,
+      maxAttempts: config.gateway.maxAttempts,
+      requestId: c.var.requestId,
+      clientSignal: c.req.raw.signal,
+      dispatcher: gateway.dispatcher,
+      ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
+      headersTimeoutMs: config.gateway.headersTimeoutMs,
+      bodyTimeoutMs: config.gateway.bodyTimeoutMs,
+      onReplicaFailure: (replicaId, reason, detail) => {
+        c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
+        gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
+      },
+      onFinish: (outcome) => {
+        gateway.router.finished(first);
+        gateway.router.release(ticket);
+        if (outcome.usage) {
+          const used = outcome.usage.promptTokens + outcome.usage.completionTokens;
+          void gateway.limiter
+            .spendTokens(tenant, used)
+            .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
+        }
+        usage.record({
+          requestId: c.var.requestId,
+          tenantId,
+          adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
+          adapterVersionId: versionId,
+          baseModelId,
+          model: requested,
+          outcome,
+          occurredAt: new Date(),
+        });
+      },
+    });
+  };
+}
+
+export function registerCompletionRoutes(app: OpenAPIHono<AppEnv>) {
+  app.post("/v1/chat/completions", requireScope("inference"), handler("/v1/chat/completions"));
+  app.post("/v1/completions", requireScope("inference"), handler("/v1/completions"));
+}

@@ -1,0 +1,164 @@
+import type OpenAI from "openai";
+import { describe, expect, it } from "vitest";
+import { BASE, useE2EWorld } from "./world.ts";
+
+const world = useE2EWorld({ replicas: 2 });
+
+const ask = { role: "user" as const, content: "Summarise our refund policy in one line." };
+
+describe("inference through the gateway with the OpenAI SDK", () => {
+  it("loads a cold adapter on demand, then answers non-stream chat with usage and the caller's model name", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "support-bot");
+    const openai = world.client(await tenant.token());
+    const res = await openai.chat.completions.create({
+      model: "support-bot",
+      messages: [ask],
+      max_tokens: 8,
+    });
+    expect(res.model).toBe("support-bot");
+    expect(res.choices[0]?.message.content?.length).toBeGreaterThan(0);
+    expect(res.usage?.prompt_tokens).toBeGreaterThan(0);
+    expect(res.usage?.completion_tokens).toBeGreaterThan(0);
+    expect(JSON.stringify(res)).not.toMatch(/ver_|rep_|\/tmp\//);
+  });
+
+  it("streams chat as SSE chunks named for the caller, with no usage unless asked", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "streamer");
+    const openai = world.client(await tenant.token());
+    const stream = await openai.chat.completions.create({
+      model: "streamer",
+      messages: [ask],
+      max_tokens: 6,
+      stream: true,
+    });
+    const chunks = [];
+    for await (const chunk of stream) {
+      chunks.push(chunk);
+    }
+    expect(chunks.length).toBeGreaterThan(2);
+    expect(new Set(chunks.map((c) => c.model))).toEqual(new Set(["streamer"]));
+    expect(chunks.some((c) => c.usage)).toBe(false);
+
+    const withUsage = await openai.chat.completions.create({
+      model: "streamer",
+      messages: [ask],
+      max_tokens: 6,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const usageChunks = [];
+    for await (const chunk of withUsage) {
+      if (chunk.usage) {
+        usageChunks.push(chunk);
+      }
+    }
+    expect(usageChunks).toHaveLength(1);
+    expect(usageChunks[0]?.choices).toEqual([]);
+    expect(usageChunks[0]?.usage?.completion_tokens).toBe(6);
+  });
+
+  it("serves completions (stream and not), a pinned version and the base model", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "writer", 1);
+    await world.uploadAdapter(tenant, "writer", 2);
+    const openai = world.client(await tenant.token());
+    const plain = await openai.completions.create({ model: "writer", prompt: "Once upon", max_tokens: 5 });
+    expect(plain.model).toBe("writer");
+    expect(plain.usage?.completion_tokens).toBe(5);
+    const pinned = await openai.completions.create({ model: "writer@1", prompt: "Once upon", max_tokens: 3 });
+    expect(pinned.model).toBe("writer@1");
+    const streamed = await openai.completions.create({
+      model: "writer@2",
+      prompt: "Hi",
+      max_tokens: 4,
+      stream: true,
+    });
+    let text = "";
+    for await (const chunk of streamed) {
+      expect(chunk.model).toBe("writer@2");
+      text += chunk.choices[0]?.text ?? "";
+    }
+    expect(text.length).toBeGreaterThan(0);
+    const base = await openai.chat.completions.create({ model: BASE.id, messages: [ask], max_tokens: 3 });
+    expect(base.model).toBe(BASE.id);
+  });
+
+  it("lists the caller's ready adapters and the bases in GET /v1/models", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "listed");
+    const models = await world.client(await tenant.token()).models.list();
+    const ids = models.data.map((m) => m.id);
+    expect(ids).toContain("listed");
+    expect(ids).toContain(BASE.id);
+  });
+
+  it("answers another tenant's adapter exactly like a model that does not exist", async () => {
+    const owner = await world.tenant();
+    await world.uploadAdapter(owner, "private-bot");
+    const stranger = world.client(await (await world.tenant()).token());
+    const attempt = async (model: string) => {
+      try {
+        await stranger.chat.completions.create({ model, messages: [ask], max_tokens: 2 });
+        return null;
+      } catch (error) {
+        return error as InstanceType<typeof OpenAI.APIError>;
+      }
+    };
+    const foreign = await attempt("private-bot");
+    const missing = await attempt("no-such-bot");
+    expect(foreign?.status).toBe(404);
+    expect(missing?.status).toBe(404);
+    expect(foreign?.message.replace("private-bot", "X")).toBe(missing?.message.replace("no-such-bot", "X"));
+    expect(foreign?.error).toMatchObject({ type: "NotFoundError", param: "model", code: "model_not_found" });
+  });
+
+  it("aborts the replica's request when the client disconnects mid-stream", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "long-talker");
+    const openai = world.client(await tenant.token());
+    const abortedBefore = world.replicas.reduce((n, r) => n + r.sim.inspect().abortedRequestIds.length, 0);
+    const controller = new AbortController();
+    const stream = await openai.chat.completions.create(
+      { model: "long-talker", messages: [ask], max_tokens: 500, stream: true },
+      { signal: controller.signal },
+    );
+    let seen = 0;
+    try {
+      for await (const _chunk of stream) {
+        if (++seen === 3) {
+          controller.abort();
+        }
+      }
+    } catch {
+      // the SDK throws on abort
+    }
+    const deadline = Date.now() + 3_000;
+    let aborted = abortedBefore;
+    while (aborted === abortedBefore && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      aborted = world.replicas.reduce((n, r) => n + r.sim.inspect().abortedRequestIds.length, 0);
+    }
+    expect(aborted).toBe(abortedBefore + 1);
+  });
+
+  it("answers 429 with Retry-After past the tenant's requests-per-minute limit", async () => {
+    const tenant = await world.h.newTenant({ limits: { rpm: 2 } });
+    const token = await tenant.token();
+    const call = () =>
+      fetch(`${world.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: BASE.id, messages: [ask], max_tokens: 1 }),
+      });
+    expect((await call()).status).toBe(200);
+    expect((await call()).status).toBe(200);
+    const limited = await call();
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(await limited.json()).toMatchObject({
+      error: { type: "rate_limit_error", code: "rate_limit_exceeded" },
+    });
+  });
+});

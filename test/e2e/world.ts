@@ -1,0 +1,177 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, expect } from "vitest";
+import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
+import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
+import { startHttp } from "../../api/runtime.ts";
+import { createReplicaSim, type ReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
+import { createLogger } from "../../lib/logger.ts";
+import { type Closer, closeAll } from "../../lib/shutdown.ts";
+import { EventBus } from "../../scheduler/events.ts";
+import { SchedulerService } from "../../scheduler/service.ts";
+import { buildAdapter } from "../fixtures/generate.ts";
+import { adapterForm, type Harness, type TestTenant, useHarness } from "../harness.ts";
+
+export const BASE =
+  SEEDED_BASE_MODELS.find((b) => b.id === "llama-3.1-8b-instruct-awq") ?? expect.unreachable();
+const AGENT_TOKEN = "e2e-agent-token-0123456789";
+const silent = createLogger({ level: (process.env.E2E_LOG_LEVEL as "warn" | undefined) ?? "silent" });
+
+export const FAST_LATENCY = {
+  prefillTokensPerSec: 1_000_000,
+  decodeMsPerStep: 2,
+  decodeMsPerExtraSeq: 0,
+  loadBaseMs: 20,
+  loadMsPerMb: 0,
+  reloadBaseMs: 5,
+  reloadMsPerMb: 0,
+  activateMsPerMb: 0,
+};
+
+export interface ReplicaNode {
+  id: string;
+  sim: ReplicaSim;
+  running: RunningReplicaSim;
+  agent: RunningAgent;
+  cacheDir: string;
+}
+
+export interface E2EWorld {
+  h: Harness;
+  url: string;
+  replicas: ReplicaNode[];
+  scheduler: SchedulerService;
+  newScheduler: () => SchedulerService;
+  tenant: () => Promise<TestTenant>;
+  client: (token: string) => OpenAI;
+  uploadAdapter: (tenant: TestTenant, name: string, seed?: number) => Promise<void>;
+  /** Restarts a replica on the same port with nothing loaded (a crashed vLLM pod coming back). */
+  restartReplica: (node: ReplicaNode) => Promise<void>;
+}
+
+/**
+ * The whole system on this machine: the API served over HTTP, real Postgres/Redis/S3, `count`
+ * simulated vLLM replicas each with its agent, registered through the admin API, and a scheduler.
+ */
+export function useE2EWorld(
+  options: { replicas?: number; maxLoras?: number; maxCpuLoras?: number } = {},
+): E2EWorld {
+  const h = useHarness({
+    PORT: "0",
+    GATEWAY_COLD_START_TIMEOUT_MS: "15000",
+    SCHEDULER_RECONCILE_MS: "200",
+    FLEET_POLL_INTERVAL_MS: "100",
+    FLEET_DOWN_AFTER_MS: "600",
+    SCHEDULER_LEASE_TTL_MS: "1500",
+    AGENT_TOKEN,
+    LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? "silent",
+  });
+  const world = { h, replicas: [] as ReplicaNode[] } as E2EWorld;
+  const closers: Closer[] = [];
+  const schedulers: SchedulerService[] = [];
+  let bus: EventBus;
+
+  const simOptions = () => ({
+    servedModelNames: [BASE.id],
+    maxLoras: options.maxLoras ?? 2,
+    maxCpuLoras: options.maxCpuLoras ?? 4,
+    maxLoraRank: 16,
+    latency: FAST_LATENCY,
+  });
+
+  world.newScheduler = () => {
+    const scheduler = new SchedulerService(
+      { db: h.deps.db, redis: h.config.redis, logger: silent, bus },
+      {
+        policy: "gdsf",
+        agentToken: AGENT_TOKEN,
+        leaseTtlMs: h.config.scheduler.leaseTtlMs,
+        reconcileEveryMs: h.config.scheduler.reconcileEveryMs,
+        poll: { intervalMs: 100, downAfterMs: 600, timeoutMs: 300 },
+        agentTimeoutMs: 10_000,
+      },
+    );
+    schedulers.push(scheduler);
+    return scheduler;
+  };
+
+  beforeAll(async () => {
+    const http = await startHttp(h.deps);
+    closers.push(http.closer);
+    world.url = http.url;
+    bus = new EventBus(h.config.redis, silent);
+    const admin = await h.adminToken();
+    for (let i = 0; i < (options.replicas ?? 2); i++) {
+      const sim = createReplicaSim(simOptions());
+      const running = await sim.start(0);
+      const cacheDir = await mkdtemp(join(tmpdir(), "loraplane-e2e-agent-"));
+      const agent = await startAgent(
+        {
+          log: { level: "silent" },
+          http: { host: "127.0.0.1", port: 0 },
+          token: AGENT_TOKEN,
+          replica: { url: running.url, apiKey: undefined },
+          cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100 },
+          s3: h.config.s3,
+          shutdownTimeoutMs: 1_000,
+        },
+        { logger: silent, store: h.deps.store },
+      );
+      const created = await h.request<{ id: string }>("POST", "/admin/replicas", {
+        token: admin,
+        body: {
+          url: running.url,
+          agent_url: agent.url,
+          base_model: BASE.id,
+          max_loras: 2,
+          max_cpu_loras: 4,
+          max_lora_rank: 16,
+        },
+      });
+      expect(created.status).toBe(201);
+      world.replicas.push({ id: created.body.id, sim, running, agent, cacheDir });
+    }
+    world.scheduler = world.newScheduler();
+    world.scheduler.start();
+    const deadline = Date.now() + 10_000;
+    while (!world.scheduler.isLeader && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await h.deps.gateway.router.sync();
+  });
+
+  afterAll(async () => {
+    for (const s of schedulers) {
+      await s.stop();
+    }
+    for (const node of world.replicas) {
+      await node.agent.close();
+      await node.running.close();
+      await rm(node.cacheDir, { recursive: true, force: true });
+    }
+    await bus?.close();
+    await closeAll(closers, 5_000, silent);
+  });
+
+  world.tenant = () => h.newTenant();
+  world.client = (token) =>
+    new OpenAI({ apiKey: token, baseURL: `${world.url}/v1`, maxRetries: 0, timeout: 20_000 });
+  world.uploadAdapter = async (tenant, name, seed = 1) => {
+    const token = await tenant.token();
+    const created = await h.request("POST", "/v1/adapters", { token, body: { name, base_model: BASE.id } });
+    expect([201, 409]).toContain(created.status);
+    const version = await h.request("POST", `/v1/adapters/${name}/versions`, {
+      token,
+      body: adapterForm(buildAdapter(BASE, { rank: 8, seed })),
+    });
+    expect(version.status).toBe(201);
+  };
+  world.restartReplica = async (node) => {
+    await node.running.close();
+    node.sim = createReplicaSim(simOptions());
+    node.running = await node.sim.start(node.running.port);
+  };
+  return world;
+}
