@@ -1,12 +1,16 @@
 import { randomBytes } from "node:crypto";
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
-import { OPERATOR_SCOPES, TENANT_SCOPES } from "../../api/auth/scopes.ts";
 import { startAdapterCleanupWorker } from "../../adapters/cleanup.ts";
+import { OPERATOR_SCOPES, TENANT_SCOPES } from "../../api/auth/scopes.ts";
 import { buildDeps, prepareDatabase, startHttp } from "../../api/runtime.ts";
+import { createReplica, listReplicas } from "../../db/queries/replicas.ts";
 import { createTenant, findTenantByName } from "../../db/queries/tenants.ts";
 import { loadConfig } from "../../lib/env.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, installShutdown } from "../../lib/shutdown.ts";
+import { EventBus } from "../../scheduler/events.ts";
+import { SchedulerService } from "../../scheduler/service.ts";
+import { startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
 import { ensureServices, isListening } from "./services.ts";
 
@@ -17,10 +21,17 @@ const S3_DEV_PORT = 9310;
 /** Dev secrets live in a git-ignored .env so that `npm run token` signs with the same keys later. */
 function ensureDevEnvFile(): void {
   const current = existsSync(ENV_FILE) ? readFileSync(ENV_FILE, "utf8") : "";
+  const missing: string[] = [];
   if (!/^KEY_ENCRYPTION_KEY=/m.test(current) && !process.env.KEY_ENCRYPTION_KEY) {
+    missing.push(`KEY_ENCRYPTION_KEY=${randomBytes(32).toString("base64")}`);
+  }
+  if (!/^AGENT_TOKEN=/m.test(current) && !process.env.AGENT_TOKEN) {
+    missing.push(`AGENT_TOKEN=${randomBytes(24).toString("base64url")}`);
+  }
+  if (missing.length > 0) {
     appendFileSync(
       ENV_FILE,
-      `${current && !current.endsWith("\n") ? "\n" : ""}# written by npm start for local development\nKEY_ENCRYPTION_KEY=${randomBytes(32).toString("base64")}\n`,
+      `${current && !current.endsWith("\n") ? "\n" : ""}# written by npm start for local development\n${missing.join("\n")}\n`,
     );
   }
 }
@@ -55,10 +66,68 @@ await deps.store.ensureBucket();
 const demo =
   (await findTenantByName(deps.db, DEMO_TENANT)) ??
   (await createTenant(deps.db, { name: DEMO_TENANT, limits: { rpm: 600, tpm: 200_000 } }));
+const DEV_BASE = "llama-3.1-8b-instruct-awq";
+const agentToken = config.agentToken ?? "";
+const fleet = await startDevFleet({
+  count: 2,
+  baseModelId: DEV_BASE,
+  agentToken,
+  s3: config.s3,
+  stateDir: ".loraplane/replicas",
+  maxLoras: 2,
+  maxCpuLoras: 4,
+  maxLoraRank: 16,
+});
+for (const replica of fleet.replicas) {
+  await createReplica(deps.db, {
+    url: replica.url,
+    agentUrl: replica.agentUrl,
+    baseModelId: DEV_BASE,
+    maxLoras: 2,
+    maxCpuLoras: 4,
+    maxLoraRank: 16,
+    maxRegistered: 16,
+    diskBudgetBytes: 20 * 1024 ** 3,
+  });
+}
+const schedulerBus = new EventBus(config.redis, logger);
+const scheduler = new SchedulerService(
+  { db: deps.db, redis: config.redis, logger, bus: schedulerBus },
+  {
+    policy: config.scheduler.policy,
+    agentToken,
+    leaseTtlMs: config.scheduler.leaseTtlMs,
+    reconcileEveryMs: config.scheduler.reconcileEveryMs,
+    poll: {
+      intervalMs: config.scheduler.pollIntervalMs,
+      downAfterMs: config.scheduler.downAfterMs,
+      timeoutMs: 1_000,
+    },
+    agentTimeoutMs: 120_000,
+  },
+);
+scheduler.start();
 const cleanupWorker = await startAdapterCleanupWorker({ ...deps, config: config.redis });
 const http = await startHttp(deps);
+// "ready" means a request routes: the leader has polled the replicas up and the gateway has seen it.
+for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
+  const replicas = await listReplicas(deps.db);
+  if (replicas.filter((r) => r.status === "up").length >= fleet.replicas.length) {
+    break;
+  }
+  await new Promise((r) => setTimeout(r, 200));
+}
+await deps.gateway.router.sync();
 installShutdown(
-  [http.closer, { name: "adapter-cleanup", close: cleanupWorker.close }, ...depClosers, ...closers.reverse()],
+  [
+    http.closer,
+    { name: "scheduler", close: () => scheduler.stop() },
+    { name: "adapter-cleanup", close: cleanupWorker.close },
+    { name: "fleet", close: fleet.close },
+    { name: "scheduler-events", close: () => schedulerBus.close() },
+    ...depClosers,
+    ...closers.reverse(),
+  ],
   config.shutdownTimeoutMs,
   logger,
 );
@@ -84,6 +153,9 @@ say(`  OpenAPI       ${http.url}/openapi.json`);
 say(`  readiness     ${http.url}/readyz`);
 say(`  metrics       ${http.url}/metrics`);
 say(`  S3            ${config.s3.endpoint ?? "(AWS default)"} bucket ${config.s3.bucket}`);
+for (const [i, replica] of fleet.replicas.entries()) {
+  say(`  replica ${i + 1}     ${replica.url} (simulated vLLM, ${DEV_BASE}), agent ${replica.agentUrl}`);
+}
 say(`  demo tenant   ${demo.id}`);
 say("");
 say(`admin token (scopes: ${OPERATOR_SCOPES.join(" ")}; valid 7 days):`);
@@ -92,5 +164,10 @@ say("");
 say(`demo tenant token (scopes: ${TENANT_SCOPES.join(" ")}; valid 7 days):`);
 say(tenant.token);
 say("");
-say(`try: curl -H "Authorization: Bearer <demo token>" ${http.url}/v1/base-models`);
+say("try:");
+say(`  export TOKEN=<demo token>`);
+say(
+  `  curl -s ${http.url}/v1/chat/completions -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\`,
+);
+say(`    -d '{"model":"${DEV_BASE}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'`);
 say("Ctrl-C stops everything.");
