@@ -14,7 +14,13 @@ import type { EventBus } from "./events.ts";
 import { FleetPoller } from "./fleet-poller.ts";
 import { toFleetState } from "./fleet-state.ts";
 import { LeaderElection } from "./lease.ts";
-import { type Action, createPolicy, type Policy, type PolicyKind } from "./policy/index.ts";
+import {
+  type Action,
+  createPolicy,
+  type Policy,
+  type PolicyConfig,
+  type PolicyKind,
+} from "./policy/index.ts";
 import {
   type LoadJob,
   loadJobId,
@@ -29,6 +35,7 @@ import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
 
 export interface SchedulerOptions {
   policy: PolicyKind;
+  policyConfig?: PolicyConfig;
   agentToken: string;
   replicaApiKey?: string;
   leaseTtlMs: number;
@@ -61,7 +68,7 @@ export class SchedulerService {
   constructor(deps: SchedulerDeps, options: SchedulerOptions) {
     this.deps = deps;
     this.options = options;
-    this.policy = createPolicy(options.policy);
+    this.policy = createPolicy(options.policy, options.policyConfig);
     this.election = new LeaderElection(
       deps.db,
       deps.logger,
@@ -98,7 +105,7 @@ export class SchedulerService {
   }
 
   private becomeLeader(): void {
-    this.policy = createPolicy(this.options.policy);
+    this.policy = createPolicy(this.options.policy, this.options.policyConfig);
     this.lastSync = 0;
     this.leaderWork = new LeaderWork(this);
     void this.leaderWork

@@ -6,10 +6,12 @@ import { afterAll, beforeAll, expect } from "vitest";
 import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { startHttp } from "../../api/runtime.ts";
+import { createDbHandle } from "../../db/client.ts";
 import { createReplicaSim, type ReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, closeAll } from "../../lib/shutdown.ts";
 import { EventBus } from "../../scheduler/events.ts";
+import type { PolicyConfig } from "../../scheduler/policy/index.ts";
 import { SchedulerService } from "../../scheduler/service.ts";
 import { buildAdapter } from "../fixtures/generate.ts";
 import { adapterForm, type Harness, type TestTenant, useHarness } from "../harness.ts";
@@ -43,7 +45,12 @@ export interface E2EWorld {
   url: string;
   replicas: ReplicaNode[];
   scheduler: SchedulerService;
-  newScheduler: () => SchedulerService;
+  /** A scheduler on its own database connection, so that a test can kill it (`kill`). */
+  newScheduler: () => { scheduler: SchedulerService; kill: () => Promise<void> };
+  /** Kills the scheduler the world started with (see newScheduler's `kill`). */
+  killInitialScheduler: () => Promise<void>;
+  /** Completed S3 downloads across every agent: one per load that really happened. */
+  downloads: () => number;
   tenant: () => Promise<TestTenant>;
   client: (token: string) => OpenAI;
   uploadAdapter: (tenant: TestTenant, name: string, seed?: number) => Promise<void>;
@@ -56,7 +63,7 @@ export interface E2EWorld {
  * simulated vLLM replicas each with its agent, registered through the admin API, and a scheduler.
  */
 export function useE2EWorld(
-  options: { replicas?: number; maxLoras?: number; maxCpuLoras?: number } = {},
+  options: { replicas?: number; maxLoras?: number; maxCpuLoras?: number; policyConfig?: PolicyConfig } = {},
 ): E2EWorld {
   const h = useHarness({
     PORT: "0",
@@ -82,10 +89,12 @@ export function useE2EWorld(
   });
 
   world.newScheduler = () => {
+    const connection = createDbHandle({ url: h.config.db.url, poolSize: 3 });
     const scheduler = new SchedulerService(
-      { db: h.deps.db, redis: h.config.redis, logger: silent, bus },
+      { db: connection.db, redis: h.config.redis, logger: silent, bus },
       {
         policy: "gdsf",
+        ...(options.policyConfig && { policyConfig: options.policyConfig }),
         agentToken: AGENT_TOKEN,
         leaseTtlMs: h.config.scheduler.leaseTtlMs,
         reconcileEveryMs: h.config.scheduler.reconcileEveryMs,
@@ -94,8 +103,11 @@ export function useE2EWorld(
       },
     );
     schedulers.push(scheduler);
-    return scheduler;
+    closers.push({ name: "scheduler-db", close: () => connection.close() });
+    // A crash: the process stops renewing its lease without handing it back.
+    return { scheduler, kill: () => connection.close() };
   };
+  world.downloads = () => world.replicas.reduce((n, r) => n + r.agent.agent.downloads, 0);
 
   beforeAll(async () => {
     const http = await startHttp(h.deps);
@@ -133,18 +145,24 @@ export function useE2EWorld(
       expect(created.status).toBe(201);
       world.replicas.push({ id: created.body.id, sim, running, agent, cacheDir });
     }
-    world.scheduler = world.newScheduler();
+    const initial = world.newScheduler();
+    world.scheduler = initial.scheduler;
+    world.killInitialScheduler = initial.kill;
     world.scheduler.start();
     const deadline = Date.now() + 10_000;
     while (!world.scheduler.isLeader && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    await h.deps.gateway.router.sync();
+    // Ready when the leader has polled every replica up and the gateway has seen it.
+    while (h.deps.gateway.router.routeBase(BASE.id).length < world.replicas.length && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      await h.deps.gateway.router.sync();
+    }
   });
 
   afterAll(async () => {
     for (const s of schedulers) {
-      await s.stop();
+      await s.stop().catch(() => {});
     }
     for (const node of world.replicas) {
       await node.agent.close();

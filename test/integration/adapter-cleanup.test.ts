@@ -50,6 +50,8 @@ describe("adapter cleanup worker", () => {
       maxLoras: 4,
       maxCpuLoras: 8,
       maxLoraRank: 64,
+      maxRegistered: 16,
+      diskBudgetBytes: 10 ** 10,
     });
     await upsertPlacement(h.deps.db, {
       tenantId: tenant.id,
