@@ -8,6 +8,7 @@ import { requestContext } from "./middleware/request-context.ts";
 import { registerCreateAdapter } from "./routes/adapters/create.ts";
 import { registerDeleteAdapter } from "./routes/adapters/delete.ts";
 import { registerReadAdapters } from "./routes/adapters/list.ts";
+import { registerPinAdapter } from "./routes/adapters/pin.ts";
 import { isUploadRequest, registerUploadVersion } from "./routes/adapters/upload-version.ts";
 import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
@@ -86,6 +87,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerReadAdapters(app);
   registerUploadVersion(app);
   registerDeleteAdapter(app);
+  registerPinAdapter(app);
   registerReplicaRoutes(app);
   registerCompletionRoutes(app);
   registerModelsRoute(app);

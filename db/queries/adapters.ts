@@ -221,3 +221,18 @@ export async function getVersionForScheduler(
 export async function markVersionFailed(db: Executor, versionId: string): Promise<void> {
   await db.update(adapterVersions).set({ status: "failed" }).where(eq(adapterVersions.id, versionId));
 }
+
+/** Sets how many replicas keep the adapter's latest version registered; null if the tenant has no such adapter. */
+export async function setAdapterPin(
+  db: Executor,
+  params: { tenantId: string; name: string; replicas: number },
+): Promise<AdapterRow | null> {
+  const [row] = await db
+    .update(adapters)
+    .set({ pinReplicas: params.replicas, updatedAt: new Date() })
+    .where(
+      and(eq(adapters.tenantId, params.tenantId), eq(adapters.name, params.name), isNull(adapters.deletedAt)),
+    )
+    .returning();
+  return row ?? null;
+}

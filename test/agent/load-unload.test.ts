@@ -104,7 +104,8 @@ describe("loading and unloading through the agent", () => {
       body: JSON.stringify({
         model: a,
         messages: [{ role: "user", content: "tell me a long story" }],
-        max_tokens: 300,
+        // Long enough (≈3 s of 3 ms steps) to still be running on a loaded machine when A is evicted below.
+        max_tokens: 1000,
         ignore_eos: true,
         stream: true,
         stream_options: { include_usage: true },
@@ -136,7 +137,7 @@ describe("loading and unloading through the agent", () => {
       .filter((e) => e.startsWith("{"))
       .map((e) => JSON.parse(e) as { usage?: { completion_tokens: number } })
       .find((e) => e.usage);
-    expect(usage?.usage?.completion_tokens).toBe(300);
+    expect(usage?.usage?.completion_tokens).toBe(1000);
 
     await eventually(async () => (await agent.cacheListing()).join() === b);
     expect((await fetch(`${replica.url}/health`)).status).toBe(200);
