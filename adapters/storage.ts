@@ -31,8 +31,8 @@ export interface AdapterStore {
 }
 
 /** Multipart part size: an upload holds (UPLOAD_CONCURRENCY + 1) × UPLOAD_PART_SIZE of buffers. */
-const UPLOAD_PART_SIZE = 8 * 1024 * 1024;
-const UPLOAD_CONCURRENCY = 3;
+const UPLOAD_PART_SIZE = 5 * 1024 * 1024;
+const UPLOAD_CONCURRENCY = 2;
 
 export function createS3Client(config: Config["s3"]): S3Client {
   return new S3Client({

@@ -7,6 +7,8 @@ import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { Redis } from "../lib/redis.ts";
+import type { BudgetGuard } from "../metering/budgets.ts";
+import type { Prices } from "../metering/pricing.ts";
 import type { EventBus } from "../scheduler/events.ts";
 import type { KeyRing, Principal } from "./auth/key-ring.ts";
 import type { ModelResolver } from "./gateway/model-resolver.ts";
@@ -26,7 +28,15 @@ export interface AppDeps {
   metrics: Metrics;
   queues: { adapterCleanup: Queue; placement: Queue };
   bus: EventBus;
-  gateway: { resolver: ModelResolver; router: GatewayRouter; dispatcher: Dispatcher; limiter: RateLimiter };
+  gateway: {
+    resolver: ModelResolver;
+    router: GatewayRouter;
+    dispatcher: Dispatcher;
+    limiter: RateLimiter;
+    budgets: BudgetGuard;
+    /** A base model's prices, from the resolver's cache. */
+    prices: (baseModelId: string) => Promise<Prices | null>;
+  };
   usage: UsageSink;
 }
 

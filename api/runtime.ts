@@ -10,12 +10,14 @@ import type { Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { createRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
+import { BudgetGuard } from "../metering/budgets.ts";
+import { UsageEmitter } from "../metering/emitter.ts";
 import { EventBus } from "../scheduler/events.ts";
 import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
-import { LoggingUsageSink } from "./gateway/logging-usage-sink.ts";
+import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
 import { RateLimiter } from "./gateway/rate-limit.ts";
 import { GatewayRouter } from "./gateway/router.ts";
@@ -49,6 +51,20 @@ export async function buildDeps(
   // Upstream connections to replicas are kept alive and pooled: no handshake per request.
   const dispatcher = new Agent({ connections: 256, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000 });
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? true });
+  const prices = async (baseModelId: string) => {
+    const base = (await resolver.baseModels()).find((b) => b.id === baseModelId);
+    return base
+      ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
+      : null;
+  };
+  const limiter = new RateLimiter({ redis, db: dbHandle.db, prefix: config.redis.prefix, cacheTtlMs: 5_000 });
+  const budgets = new BudgetGuard({
+    redis,
+    db: dbHandle.db,
+    logger,
+    prefix: config.redis.prefix,
+    onAlert: (alert) => void sendBudgetAlert(limiter, logger, alert),
+  });
   const deps: AppDeps = {
     config,
     logger,
@@ -64,9 +80,16 @@ export async function buildDeps(
       resolver,
       router,
       dispatcher,
-      limiter: new RateLimiter({ redis, db: dbHandle.db, prefix: config.redis.prefix, cacheTtlMs: 5_000 }),
+      limiter,
+      budgets,
+      prices,
     },
-    usage: new LoggingUsageSink(logger, metrics),
+    usage: new MeteringUsageSink({
+      emitter: new UsageEmitter({ redis, db: dbHandle.db, logger, config: config.redis }),
+      metrics,
+      logger,
+      prices,
+    }),
   };
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
@@ -117,4 +140,35 @@ export async function startHttp(deps: AppDeps): Promise<{ url: string; closer: C
         }),
     },
   };
+}
+
+/** POSTs a budget alert to the tenant's webhook, if it has one; failures are logged, never retried forever. */
+async function sendBudgetAlert(
+  limiter: RateLimiter,
+  logger: Logger,
+  alert: { tenantId: string; threshold: 80 | 100; spentMicros: number; budgetMicros: number },
+): Promise<void> {
+  const tenant = await limiter.tenant(alert.tenantId).catch(() => null);
+  if (!tenant?.alertWebhookUrl) {
+    return;
+  }
+  try {
+    const res = await fetch(tenant.alertWebhookUrl, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        type: "budget.threshold",
+        tenant_id: alert.tenantId,
+        threshold_percent: alert.threshold,
+        spent_usd: alert.spentMicros / 1e6,
+        budget_usd: alert.budgetMicros / 1e6,
+      }),
+      signal: AbortSignal.timeout(5_000),
+    });
+    if (!res.ok) {
+      logger.warn({ tenant_id: alert.tenantId, status: res.status }, "budget alert webhook refused");
+    }
+  } catch (error) {
+    logger.warn({ tenant_id: alert.tenantId, err: error }, "budget alert webhook failed");
+  }
 }

@@ -71,6 +71,9 @@ export const EnvSchema = z.object({
     z.string().min(16, "must be at least 16 characters").optional(),
   ),
   VLLM_API_KEY: optionalString,
+  METERING_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
+  METERING_CLAIM_IDLE_MS: z.coerce.number().int().min(50).default(30_000),
+  USAGE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(120).default(13),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -115,6 +118,7 @@ export interface Config {
   agentToken: string | undefined;
   /** vLLM's --api-key, when the replicas are started with one. */
   replicaApiKey: string | undefined;
+  metering: { batchSize: number; claimIdleMs: number; retentionMonths: number };
 }
 
 export interface ExternalIssuerConfig {
@@ -211,6 +215,11 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
     },
     agentToken: env.AGENT_TOKEN,
     replicaApiKey: env.VLLM_API_KEY,
+    metering: {
+      batchSize: env.METERING_BATCH_SIZE,
+      claimIdleMs: env.METERING_CLAIM_IDLE_MS,
+      retentionMonths: env.USAGE_RETENTION_MONTHS,
+    },
   };
 }
 

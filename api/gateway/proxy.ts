@@ -45,8 +45,11 @@ export interface ForwardOptions {
   /** Longest silence between two chunks of a response. */
   bodyTimeoutMs: number;
   onReplicaFailure: (replicaId: string, reason: FailureReason, detail: string) => void;
-  /** Called exactly once, when the response has been fully sent, failed, or was cancelled. */
-  onFinish: (outcome: ProxyOutcome) => void;
+  /**
+   * Called exactly once, when the response has been produced, failed, or was cancelled; the response
+   * (or the stream's last bytes) is released only after it resolves, so usage is durable first.
+   */
+  onFinish: (outcome: ProxyOutcome) => Promise<void>;
 }
 
 function openAiError(status: number, message: string, type: string, code: string): Response {
@@ -89,12 +92,10 @@ function classify(error: unknown): FailureReason {
  */
 export async function forwardCompletion(options: ForwardOptions): Promise<Response> {
   const started = performance.now();
-  let finished = false;
-  const finish = (outcome: Omit<ProxyOutcome, "totalMs">) => {
-    if (!finished) {
-      finished = true;
-      options.onFinish({ ...outcome, totalMs: performance.now() - started });
-    }
+  let finished: Promise<void> | null = null;
+  const finish = (outcome: Omit<ProxyOutcome, "totalMs">): Promise<void> => {
+    finished ??= options.onFinish({ ...outcome, totalMs: performance.now() - started });
+    return finished;
   };
   const upstreamAbort = new AbortController();
   const onClientGone = () => upstreamAbort.abort(options.clientSignal.reason);
@@ -143,11 +144,11 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
         );
         continue;
       }
-      return passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
+      return await passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
     }
     if (res.statusCode >= 400) {
       const text = await res.body.text().catch(() => "");
-      return passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
+      return await passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
     }
     if (options.body.stream === true) {
       return streamResponse(options, target, res, attempts, started, finish, upstreamAbort, onClientGone);
@@ -179,18 +180,18 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   return response;
 }
 
-function passThroughError(
+async function passThroughError(
   options: ForwardOptions,
   target: UpstreamTarget,
   status: number,
   text: string,
   attempts: number,
-  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => Promise<void>,
   onClientGone: () => void,
-): Response {
+): Promise<Response> {
   options.clientSignal.removeEventListener("abort", onClientGone);
   const scrubbed = scrubNames(text, target.loraName, options.clientModel);
-  finish({
+  await finish({
     status: "error",
     httpStatus: status,
     usage: null,
@@ -223,14 +224,14 @@ async function jsonResponse(
   res: Dispatcher.ResponseData,
   attempts: number,
   started: number,
-  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => Promise<void>,
   onClientGone: () => void,
 ): Promise<Response> {
   try {
     const payload = (await res.body.json()) as Record<string, unknown>;
     payload.model = options.clientModel;
     const usage = usageFrom(payload.usage);
-    finish({
+    await finish({
       status: "ok",
       httpStatus: 200,
       usage,
@@ -244,7 +245,7 @@ async function jsonResponse(
     });
   } catch (error) {
     const cancelled = options.clientSignal.aborted;
-    finish({
+    await finish({
       status: cancelled ? "cancelled" : "error",
       httpStatus: cancelled ? 499 : 502,
       usage: null,
@@ -270,7 +271,7 @@ function streamResponse(
   res: Dispatcher.ResponseData,
   attempts: number,
   started: number,
-  finish: (o: Omit<ProxyOutcome, "totalMs">) => void,
+  finish: (o: Omit<ProxyOutcome, "totalMs">) => Promise<void>,
   upstreamAbort: AbortController,
   onClientGone: () => void,
 ): Response {
@@ -299,7 +300,7 @@ function streamResponse(
   const reader = upstream.pipeThrough(rewriter).getReader();
   const done = (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
-    finish({
+    return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
       usage,
@@ -314,21 +315,22 @@ function streamResponse(
       try {
         const { done: ended, value } = await reader.read();
         if (ended) {
-          done(streamError === null ? "ok" : "error", streamError ?? undefined);
+          // The last bytes ([DONE]) reach the client only once the usage is durable.
+          await done(streamError === null ? "ok" : "error", streamError ?? undefined);
           controller.close();
           return;
         }
         controller.enqueue(value);
       } catch (error) {
-        done(options.clientSignal.aborted ? "cancelled" : "error", (error as Error).message);
+        await done(options.clientSignal.aborted ? "cancelled" : "error", (error as Error).message);
         controller.error(error);
       }
     },
     async cancel(reason) {
       // The client went away mid-stream: stop the replica's work and bill what it generated.
-      done("cancelled");
       upstreamAbort.abort(reason);
       await reader.cancel(reason).catch(() => {});
+      await done("cancelled");
     },
   }) as unknown as WebReadableStream<Uint8Array>;
   return new Response(body as unknown as ReadableStream<Uint8Array>, {

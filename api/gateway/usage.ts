@@ -14,5 +14,6 @@ export interface UsageRecord {
 
 /** Where the gateway hands each request's usage; metering makes it durable before the response ends. */
 export interface UsageSink {
-  record(usage: UsageRecord): void;
+  /** Resolves once the usage is durable: the gateway holds the response's last bytes until then. */
+  record(usage: UsageRecord): Promise<void>;
 }

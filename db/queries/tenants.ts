@@ -25,11 +25,16 @@ function limitColumns(limits: Partial<TenantLimits>) {
 
 export async function createTenant(
   db: Executor,
-  input: { name: string; limits?: Partial<TenantLimits>; id?: string },
+  input: { name: string; limits?: Partial<TenantLimits>; id?: string; alertWebhookUrl?: string | null },
 ): Promise<TenantRow> {
   const [row] = await db
     .insert(tenants)
-    .values({ id: input.id ?? newId("ten"), name: input.name, ...limitColumns(input.limits ?? {}) })
+    .values({
+      id: input.id ?? newId("ten"),
+      name: input.name,
+      alertWebhookUrl: input.alertWebhookUrl ?? null,
+      ...limitColumns(input.limits ?? {}),
+    })
     .returning();
   if (!row) {
     throw new Error("insert into tenants returned no row");
@@ -61,12 +66,13 @@ export async function listTenants(
 export async function updateTenant(
   db: Executor,
   tenantId: string,
-  patch: { name?: string; limits?: Partial<TenantLimits> },
+  patch: { name?: string; limits?: Partial<TenantLimits>; alertWebhookUrl?: string | null },
 ): Promise<TenantRow | null> {
   const [row] = await db
     .update(tenants)
     .set({
       ...(patch.name !== undefined && { name: patch.name }),
+      ...(patch.alertWebhookUrl !== undefined && { alertWebhookUrl: patch.alertWebhookUrl }),
       ...limitColumns(patch.limits ?? {}),
       updatedAt: new Date(),
     })

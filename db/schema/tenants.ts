@@ -13,5 +13,7 @@ export const tenants = pgTable("tenants", {
   monthlyBudgetMicros: bigint({ mode: "bigint" }),
   maxAdapters: integer(),
   maxAdapterBytes: bigint({ mode: "number" }),
+  /** Budget alerts (80 % and 100 % of the monthly budget) are POSTed here as JSON. */
+  alertWebhookUrl: text(),
   ...timestamps(),
 });

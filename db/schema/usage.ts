@@ -2,14 +2,18 @@ import { bigint, index, integer, pgTable, primaryKey, text, timestamp } from "dr
 import { createdAt } from "./columns.ts";
 
 /**
- * One row per inference request; `id` is the request id, so re-delivered events insert nothing
- * (`ON CONFLICT (id) DO NOTHING`). No foreign keys: usage must be recorded even for an adapter
- * deleted while its request was in flight, and billing history outlives the objects it names.
+ * One row per inference request; `id` is the request id and `occurred_at` is fixed when the event
+ * is made, so a re-delivered event inserts nothing (`ON CONFLICT (id, occurred_at) DO NOTHING`).
+ * Partitioned by month (migration 0002): old months are dropped after the retention period, while
+ * rollups stay forever. No foreign keys: usage must be recorded even for an adapter deleted while
+ * its request was in flight, and billing history outlives the objects it names.
+ * Money is integer picodollars (1e-12 USD): tokens × price per million tokens in micro-dollars is
+ * exact in picodollars, so sums of events, rollups and invoices agree to the last digit.
  */
 export const usageEvents = pgTable(
   "usage_events",
   {
-    id: text().primaryKey(),
+    id: text().notNull(),
     tenantId: text().notNull(),
     adapterId: text(),
     adapterVersionId: text(),
@@ -19,7 +23,7 @@ export const usageEvents = pgTable(
     promptTokens: integer().notNull(),
     completionTokens: integer().notNull(),
     cachedTokens: integer().notNull().default(0),
-    costMicros: bigint({ mode: "bigint" }).notNull(),
+    costPicos: bigint({ mode: "bigint" }).notNull(),
     queueMs: integer(),
     ttftMs: integer(),
     totalMs: integer(),
@@ -27,6 +31,7 @@ export const usageEvents = pgTable(
     ingestedAt: createdAt(),
   },
   (t) => [
+    primaryKey({ columns: [t.id, t.occurredAt] }),
     index("usage_events_tenant_id_idx").on(t.tenantId),
     index("usage_events_tenant_id_occurred_at_idx").on(t.tenantId, t.occurredAt),
   ],
@@ -46,7 +51,7 @@ export const usageRollups = pgTable(
     requests: bigint({ mode: "number" }).notNull(),
     promptTokens: bigint({ mode: "number" }).notNull(),
     completionTokens: bigint({ mode: "number" }).notNull(),
-    costMicros: bigint({ mode: "bigint" }).notNull(),
+    costPicos: bigint({ mode: "bigint" }).notNull(),
   },
   (t) => [
     primaryKey({ columns: [t.tenantId, t.bucketStart, t.baseModelId, t.adapterId] }),

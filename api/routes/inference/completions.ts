@@ -1,6 +1,8 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
+import { worstCaseCostPicos } from "../../../metering/budgets.ts";
+import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
 import { forwardCompletion, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
@@ -41,6 +43,85 @@ async function readBody(c: Context<AppEnv>, maxBytes: number): Promise<Record<st
 }
 
 /**
+ * The replicas to try for one request, best first: for an adapter, those that hold it (asking the
+ * scheduler to load it on a miss and waiting, up to the cold-start deadline); for a base, every
+ * healthy replica of it.
+ */
+async function chooseTargets(
+  c: Context<AppEnv>,
+  request: { requested: string; versionId: string | null; baseModelId: string },
+): Promise<{ targets: UpstreamTarget[]; ticket: RouteTicket | null }> {
+  const { config, gateway } = c.var.deps;
+  const { requested, versionId } = request;
+  const noReplica = () =>
+    new AppError("UNAVAILABLE", `no healthy replica serves \`${requested}\` right now; retry shortly`, {
+      retryAfterSeconds: 5,
+      reason: "no_replica",
+    });
+  if (versionId === null) {
+    const targets = gateway.router.routeBase(request.baseModelId);
+    if (targets.length === 0) {
+      throw noReplica();
+    }
+    return { targets, ticket: null };
+  }
+  const deadline = Date.now() + config.gateway.coldStartTimeoutMs;
+  let synced = false;
+  for (;;) {
+    const route = gateway.router.routeAdapter(versionId);
+    if (route.kind === "hit") {
+      if (route.targets.length === 0) {
+        throw noReplica();
+      }
+      return { targets: route.targets, ticket: route.ticket };
+    }
+    if (route.kind === "stale") {
+      if (synced) {
+        throw new AppError("UNAVAILABLE", `model \`${requested}\` is not available yet; retry shortly`, {
+          retryAfterSeconds: 2,
+          reason: "model_loading",
+        });
+      }
+      synced = true;
+      await gateway.router.sync();
+      continue;
+    }
+    const left = deadline - Date.now();
+    if (route.kind === "unavailable") {
+      c.var.logger.warn({ version_id: versionId, detail: route.detail }, "no replica can take the adapter");
+      throw new AppError(
+        "UNAVAILABLE",
+        `model \`${requested}\` cannot be served right now: no replica can take it; retry later`,
+        { retryAfterSeconds: 5, reason: "model_loading" },
+      );
+    }
+    if (left <= 0) {
+      throw new AppError(
+        "UNAVAILABLE",
+        `model \`${requested}\` is loading and was not ready within ${config.gateway.coldStartTimeoutMs} ms; retry shortly`,
+        { retryAfterSeconds: 5, reason: "model_loading" },
+      );
+    }
+    if (route.kind === "busy") {
+      await new Promise((r) => setTimeout(r, Math.min(25, left)));
+      continue;
+    }
+    const waited = await gateway.router.waitForPlacement(versionId, left);
+    if (waited.kind === "failed") {
+      c.var.logger.warn({ version_id: versionId, detail: waited.message }, "adapter load failed");
+      throw new AppError(
+        "UNAVAILABLE",
+        `model \`${requested}\` could not be loaded on any replica; retry later`,
+        {
+          retryAfterSeconds: 5,
+          reason: "model_load_failed",
+        },
+      );
+    }
+  }
+}
+
+/**
  * The OpenAI-compatible inference endpoints: resolve `model` for the caller's tenant, route to a
  * replica that holds the adapter (loading it first on a miss, within a deadline), proxy the call
  * with names rewritten both ways, and record its usage exactly once.
@@ -77,77 +158,27 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
       throw modelNotFound(requested);
     }
 
-    let targets: UpstreamTarget[];
-    let ticket: RouteTicket | null = null;
     const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
     const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
-    if (versionId === null) {
-      targets = gateway.router.routeBase(baseModelId);
-    } else {
-      const deadline = Date.now() + config.gateway.coldStartTimeoutMs;
-      let synced = false;
-      for (;;) {
-        const route = gateway.router.routeAdapter(versionId);
-        if (route.kind === "stale") {
-          if (synced) {
-            throw new AppError("UNAVAILABLE", `model \`${requested}\` is not available yet; retry shortly`, {
-              retryAfterSeconds: 2,
-              reason: "model_loading",
-            });
-          }
-          synced = true;
-          await gateway.router.sync();
-          continue;
-        }
-        if (route.kind === "hit") {
-          targets = route.targets;
-          ticket = route.ticket;
-          break;
-        }
-        const left = deadline - Date.now();
-        if (route.kind === "unavailable" || left <= 0) {
-          if (route.kind === "unavailable") {
-            c.var.logger.warn(
-              { version_id: versionId, detail: route.detail },
-              "no replica can take the adapter",
-            );
-          }
-          throw new AppError(
-            "UNAVAILABLE",
-            route.kind === "unavailable"
-              ? `model \`${requested}\` cannot be served right now: no replica can take it; retry later`
-              : `model \`${requested}\` is loading and was not ready within ${config.gateway.coldStartTimeoutMs} ms; retry shortly`,
-            { retryAfterSeconds: 5, reason: "model_loading" },
-          );
-        }
-        if (route.kind === "busy") {
-          await new Promise((r) => setTimeout(r, Math.min(25, left)));
-          continue;
-        }
-        const waited = await gateway.router.waitForPlacement(versionId, left);
-        if (waited.kind === "failed") {
-          c.var.logger.warn({ version_id: versionId, detail: waited.message }, "adapter load failed");
-          throw new AppError(
-            "UNAVAILABLE",
-            `model \`${requested}\` could not be loaded on any replica; retry later`,
-            {
-              retryAfterSeconds: 5,
-              reason: "model_load_failed",
-            },
-          );
-        }
-      }
-    }
-    if (targets.length === 0) {
+    const prices = await gateway.prices(baseModelId);
+    const budget = await gateway.budgets.reserve(tenant, prices ? worstCaseCostPicos(prices, body) : 0n);
+    if (!budget.ok) {
       throw new AppError(
-        "UNAVAILABLE",
-        `no healthy replica serves \`${requested}\` right now; retry shortly`,
-        {
-          retryAfterSeconds: 5,
-          reason: "no_replica",
-        },
+        "QUOTA_EXCEEDED",
+        `this tenant's monthly budget of $${(budget.budgetMicros / 1e6).toFixed(2)} is spent (or reserved by requests in flight)`,
+        { reason: "budget_exceeded", retryAfterSeconds: 3600 },
       );
     }
+    const reservation = budget.reservation;
+    let chosen: { targets: UpstreamTarget[]; ticket: RouteTicket | null };
+    try {
+      chosen = await chooseTargets(c, { requested, versionId, baseModelId });
+    } catch (error) {
+      // Nothing ran: the reservation goes back.
+      await gateway.budgets.settle(reservation, 0n);
+      throw error;
+    }
+    const { targets, ticket } = chosen;
 
     const first = targets[0]?.replicaId ?? "";
     gateway.router.started(first);
@@ -167,16 +198,23 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
         c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
       },
-      onFinish: (outcome) => {
+      onFinish: async (outcome) => {
         gateway.router.finished(first);
         gateway.router.release(ticket);
+        const actual =
+          prices && outcome.usage
+            ? costPicos(prices, outcome.usage.promptTokens, outcome.usage.completionTokens)
+            : 0n;
+        await gateway.budgets
+          .settle(reservation, actual)
+          .catch((error) => c.var.logger.error({ err: error }, "budget not settled"));
         if (outcome.usage) {
           const used = outcome.usage.promptTokens + outcome.usage.completionTokens;
           void gateway.limiter
             .spendTokens(tenant, used)
             .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
         }
-        usage.record({
+        await usage.record({
           requestId: c.var.requestId,
           tenantId,
           adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,

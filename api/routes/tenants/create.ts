@@ -25,7 +25,11 @@ export function registerCreateTenant(app: OpenAPIHono<AppEnv>) {
     const body = c.req.valid("json");
     const { db } = c.var.deps;
     const row = await db.transaction(async (tx) => {
-      const tenant = await createTenant(tx, { name: body.name, limits: limitsFromBody(body.limits) });
+      const tenant = await createTenant(tx, {
+        name: body.name,
+        limits: limitsFromBody(body.limits),
+        ...(body.alert_webhook_url !== undefined && { alertWebhookUrl: body.alert_webhook_url }),
+      });
       await recordAudit(tx, {
         tenantId: tenant.id,
         actor: c.var.principal.subject,

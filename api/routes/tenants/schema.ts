@@ -16,10 +16,27 @@ export const TenantLimitsBody = z
 
 export const TenantName = z.string().trim().min(1).max(200);
 
-export const CreateTenantBody = z.strictObject({ name: TenantName, limits: TenantLimitsBody.optional() });
+const WebhookUrl = z
+  .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
+  .max(2000)
+  .nullable()
+  .openapi({ description: "Budget alerts (80 % and 100 %) are POSTed here; null for none" });
+
+export const CreateTenantBody = z.strictObject({
+  name: TenantName,
+  limits: TenantLimitsBody.optional(),
+  alert_webhook_url: WebhookUrl.optional(),
+});
 export const PatchTenantBody = z
-  .strictObject({ name: TenantName.optional(), limits: TenantLimitsBody.optional() })
-  .refine((v) => v.name !== undefined || v.limits !== undefined, "give at least one of 'name' and 'limits'");
+  .strictObject({
+    name: TenantName.optional(),
+    limits: TenantLimitsBody.optional(),
+    alert_webhook_url: WebhookUrl.optional(),
+  })
+  .refine(
+    (v) => v.name !== undefined || v.limits !== undefined || v.alert_webhook_url !== undefined,
+    "give at least one of 'name', 'limits' and 'alert_webhook_url'",
+  );
 
 export const TenantId = z.string().regex(/^ten_[0-9a-z]{1,64}$/, "must be a tenant id (ten_…)");
 
@@ -34,6 +51,7 @@ export const Tenant = z
       max_adapters: z.number().nullable(),
       max_adapter_bytes: z.number().nullable(),
     }),
+    alert_webhook_url: z.string().nullable(),
     created_at: z.string(),
     updated_at: z.string(),
   })
@@ -67,6 +85,7 @@ export function toTenantDto(row: TenantRow): TenantDto {
       max_adapters: row.maxAdapters,
       max_adapter_bytes: row.maxAdapterBytes,
     },
+    alert_webhook_url: row.alertWebhookUrl,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };

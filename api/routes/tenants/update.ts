@@ -32,6 +32,7 @@ export function registerUpdateTenant(app: OpenAPIHono<AppEnv>) {
       const updated = await updateTenant(tx, id, {
         ...(body.name !== undefined && { name: body.name }),
         limits: limitsFromBody(body.limits),
+        ...(body.alert_webhook_url !== undefined && { alertWebhookUrl: body.alert_webhook_url }),
       });
       if (updated) {
         await recordAudit(tx, {

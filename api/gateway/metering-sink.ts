@@ -1,0 +1,79 @@
+import type { Logger } from "../../lib/logger.ts";
+import type { Metrics } from "../../lib/metrics.ts";
+import type { UsageEmitter } from "../../metering/emitter.ts";
+import type { UsageEvent } from "../../metering/events.ts";
+import { costPicos, type Prices } from "../../metering/pricing.ts";
+import type { UsageRecord, UsageSink } from "./usage.ts";
+
+/**
+ * Turns each finished, failed or cancelled request into exactly one usage event (id = request id)
+ * and makes it durable before the gateway releases the response; counts tokens in /metrics.
+ */
+export class MeteringUsageSink implements UsageSink {
+  private readonly emitter: UsageEmitter;
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  private readonly prices: (baseModelId: string) => Promise<Prices | null>;
+
+  constructor(options: {
+    emitter: UsageEmitter;
+    metrics: Metrics;
+    logger: Logger;
+    prices: (baseModelId: string) => Promise<Prices | null>;
+  }) {
+    this.emitter = options.emitter;
+    this.metrics = options.metrics;
+    this.logger = options.logger;
+    this.prices = options.prices;
+  }
+
+  async record(usage: UsageRecord): Promise<void> {
+    const { outcome } = usage;
+    const promptTokens = outcome.usage?.promptTokens ?? 0;
+    const completionTokens = outcome.usage?.completionTokens ?? 0;
+    this.metrics.inferenceRequests.inc({ base_model: usage.baseModelId, status: outcome.status });
+    this.metrics.tokens.inc(
+      { tenant: usage.tenantId, base_model: usage.baseModelId, kind: "prompt" },
+      promptTokens,
+    );
+    this.metrics.tokens.inc(
+      { tenant: usage.tenantId, base_model: usage.baseModelId, kind: "completion" },
+      completionTokens,
+    );
+    const prices = await this.prices(usage.baseModelId);
+    const event: UsageEvent = {
+      id: usage.requestId,
+      tenantId: usage.tenantId,
+      adapterId: usage.adapterId,
+      adapterVersionId: usage.adapterVersionId,
+      baseModelId: usage.baseModelId,
+      replicaId: outcome.replicaId,
+      status: outcome.status,
+      promptTokens,
+      completionTokens,
+      cachedTokens: outcome.usage?.cachedTokens ?? 0,
+      costPicos: (prices ? costPicos(prices, promptTokens, completionTokens) : 0n).toString(),
+      ttftMs: outcome.ttftMs === null ? null : Math.round(outcome.ttftMs),
+      totalMs: Math.round(outcome.totalMs),
+      occurredAt: usage.occurredAt.toISOString(),
+    };
+    const via = await this.emitter.emit(event);
+    this.logger.info(
+      {
+        request_id: usage.requestId,
+        tenant_id: usage.tenantId,
+        model: usage.model,
+        replica_id: outcome.replicaId,
+        status: outcome.status,
+        http_status: outcome.httpStatus,
+        prompt_tokens: promptTokens,
+        completion_tokens: completionTokens,
+        ttft_ms: event.ttftMs,
+        total_ms: event.totalMs,
+        attempts: outcome.attempts,
+        usage_via: via,
+      },
+      "inference",
+    );
+  }
+}

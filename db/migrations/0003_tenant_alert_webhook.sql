@@ -1,0 +1,1 @@
+ALTER TABLE "tenants" ADD COLUMN "alert_webhook_url" text;

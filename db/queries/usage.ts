@@ -1,0 +1,131 @@
+import { sql } from "drizzle-orm";
+import type { Executor } from "../client.ts";
+
+export interface UsageEventRow {
+  id: string;
+  tenantId: string;
+  adapterId: string | null;
+  adapterVersionId: string | null;
+  baseModelId: string;
+  replicaId: string | null;
+  status: "ok" | "error" | "cancelled";
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  costPicos: bigint;
+  ttftMs: number | null;
+  totalMs: number;
+  occurredAt: Date;
+}
+
+/**
+ * Inserts events and adds exactly the newly inserted ones to the hourly rollups, in one statement
+ * (so in one transaction): an event delivered twice, or replayed after a crash, changes nothing.
+ * Returns how many events were new.
+ */
+export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): Promise<number> {
+  if (events.length === 0) {
+    return 0;
+  }
+  const payload = JSON.stringify(
+    events.map((e) => ({
+      id: e.id,
+      tenant_id: e.tenantId,
+      adapter_id: e.adapterId,
+      adapter_version_id: e.adapterVersionId,
+      base_model_id: e.baseModelId,
+      replica_id: e.replicaId,
+      status: e.status,
+      prompt_tokens: e.promptTokens,
+      completion_tokens: e.completionTokens,
+      cached_tokens: e.cachedTokens,
+      cost_picos: e.costPicos.toString(),
+      ttft_ms: e.ttftMs,
+      total_ms: e.totalMs,
+      occurred_at: e.occurredAt.toISOString(),
+    })),
+  );
+  const result = await db.execute<{ inserted: number }>(sql`
+    with incoming as (
+      select distinct on (x.id, x.occurred_at) x.*
+      from jsonb_to_recordset(${payload}::jsonb) as x(
+        id text, tenant_id text, adapter_id text, adapter_version_id text, base_model_id text,
+        replica_id text, status text, prompt_tokens int, completion_tokens int, cached_tokens int,
+        cost_picos bigint, ttft_ms int, total_ms int, occurred_at timestamptz
+      )
+    ),
+    inserted as (
+      insert into usage_events (
+        id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status,
+        prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
+      )
+      select id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status,
+        prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
+      from incoming
+      on conflict (id, occurred_at) do nothing
+      returning tenant_id, base_model_id, adapter_id, occurred_at, prompt_tokens, completion_tokens, cost_picos
+    ),
+    rolled as (
+      insert into usage_rollups as r (
+        tenant_id, bucket_start, base_model_id, adapter_id, requests, prompt_tokens, completion_tokens, cost_picos
+      )
+      select tenant_id, date_trunc('hour', occurred_at), base_model_id, coalesce(adapter_id, ''),
+        count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_picos)
+      from inserted
+      group by 1, 2, 3, 4
+      on conflict (tenant_id, bucket_start, base_model_id, adapter_id) do update set
+        requests = r.requests + excluded.requests,
+        prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = r.completion_tokens + excluded.completion_tokens,
+        cost_picos = r.cost_picos + excluded.cost_picos
+      returning 1
+    )
+    select (select count(*) from inserted)::int as inserted, (select count(*) from rolled)::int as buckets
+  `);
+  return Number(result[0]?.inserted ?? 0);
+}
+
+/** Creates next month's raw-event partition ahead of time (idempotent). */
+export async function ensureUsagePartitions(db: Executor, now = new Date()): Promise<void> {
+  for (const offset of [0, 1]) {
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
+    await db.execute(
+      sql`select loraplane_ensure_usage_partition(${monthStart.toISOString().slice(0, 10)}::date)`,
+    );
+  }
+}
+
+/** Drops raw-event partitions wholly older than the retention; rollups keep the totals forever. */
+export async function dropExpiredUsagePartitions(
+  db: Executor,
+  retentionMonths: number,
+  now = new Date(),
+): Promise<string[]> {
+  const cutoff = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - retentionMonths, 1));
+  const rows = await db.execute<{ name: string }>(sql`
+    select c.relname as name from pg_inherits i
+    join pg_class c on c.oid = i.inhrelid
+    join pg_class p on p.oid = i.inhparent
+    where p.relname = 'usage_events' and c.relname ~ '^usage_events_[0-9]{4}_[0-9]{2}$'
+  `);
+  const dropped: string[] = [];
+  for (const { name } of rows) {
+    const [year, month] = name.slice("usage_events_".length).split("_").map(Number);
+    const end = new Date(Date.UTC(year ?? 0, month ?? 0, 1));
+    if (end <= cutoff) {
+      await db.execute(sql.raw(`drop table if exists "${name}"`));
+      dropped.push(name);
+    }
+  }
+  return dropped;
+}
+
+/** A tenant's billed cost in a UTC month (from the rollups), for seeding the budget counter. */
+export async function monthCostPicos(db: Executor, tenantId: string, monthStart: Date): Promise<bigint> {
+  const monthEnd = new Date(Date.UTC(monthStart.getUTCFullYear(), monthStart.getUTCMonth() + 1, 1));
+  const rows = await db.execute<{ total: string | null }>(sql`
+    select coalesce(sum(cost_picos), 0)::text as total from usage_rollups
+    where tenant_id = ${tenantId} and bucket_start >= ${monthStart.toISOString()} and bucket_start < ${monthEnd.toISOString()}
+  `);
+  return BigInt(rows[0]?.total ?? "0");
+}

@@ -1,0 +1,48 @@
+import type { Database } from "../db/client.ts";
+import { ingestUsageEvents, type UsageEventRow } from "../db/queries/usage.ts";
+import type { Config } from "../lib/env.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { Redis } from "../lib/redis.ts";
+import type { UsageEvent } from "./events.ts";
+import { usageStreamKey } from "./stream.ts";
+
+export function toRow(event: UsageEvent): UsageEventRow {
+  return {
+    ...event,
+    costPicos: BigInt(event.costPicos),
+    occurredAt: new Date(event.occurredAt),
+  };
+}
+
+/**
+ * Makes a usage event durable before the gateway finishes the response: appended to a Redis stream
+ * (the ingest workers drain it), or, when Redis cannot take it, inserted straight into Postgres.
+ * Either way the event's id makes a second delivery a no-op, so billing is exactly once.
+ */
+export class UsageEmitter {
+  private readonly redis: Redis;
+  private readonly db: Database;
+  private readonly logger: Logger;
+  private readonly stream: string;
+
+  constructor(options: { redis: Redis; db: Database; logger: Logger; config: Config["redis"] }) {
+    this.redis = options.redis;
+    this.db = options.db;
+    this.logger = options.logger;
+    this.stream = usageStreamKey(options.config);
+  }
+
+  async emit(event: UsageEvent): Promise<"stream" | "postgres"> {
+    try {
+      await this.redis.xadd(this.stream, "*", "e", JSON.stringify(event));
+      return "stream";
+    } catch (error) {
+      this.logger.warn(
+        { err: error, request_id: event.id },
+        "usage stream unavailable: writing the event to Postgres",
+      );
+      await ingestUsageEvents(this.db, [toRow(event)]);
+      return "postgres";
+    }
+  }
+}

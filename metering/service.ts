@@ -1,0 +1,44 @@
+import type { Database } from "../db/client.ts";
+import { dropExpiredUsagePartitions, ensureUsagePartitions } from "../db/queries/usage.ts";
+import type { Config } from "../lib/env.ts";
+import type { Logger } from "../lib/logger.ts";
+import { UsageIngestWorker } from "./ingest-worker.ts";
+
+/** Partition upkeep cadence: next month's partition exists long before it is needed. */
+const MAINTENANCE_EVERY_MS = 3_600_000;
+
+/** The metering process: drains usage events into Postgres and keeps the raw-event partitions. */
+export async function startMetering(deps: {
+  db: Database;
+  logger: Logger;
+  config: Pick<Config, "redis" | "metering">;
+}): Promise<{ worker: UsageIngestWorker; close: () => Promise<void> }> {
+  const worker = new UsageIngestWorker(
+    { db: deps.db, logger: deps.logger, config: deps.config.redis },
+    {
+      batchSize: deps.config.metering.batchSize,
+      blockMs: 1_000,
+      claimIdleMs: deps.config.metering.claimIdleMs,
+    },
+  );
+  await worker.start();
+  const maintain = async () => {
+    await ensureUsagePartitions(deps.db);
+    const dropped = await dropExpiredUsagePartitions(deps.db, deps.config.metering.retentionMonths);
+    if (dropped.length > 0) {
+      deps.logger.info({ partitions: dropped }, "dropped raw usage partitions past retention (rollups kept)");
+    }
+  };
+  await maintain();
+  const timer = setInterval(() => {
+    void maintain().catch((error) => deps.logger.error({ err: error }, "usage partition upkeep failed"));
+  }, MAINTENANCE_EVERY_MS);
+  timer.unref();
+  return {
+    worker,
+    close: async () => {
+      clearInterval(timer);
+      await worker.stop();
+    },
+  };
+}
