@@ -22,7 +22,7 @@ return 1
 `;
 
 const SETTLE = `
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(ARGV[1]))
 return redis.call('HINCRBY', KEYS[1], 'spent', tonumber(ARGV[2]))
 `;
 
@@ -55,13 +55,23 @@ export function monthStartUtc(now: Date): Date {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
 }
 
-/** The cost a request can reach: prompt (≈ 1 token per 3 characters, rounded up) plus its max_tokens. */
+/** Chat templates wrap each message in role headers and add a preamble the raw text does not show. */
+const TEMPLATE_TOKENS_PER_MESSAGE = 16;
+const TEMPLATE_TOKENS_BASE = 64;
+
+/**
+ * The cost a request can reach: its prompt (≈ 1 token per 3 characters, rounded up, plus the chat
+ * template's overhead) and its max_tokens. Erring high only holds budget back until settlement.
+ */
 export function worstCaseCostPicos(prices: Prices, body: Record<string, unknown>): bigint {
   const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
+  const messages = Array.isArray(body.messages) ? body.messages.length : 1;
+  const promptTokens =
+    Math.ceil(promptChars / 3) + TEMPLATE_TOKENS_BASE + TEMPLATE_TOKENS_PER_MESSAGE * messages;
   const maxTokens = [body.max_completion_tokens, body.max_tokens].find(
     (v) => typeof v === "number" && v > 0,
   ) as number | undefined;
-  return costPicos(prices, Math.ceil(promptChars / 3), maxTokens ?? DEFAULT_COMPLETION_RESERVATION);
+  return costPicos(prices, promptTokens, maxTokens ?? DEFAULT_COMPLETION_RESERVATION);
 }
 
 export class BudgetGuard {

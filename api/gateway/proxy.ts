@@ -316,7 +316,9 @@ function streamResponse(
         const { done: ended, value } = await reader.read();
         if (ended) {
           // The last bytes ([DONE]) reach the client only once the usage is durable.
-          await done(streamError === null ? "ok" : "error", streamError ?? undefined);
+          // An upstream body can also end quietly because the client left and we aborted it.
+          const status = options.clientSignal.aborted ? "cancelled" : streamError === null ? "ok" : "error";
+          await done(status, streamError ?? undefined);
           controller.close();
           return;
         }
