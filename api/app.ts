@@ -22,6 +22,7 @@ import { registerGetTenant } from "./routes/tenants/get.ts";
 import { registerListTenants } from "./routes/tenants/list.ts";
 import { registerCreateTenantToken } from "./routes/tenants/tokens.ts";
 import { registerUpdateTenant } from "./routes/tenants/update.ts";
+import { registerUsageRoutes } from "./routes/usage/routes.ts";
 
 const JSON_BODY_LIMIT_BYTES = 1024 * 1024;
 
@@ -91,6 +92,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerReplicaRoutes(app);
   registerCompletionRoutes(app);
   registerModelsRoute(app);
+  registerUsageRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

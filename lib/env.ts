@@ -74,6 +74,7 @@ export const EnvSchema = z.object({
   METERING_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
   METERING_CLAIM_IDLE_MS: z.coerce.number().int().min(50).default(30_000),
   USAGE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(120).default(13),
+  METERING_METRICS_PORT: port.default(9464),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -118,7 +119,7 @@ export interface Config {
   agentToken: string | undefined;
   /** vLLM's --api-key, when the replicas are started with one. */
   replicaApiKey: string | undefined;
-  metering: { batchSize: number; claimIdleMs: number; retentionMonths: number };
+  metering: { batchSize: number; claimIdleMs: number; retentionMonths: number; metricsPort: number };
 }
 
 export interface ExternalIssuerConfig {
@@ -219,6 +220,7 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       batchSize: env.METERING_BATCH_SIZE,
       claimIdleMs: env.METERING_CLAIM_IDLE_MS,
       retentionMonths: env.USAGE_RETENTION_MONTHS,
+      metricsPort: env.METERING_METRICS_PORT,
     },
   };
 }

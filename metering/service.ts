@@ -3,9 +3,13 @@ import { dropExpiredUsagePartitions, ensureUsagePartitions } from "../db/queries
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { UsageIngestWorker } from "./ingest-worker.ts";
+import { UsageReconciler } from "./reconcile.ts";
 
 /** Partition upkeep cadence: next month's partition exists long before it is needed. */
 const MAINTENANCE_EVERY_MS = 3_600_000;
+/** Rollups are checked against raw events this often, over the last two days (well inside retention). */
+const RECONCILE_EVERY_MS = 15 * 60_000;
+const RECONCILE_LOOKBACK_HOURS = 48;
 
 /** The metering process: drains usage events into Postgres and keeps the raw-event partitions. */
 export async function startMetering(deps: {
@@ -34,10 +38,16 @@ export async function startMetering(deps: {
     void maintain().catch((error) => deps.logger.error({ err: error }, "usage partition upkeep failed"));
   }, MAINTENANCE_EVERY_MS);
   timer.unref();
+  const reconciler = new UsageReconciler(
+    { db: deps.db, logger: deps.logger },
+    { intervalMs: RECONCILE_EVERY_MS, lookbackHours: RECONCILE_LOOKBACK_HOURS },
+  );
+  reconciler.start();
   return {
     worker,
     close: async () => {
       clearInterval(timer);
+      await reconciler.stop();
       await worker.stop();
     },
   };

@@ -129,3 +129,35 @@ export async function monthCostPicos(db: Executor, tenantId: string, monthStart:
   `);
   return BigInt(rows[0]?.total ?? "0");
 }
+
+export type TenantUsageEvent = {
+  id: string;
+  status: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost_picos: string;
+};
+
+/** One tenant's raw usage events, oldest first (never another tenant's). */
+export async function listTenantUsageEvents(db: Executor, tenantId: string): Promise<TenantUsageEvent[]> {
+  return db.execute<TenantUsageEvent>(sql`
+    select id, status, prompt_tokens, completion_tokens, cost_picos::text as cost_picos
+    from usage_events where tenant_id = ${tenantId} order by occurred_at, id
+  `);
+}
+
+/** One tenant's totals from the raw events and from the rollups: they must always agree. */
+export async function tenantUsageTotals(db: Executor, tenantId: string) {
+  const [raw] = await db.execute<{ n: number; tokens: string; cost: string }>(
+    sql`select count(*)::int as n, coalesce(sum(prompt_tokens + completion_tokens), 0)::text as tokens,
+        coalesce(sum(cost_picos), 0)::text as cost from usage_events where tenant_id = ${tenantId}`,
+  );
+  const [rolled] = await db.execute<{ n: string; tokens: string; cost: string }>(
+    sql`select coalesce(sum(requests), 0)::text as n, coalesce(sum(prompt_tokens + completion_tokens), 0)::text as tokens,
+        coalesce(sum(cost_picos), 0)::text as cost from usage_rollups where tenant_id = ${tenantId}`,
+  );
+  return {
+    raw: { n: raw?.n ?? 0, tokens: raw?.tokens ?? "0", cost: raw?.cost ?? "0" },
+    rolled: { n: Number(rolled?.n ?? 0), tokens: rolled?.tokens ?? "0", cost: rolled?.cost ?? "0" },
+  };
+}

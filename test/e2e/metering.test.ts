@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
-import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { startMetering } from "../../metering/service.ts";
 import { BASE, useE2EWorld } from "./world.ts";
@@ -17,18 +17,8 @@ afterAll(async () => {
   await metering.close();
 });
 
-type EventRow = {
-  id: string;
-  status: string;
-  prompt_tokens: number;
-  completion_tokens: number;
-  cost_picos: string;
-};
-
-async function eventsOf(tenantId: string): Promise<EventRow[]> {
-  return world.h.deps.db.execute<EventRow>(
-    sql`select id, status, prompt_tokens, completion_tokens, cost_picos::text from usage_events where tenant_id = ${tenantId} order by occurred_at`,
-  );
+async function eventsOf(tenantId: string) {
+  return listTenantUsageEvents(world.h.deps.db, tenantId);
 }
 
 async function until(check: () => Promise<boolean>, timeoutMs = 15_000) {

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
-import { sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { ingestUsageEvents } from "../../db/queries/usage.ts";
+import { ingestUsageEvents, tenantUsageTotals } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { createRedis } from "../../lib/redis.ts";
 import { toRow, UsageEmitter } from "../../metering/emitter.ts";
 import type { UsageEvent } from "../../metering/events.ts";
+import { createMeteringMetrics } from "../../metering/metrics.ts";
 import { startMetering } from "../../metering/service.ts";
 import { usageStreamKey } from "../../metering/stream.ts";
 import { useHarness } from "../harness.ts";
@@ -35,20 +35,7 @@ function event(tenantId: string, i: number, overrides: Partial<UsageEvent> = {})
 }
 
 /** What Postgres billed a tenant: raw rows and the rollups' totals. */
-async function billed(tenantId: string) {
-  const [raw] = await h.deps.db.execute<{ n: number; tokens: string; cost: string }>(
-    sql`select count(*)::int as n, coalesce(sum(prompt_tokens + completion_tokens), 0)::text as tokens,
-        coalesce(sum(cost_picos), 0)::text as cost from usage_events where tenant_id = ${tenantId}`,
-  );
-  const [rolled] = await h.deps.db.execute<{ n: string; tokens: string; cost: string }>(
-    sql`select coalesce(sum(requests), 0)::text as n, coalesce(sum(prompt_tokens + completion_tokens), 0)::text as tokens,
-        coalesce(sum(cost_picos), 0)::text as cost from usage_rollups where tenant_id = ${tenantId}`,
-  );
-  return {
-    raw: { n: raw?.n ?? 0, tokens: raw?.tokens, cost: raw?.cost },
-    rolled: { n: Number(rolled?.n), tokens: rolled?.tokens, cost: rolled?.cost },
-  };
-}
+const billed = (tenantId: string) => tenantUsageTotals(h.deps.db, tenantId);
 
 const expected = (tenantId: string, n: number) => {
   const events = Array.from({ length: n }, (_, i) => event(tenantId, i));
@@ -88,6 +75,11 @@ describe("usage pipeline: exactly once", () => {
       expect(after.raw).toEqual(expected(tenant.id, 2));
       expect(after.rolled).toEqual({ ...expected(tenant.id, 2), n: 2 });
       expect(metering.worker.stats.duplicates).toBeGreaterThanOrEqual(2);
+      const metrics = await createMeteringMetrics(metering.worker).metrics();
+      // Event 1 reached Postgres first by the worker or by the direct write: either way it is stored once.
+      expect(metrics).toContain(`loraplane_usage_events_ingested_total ${metering.worker.stats.ingested}\n`);
+      expect(metering.worker.stats.ingested).toBeGreaterThanOrEqual(1);
+      expect(metrics).toMatch(/^loraplane_usage_ingest_lag 0$/m);
     } finally {
       await metering.close();
       redis.disconnect();
@@ -114,6 +106,7 @@ describe("usage pipeline: exactly once", () => {
         REDIS_PREFIX: h.config.redis.prefix,
         KEY_ENCRYPTION_KEY: Buffer.alloc(32, 1).toString("base64"),
         METERING_BATCH_SIZE: "500",
+        METERING_METRICS_PORT: "0",
         LOG_LEVEL: "silent",
       },
       stdio: "ignore",
