@@ -9,6 +9,7 @@ import { loadConfig } from "../../lib/env.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, installShutdown } from "../../lib/shutdown.ts";
 import { EventBus } from "../../scheduler/events.ts";
+import { startMetering } from "../../metering/service.ts";
 import { SchedulerService } from "../../scheduler/service.ts";
 import { startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
@@ -108,6 +109,7 @@ const scheduler = new SchedulerService(
 );
 scheduler.start();
 const cleanupWorker = await startAdapterCleanupWorker({ ...deps, config: config.redis });
+const metering = await startMetering({ db: deps.db, logger, config });
 const http = await startHttp(deps);
 // "ready" means a request routes: the leader has polled the replicas up and the gateway has seen it.
 for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
@@ -123,6 +125,7 @@ installShutdown(
     http.closer,
     { name: "scheduler", close: () => scheduler.stop() },
     { name: "adapter-cleanup", close: cleanupWorker.close },
+    { name: "metering", close: metering.close },
     { name: "fleet", close: fleet.close },
     { name: "scheduler-events", close: () => schedulerBus.close() },
     ...depClosers,
