@@ -1,5 +1,5 @@
 import type { Database } from "../db/client.ts";
-import { monthCostPicos } from "../db/queries/usage.ts";
+import { monthCostPicos, monthStart } from "../db/queries/usage.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Redis } from "../lib/redis.ts";
 import { costPicos, type Prices } from "./pricing.ts";
@@ -51,10 +51,6 @@ export type ReserveResult =
 
 const picosToMicrosCeil = (picos: bigint) => Number((picos + 999_999n) / 1_000_000n);
 
-export function monthStartUtc(now: Date): Date {
-  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
-}
-
 /** Chat templates wrap each message in role headers and add a preamble the raw text does not show. */
 const TEMPLATE_TOKENS_PER_MESSAGE = 16;
 const TEMPLATE_TOKENS_BASE = 64;
@@ -101,7 +97,7 @@ export class BudgetGuard {
   }
 
   private key(tenantId: string, now: Date): string {
-    return `${this.prefix}budget:{${tenantId}}:${monthStartUtc(now).toISOString().slice(0, 7)}`;
+    return `${this.prefix}budget:{${tenantId}}:${monthStart(now).toISOString().slice(0, 7)}`;
   }
 
   /** Reserves `worstCase`; null reservation when the tenant has no budget. */
@@ -119,7 +115,7 @@ export class BudgetGuard {
     let result = (await this.redis.eval(RESERVE, 1, key, budgetMicros, micros)) as number;
     if (result === -1) {
       // First request this month on this Redis: start from what Postgres has billed.
-      const billed = picosToMicrosCeil(await monthCostPicos(this.db, tenant.id, monthStartUtc(now)));
+      const billed = picosToMicrosCeil(await monthCostPicos(this.db, tenant.id, monthStart(now)));
       await this.redis.eval(SEED, 1, key, billed, MONTH_KEY_TTL_MS);
       result = (await this.redis.eval(RESERVE, 1, key, budgetMicros, micros)) as number;
     }

@@ -73,30 +73,25 @@ export class RateLimiter {
 
   /** One request: takes a request token, and refuses while the token bucket is in debt. */
   async admit(tenant: TenantRow, now = Date.now()): Promise<LimitVerdict> {
-    if (tenant.rpmLimit !== null) {
-      const [allowed, wait] = (await this.redis.eval(
-        TAKE,
-        1,
-        `${this.prefix}rl:{${tenant.id}}:rpm`,
-        tenant.rpmLimit,
-        1,
-        now,
-      )) as [number, number];
-      if (allowed !== 1) {
-        return { allowed: false, limit: "rpm", retryAfterMs: wait };
+    const buckets = [
+      { limit: "rpm", capacity: tenant.rpmLimit, cost: 1 },
+      // Tokens are charged after the call (spendTokens); here a bucket in debt only refuses.
+      { limit: "tpm", capacity: tenant.tpmLimit, cost: 0 },
+    ] as const;
+    for (const bucket of buckets) {
+      if (bucket.capacity === null) {
+        continue;
       }
-    }
-    if (tenant.tpmLimit !== null) {
       const [allowed, wait] = (await this.redis.eval(
         TAKE,
         1,
-        `${this.prefix}rl:{${tenant.id}}:tpm`,
-        tenant.tpmLimit,
-        0,
+        `${this.prefix}rl:{${tenant.id}}:${bucket.limit}`,
+        bucket.capacity,
+        bucket.cost,
         now,
       )) as [number, number];
       if (allowed !== 1) {
-        return { allowed: false, limit: "tpm", retryAfterMs: wait };
+        return { allowed: false, limit: bucket.limit, retryAfterMs: wait };
       }
     }
     return { allowed: true };

@@ -161,3 +161,8 @@ export async function tenantUsageTotals(db: Executor, tenantId: string) {
     rolled: { n: Number(rolled?.n ?? 0), tokens: rolled?.tokens ?? "0", cost: rolled?.cost ?? "0" },
   };
 }
+
+/** The first instant of `now`'s UTC month. */
+export function monthStart(now: Date): Date {
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+}

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { startMetering } from "../../metering/service.ts";
+import { eventually } from "../eventually.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2 });
@@ -19,17 +20,6 @@ afterAll(async () => {
 
 async function eventsOf(tenantId: string) {
   return listTenantUsageEvents(world.h.deps.db, tenantId);
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
 }
 
 const ask = { role: "user" as const, content: "tell me everything" };
@@ -56,7 +46,7 @@ describe("metering end to end", () => {
     } catch {
       // the SDK throws on abort
     }
-    await until(async () => (await eventsOf(tenant.id)).length === 1);
+    await eventually(async () => (await eventsOf(tenant.id)).length === 1);
     const [row] = await eventsOf(tenant.id);
     expect(row?.status).toBe("cancelled");
     expect(row?.completion_tokens).toBeGreaterThanOrEqual(5);
@@ -105,7 +95,7 @@ describe("metering end to end", () => {
     child.kill("SIGKILL");
     expect(res.status).toBe(200);
     const requestId = res.headers.get("x-request-id");
-    await until(async () => (await eventsOf(tenant.id)).length === 1);
+    await eventually(async () => (await eventsOf(tenant.id)).length === 1);
     const [row] = await eventsOf(tenant.id);
     expect(row?.id).toBe(requestId);
     expect(row?.completion_tokens).toBe(body.usage.completion_tokens);
@@ -133,7 +123,7 @@ describe("metering end to end", () => {
       error: { code: "budget_exceeded", type: "insufficient_quota" },
     });
     const ok = statuses.filter((s) => s === 200).length;
-    await until(async () => (await eventsOf(tenant.id)).length === ok);
+    await eventually(async () => (await eventsOf(tenant.id)).length === ok);
     const spentPicos = (await eventsOf(tenant.id)).reduce((sum, e) => sum + BigInt(e.cost_picos), 0n);
     // Every request's real cost is within its reservation, so nothing in flight could push past the budget.
     expect(spentPicos).toBeLessThanOrEqual(BigInt(budgetUsd * 1e12));

@@ -1,20 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
+import { eventually } from "../eventually.ts";
 import { useE2EWorld } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2, policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY } });
 const ask = { role: "user" as const, content: "ping" };
-
-async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
-}
 
 describe("pins and draining", () => {
   it("loads a pinned adapter on k replicas before any request, and an operator-only route sets the pin", async () => {

@@ -1,21 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
+import { eventually } from "../eventually.ts";
 import { useE2EWorld } from "./world.ts";
 
 // Replication of hot adapters is off here so that every load in these tests is one the test caused.
 const world = useE2EWorld({ replicas: 2, policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY } });
 const ask = { role: "user" as const, content: "ping" };
-
-async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
-}
 
 describe("scheduler with simulated replicas", () => {
   it("turns 50 concurrent misses for a cold adapter into exactly one load", async () => {

@@ -4,6 +4,7 @@ import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { listVersions } from "../../db/queries/adapters.ts";
 import { deletePlacement, listTenantPlacements, upsertPlacement } from "../../db/queries/placements.ts";
 import { createReplica } from "../../db/queries/replicas.ts";
+import { eventually } from "../eventually.ts";
 import { buildAdapter } from "../fixtures/generate.ts";
 import { adapterForm, type TestTenant, useHarness } from "../harness.ts";
 
@@ -27,17 +28,6 @@ async function uploadedAdapter(tenant: TestTenant, name: string) {
     versionId: row?.id ?? "",
     prefix: `tenants/${tenant.id}/adapters/${created.body.id}/`,
   };
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("condition not met in time");
 }
 
 describe("adapter cleanup worker", () => {

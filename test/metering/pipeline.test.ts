@@ -9,6 +9,7 @@ import type { UsageEvent } from "../../metering/events.ts";
 import { createMeteringMetrics } from "../../metering/metrics.ts";
 import { startMetering } from "../../metering/service.ts";
 import { usageStreamKey } from "../../metering/stream.ts";
+import { eventually } from "../eventually.ts";
 import { useHarness } from "../harness.ts";
 
 const h = useHarness({ METERING_CLAIM_IDLE_MS: "300", METERING_BATCH_SIZE: "500" });
@@ -46,17 +47,6 @@ const expected = (tenantId: string, n: number) => {
   };
 };
 
-async function until(check: () => Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
-}
-
 describe("usage pipeline: exactly once", () => {
   it("bills an event delivered twice (and one sent to both Redis and Postgres) once", async () => {
     const tenant = await h.newTenant();
@@ -70,7 +60,9 @@ describe("usage pipeline: exactly once", () => {
       await emitter.emit(event(tenant.id, 1));
       // The same event also written straight to Postgres (the fallback path) before the worker gets it.
       await ingestUsageEvents(h.deps.db, [toRow(event(tenant.id, 1))]);
-      await until(async () => (await billed(tenant.id)).raw.n === 2 && (await metering.worker.lag()) === 0);
+      await eventually(
+        async () => (await billed(tenant.id)).raw.n === 2 && (await metering.worker.lag()) === 0,
+      );
       const after = await billed(tenant.id);
       expect(after.raw).toEqual(expected(tenant.id, 2));
       expect(after.rolled).toEqual({ ...expected(tenant.id, 2), n: 2 });
@@ -111,7 +103,7 @@ describe("usage pipeline: exactly once", () => {
       },
       stdio: "ignore",
     });
-    await until(async () => (await billed(tenant.id)).raw.n > 0, 30_000);
+    await eventually(async () => (await billed(tenant.id)).raw.n > 0, 30_000);
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     const atKill = (await billed(tenant.id)).raw.n;
@@ -119,7 +111,7 @@ describe("usage pipeline: exactly once", () => {
 
     const metering = await startMetering({ db: h.deps.db, logger: silent, config: h.config });
     try {
-      await until(
+      await eventually(
         async () => (await billed(tenant.id)).raw.n === total && (await metering.worker.lag()) === 0,
         60_000,
       );
@@ -159,7 +151,9 @@ describe("usage pipeline: exactly once", () => {
     await redis.xadd(stream, "*", "e", JSON.stringify(event(tenant.id, 1)));
     const metering = await startMetering({ db: h.deps.db, logger: silent, config: h.config });
     try {
-      await until(async () => (await billed(tenant.id)).raw.n === 1 && (await metering.worker.lag()) === 0);
+      await eventually(
+        async () => (await billed(tenant.id)).raw.n === 1 && (await metering.worker.lag()) === 0,
+      );
       expect(metering.worker.stats.rejected).toBe(2);
     } finally {
       await metering.close();
