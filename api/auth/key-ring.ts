@@ -23,6 +23,11 @@ export const AUDIENCE = "loraplane";
 const ALG = "ES256";
 /** Another process may have rotated: an unknown kid re-reads the keys, at most this often. */
 const UNKNOWN_KID_REFRESH_MS = 2_000;
+/**
+ * Verified tokens are remembered (by their full text, signature included) until they expire, so a
+ * client's token costs one signature check, not one per request. Bounded: the oldest goes first.
+ */
+const VERIFIED_CACHE_SIZE = 10_000;
 
 export interface Principal {
   subject: string;
@@ -77,6 +82,7 @@ async function newSealedKey(kek: Buffer) {
  */
 export class KeyRing {
   private verifying = new Map<string, VerifyingKey>();
+  private readonly verified = new Map<string, Principal>();
   private signing: { kid: string; key: KeyObject } | null = null;
   private lastRefresh = 0;
   private refreshing: Promise<void> | null = null;
@@ -174,6 +180,25 @@ export class KeyRing {
 
   /** Verifies a bearer token; every failure is an UnauthorizedError saying what was wrong. */
   async verify(token: string): Promise<Principal> {
+    const cached = this.verified.get(token);
+    if (cached) {
+      if (cached.expiresAt * 1000 > Date.now()) {
+        return cached;
+      }
+      this.verified.delete(token);
+    }
+    const principal = await this.verifyUncached(token);
+    if (this.verified.size >= VERIFIED_CACHE_SIZE) {
+      const oldest = this.verified.keys().next().value;
+      if (oldest !== undefined) {
+        this.verified.delete(oldest);
+      }
+    }
+    this.verified.set(token, principal);
+    return principal;
+  }
+
+  private async verifyUncached(token: string): Promise<Principal> {
     let unverified: JWTPayload;
     try {
       unverified = decodeJwt(token);

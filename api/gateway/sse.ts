@@ -39,6 +39,26 @@ export interface SseRewriterHooks {
   onStreamError: (message: string) => void;
 }
 
+/** The response's first `"model"` field: the top-level one (vLLM writes it before `choices`). */
+export const MODEL_FIELD = /"model":"(?:[^"\\]|\\.)*"/;
+/** The `usage` field: null, or an object with at most one nested object (`prompt_tokens_details`). */
+const USAGE_FIELD = /"usage":(null|\{(?:[^{}]|\{[^{}]*\})*\})/;
+
+function removeField(json: string, match: RegExpExecArray): string {
+  const start = match.index;
+  const end = start + match[0].length;
+  if (json[start - 1] === ",") {
+    return json.slice(0, start - 1) + json.slice(end);
+  }
+  return json.slice(0, start) + json.slice(json[end] === "," ? end + 1 : end);
+}
+
+/** Usage from a complete (non-streamed) response body, without parsing the whole body. */
+export function usageFromBody(text: string): UsageCounts | null {
+  const match = USAGE_FIELD.exec(text);
+  return match?.[1] && match[1] !== "null" ? usageFrom(JSON.parse(match[1])) : null;
+}
+
 /**
  * Rewrites vLLM's SSE stream for the client, event by event, as the bytes arrive: the response's
  * `model` becomes the name the client sent, usage the client did not ask for is removed (the
@@ -53,6 +73,7 @@ export function createSseRewriter(
   let buffer = "";
   let sawToken = false;
 
+  const modelField = `"model":${JSON.stringify(options.clientModel)}`;
   const rewriteEvent = (block: string): string | null => {
     const dataLines: string[] = [];
     for (const line of block.split(/\r?\n/)) {
@@ -67,40 +88,32 @@ export function createSseRewriter(
     if (data === "[DONE]") {
       return "data: [DONE]\n\n";
     }
-    let event: Record<string, unknown>;
-    try {
-      event = JSON.parse(data) as Record<string, unknown>;
-    } catch {
-      return `data: ${scrubNames(data, options.replicaName, options.clientModel)}\n\n`;
-    }
-    if (event.error !== undefined) {
-      const message = scrubNames(JSON.stringify(event), options.replicaName, options.clientModel);
+    if (data.startsWith('{"error"')) {
+      const message = scrubNames(data, options.replicaName, options.clientModel);
       hooks.onStreamError(message);
       return `data: ${message}\n\n`;
     }
-    if ("model" in event) {
-      event.model = options.clientModel;
-    }
-    const usage = usageFrom(event.usage);
-    if (usage) {
-      hooks.onUsage(usage);
-    }
-    const choices = event.choices;
-    const isUsageChunk = Array.isArray(choices) && choices.length === 0;
-    if (isUsageChunk) {
-      if (!options.wanted.includeUsage) {
-        return null;
-      }
-    } else {
-      if (!sawToken) {
-        sawToken = true;
-        hooks.onFirstToken();
-      }
-      if (event.usage !== undefined && !options.wanted.continuousUsage) {
-        delete event.usage;
+    // String edits, not JSON.parse + stringify per chunk: inside JSON strings every quote is escaped,
+    // so these patterns can only match the chunk's own top-level fields.
+    let out = data.replace(MODEL_FIELD, modelField);
+    const usageField = USAGE_FIELD.exec(out);
+    if (usageField?.[1] && usageField[1] !== "null") {
+      const usage = usageFrom(JSON.parse(usageField[1]));
+      if (usage) {
+        hooks.onUsage(usage);
       }
     }
-    return `data: ${JSON.stringify(event)}\n\n`;
+    if (out.includes('"choices":[]')) {
+      return options.wanted.includeUsage ? `data: ${out}\n\n` : null;
+    }
+    if (!sawToken) {
+      sawToken = true;
+      hooks.onFirstToken();
+    }
+    if (usageField && !options.wanted.continuousUsage) {
+      out = removeField(out, usageField);
+    }
+    return `data: ${out}\n\n`;
   };
 
   return new TransformStream<Uint8Array, Uint8Array>({

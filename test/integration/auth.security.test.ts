@@ -172,3 +172,18 @@ describe("error shape on inference paths", () => {
     });
   });
 });
+
+describe("verified-token cache", () => {
+  it("rejects a token once it expires even though it verified (and was cached) before", async () => {
+    const { token } = await h.deps.keyRing.sign({
+      subject: "operator:short",
+      tenantId: null,
+      scopes: ["admin"],
+      ttlSeconds: 1,
+    });
+    expect((await h.request("GET", ADMIN_ROUTE, { token })).status).toBe(200);
+    expect((await h.request("GET", ADMIN_ROUTE, { token })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 2_100));
+    expectProblem(await h.request("GET", ADMIN_ROUTE, { token }), 401, /expired/);
+  });
+});
