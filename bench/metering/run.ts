@@ -11,12 +11,12 @@ import postgres from "postgres";
 import { prepareDatabase } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
 import { ingestUsageEvents } from "../../db/queries/usage.ts";
+import { ensureServices } from "../../infra/dev/services.ts";
 import { parseConfig } from "../../lib/env.ts";
 import { createRedis } from "../../lib/redis.ts";
 import { toRow } from "../../metering/emitter.ts";
 import type { UsageEvent } from "../../metering/events.ts";
 import { USAGE_CONSUMER_GROUP, usageStreamKey } from "../../metering/stream.ts";
-import { ensureServices } from "../../infra/dev/services.ts";
 import { machineLine, median, writeBenchmarkSection } from "../lib/report.ts";
 
 const { values } = parseArgs({
@@ -68,8 +68,10 @@ async function dropDatabase(name: string) {
 
 async function checkCounts(url: string, expected: { n: number; tokens: bigint; cost: bigint }) {
   const sql = postgres(url, { max: 1 });
-  const [raw] = await sql`select count(*)::int as n, sum(prompt_tokens + completion_tokens)::text as tokens, sum(cost_picos)::text as cost from usage_events`;
-  const [rolled] = await sql`select sum(requests)::int as n, sum(prompt_tokens + completion_tokens)::text as tokens, sum(cost_picos)::text as cost from usage_rollups`;
+  const [raw] =
+    await sql`select count(*)::int as n, sum(prompt_tokens + completion_tokens)::text as tokens, sum(cost_picos)::text as cost from usage_events`;
+  const [rolled] =
+    await sql`select sum(requests)::int as n, sum(prompt_tokens + completion_tokens)::text as tokens, sum(cost_picos)::text as cost from usage_rollups`;
   await sql.end();
   const ok =
     raw?.n === expected.n &&
@@ -129,8 +131,14 @@ async function runOurs(workers: number, run: string) {
     const groups = (await redis.xinfo("GROUPS", stream).catch(() => [])) as unknown[][];
     const group = groups.find((g) => g[1] === USAGE_CONSUMER_GROUP);
     if (group) {
-      const fields = Object.fromEntries(Array.from({ length: group.length / 2 }, (_, k) => [group[k * 2], group[k * 2 + 1]]));
-      if (Number(fields.lag) === 0 && Number(fields.pending) === 0 && Number(fields["entries-read"]) >= sent) {
+      const fields = Object.fromEntries(
+        Array.from({ length: group.length / 2 }, (_, k) => [group[k * 2], group[k * 2 + 1]]),
+      );
+      if (
+        Number(fields.lag) === 0 &&
+        Number(fields.pending) === 0 &&
+        Number(fields["entries-read"]) >= sent
+      ) {
         break;
       }
     }
@@ -167,7 +175,12 @@ async function runPeer(run: string) {
   return { eventsPerSecond: peerEvents / seconds, ok: check.ok };
 }
 
-const results: { one: number[]; two: number[]; peer: number[]; ok: boolean } = { one: [], two: [], peer: [], ok: true };
+const results: { one: number[]; two: number[]; peer: number[]; ok: boolean } = {
+  one: [],
+  two: [],
+  peer: [],
+  ok: true,
+};
 for (let r = 0; r < runs; r++) {
   const peer = await runPeer(`p${r}`);
   const one = await runOurs(1, `a${r}`);

@@ -37,7 +37,13 @@ const RAW_QUEUE_SIZE = 2;
 
 export const RawUpload = {
   async rawUpload(endpoint: string, bucket: string, key: string) {
-    const client = createS3Client({ endpoint, region: "us-east-1", bucket, forcePathStyle: true, ...S3RVER_CREDENTIALS });
+    const client = createS3Client({
+      endpoint,
+      region: "us-east-1",
+      bucket,
+      forcePathStyle: true,
+      ...S3RVER_CREDENTIALS,
+    });
     const before = rssKiB("self", "VmRSS");
     const model = benchModel();
     const started = performance.now();
