@@ -1,3 +1,4 @@
+import { createServer } from "node:http";
 import { startAdapterCleanupWorker } from "../adapters/cleanup.ts";
 import { createS3Storage } from "../adapters/storage.ts";
 import { createDbHandle } from "../db/client.ts";
@@ -27,8 +28,19 @@ const scheduler = new SchedulerService(
 );
 scheduler.start();
 const cleanup = await startAdapterCleanupWorker({ db: db.db, store, logger, config: config.redis });
+// Liveness for Kubernetes: answers while the event loop turns; says whether this copy leads.
+const health = createServer((req, res) => {
+  const ok = req.url === "/healthz";
+  res.writeHead(ok ? 200 : 404, { "content-type": "application/json" });
+  res.end(ok ? JSON.stringify({ status: "ok", leader: scheduler.isLeader }) : '{"status":"not found"}');
+});
+health.on("error", (error) => logger.error({ err: error }, "scheduler /healthz server failed"));
+if (config.scheduler.healthPort !== 0) {
+  health.listen(config.scheduler.healthPort, config.http.host);
+}
 installShutdown(
   [
+    { name: "health", close: () => new Promise<void>((r) => health.close(() => r())) },
     { name: "scheduler", close: () => scheduler.stop() },
     { name: "adapter-cleanup", close: cleanup.close },
     { name: "events", close: () => bus.close() },

@@ -1,5 +1,6 @@
 export { type AgentAppDeps, createAgentApp } from "./app.ts";
 export { AgentError, type AgentErrorCode } from "./errors.ts";
+export { type RegistrationResult, registerReplica } from "./register.ts";
 export {
   type CacheDto,
   type CacheEntryDto,

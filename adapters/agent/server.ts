@@ -5,6 +5,7 @@ import { createLogger, type Logger } from "../../lib/logger.ts";
 import { createReplicaClient } from "../../scheduler/replica-client.ts";
 import { type AdapterStore, createS3Storage } from "../storage.ts";
 import { createAgentApp } from "./app.ts";
+import { type RegistrationResult, registerReplica } from "./register.ts";
 import { ReplicaAgent } from "./service.ts";
 
 export interface RunningAgent {
@@ -12,6 +13,8 @@ export interface RunningAgent {
   url: string;
   port: number;
   agent: ReplicaAgent;
+  /** Self-registration with the API (config.register), settled once registered; null when not configured. */
+  registration: Promise<RegistrationResult> | null;
   /** Stops HTTP (draining requests), the GC loop, then the replica and S3 clients. */
   close(): Promise<void>;
 }
@@ -63,11 +66,18 @@ export async function startAgent(
   const host = config.http.host.includes(":") ? `[${config.http.host}]` : config.http.host;
   const url = `http://${host}:${port}`;
   logger.info({ url, replica: config.replica.url, cacheDir: config.cache.dir }, "agent ready");
+  const stopRegistering = new AbortController();
+  const registration = config.register
+    ? registerReplica(config.register, { logger, signal: stopRegistering.signal })
+    : null;
   return {
     url,
     port,
     agent,
+    registration,
     async close() {
+      stopRegistering.abort();
+      await registration;
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         if ("closeIdleConnections" in server) {

@@ -10,6 +10,7 @@ Env: VLLM_ALLOW_RUNTIME_LORA_UPDATING=1|true enables /v1/load_lora_adapter and /
      VLLM_API_KEY is used when --api-key is not given.
 
 Engine:
+  --host <addr>                   default 127.0.0.1 (0.0.0.0 in a container)
   --port <n>                      default 8000
   --model <id>                    base model id (root of the base cards)
   --served-model-name <name>      repeat for several names; default: the model
@@ -74,7 +75,7 @@ function parseLoraModule(spec: string): StaticLoraModule {
 export function parseCli(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
-): ReplicaSimOptions & { port: number } {
+): ReplicaSimOptions & { port: number; host: string } {
   const { values: v } = parseArgs({
     args: [...argv],
     allowNegative: true,
@@ -82,6 +83,7 @@ export function parseCli(
     options: {
       help: { type: "boolean", short: "h" },
       port: { type: "string" },
+      host: { type: "string" },
       model: { type: "string" },
       "served-model-name": { type: "string", multiple: true },
       "max-loras": { type: "string" },
@@ -142,8 +144,9 @@ export function parseCli(
     natural = { min: a, max: b };
   }
   const allow = (env.VLLM_ALLOW_RUNTIME_LORA_UPDATING ?? "0").trim().toLowerCase();
-  const opts: ReplicaSimOptions & { port: number } = {
+  const opts: ReplicaSimOptions & { port: number; host: string } = {
     port: num("port", v.port) ?? 8000,
+    host: v.host ?? "127.0.0.1",
     allowRuntimeLoraUpdating: allow === "1" || allow === "true",
     latency,
   };
@@ -176,24 +179,25 @@ export function parseCli(
   return opts;
 }
 
-async function main(): Promise<void> {
+/** `npm run replica-sim` and the image's `replica-sim` command. */
+export async function runReplicaSimCli(): Promise<void> {
   // biome-ignore lint/style/noProcessEnv: the simulator reads vLLM's own variables, exactly as vLLM does
   const env = process.env;
-  let opts: ReplicaSimOptions & { port: number };
+  let opts: ReplicaSimOptions & { port: number; host: string };
   try {
     opts = parseCli(process.argv.slice(2), env);
   } catch (err) {
     process.stderr.write(`replica-sim: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
     process.exit(2);
   }
-  const { port, ...simOptions } = opts;
+  const { port, host, ...simOptions } = opts;
   const sim = createReplicaSim(simOptions);
   const c = sim.config;
   process.stdout.write(
     `INFO replica-sim: model=${c.model} served=${c.servedModelNames.join(",")} max_loras=${c.maxLoras} ` +
       `max_cpu_loras=${c.maxCpuLoras} max_lora_rank=${c.maxLoraRank} runtime_lora_updating=${c.allowRuntimeLoraUpdating}\n`,
   );
-  const running = await sim.start(port);
+  const running = await sim.start(port, host);
   process.stdout.write(`INFO:     Uvicorn running on ${running.url} (Press CTRL+C to quit)\n`);
   let stopping = false;
   const stop = (): void => {
@@ -208,7 +212,7 @@ async function main(): Promise<void> {
 }
 
 if (import.meta.main) {
-  main().catch((err: unknown) => {
+  runReplicaSimCli().catch((err: unknown) => {
     process.stderr.write(`replica-sim: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   });

@@ -46,8 +46,8 @@ export interface ReplicaSimSnapshot extends EngineSnapshot {
 
 export interface ReplicaSim {
   readonly config: SimConfig;
-  /** Loads the tokenizer and static adapters, then listens on 127.0.0.1 (port 0 picks a free one). */
-  start(port?: number): Promise<RunningReplicaSim>;
+  /** Loads the tokenizer and static adapters, then listens on `host` (127.0.0.1; port 0 picks a free one). */
+  start(port?: number, host?: string): Promise<RunningReplicaSim>;
   /** Test hook: engine queues, caches and recorded aborts. Empty before start(). */
   inspect(): ReplicaSimSnapshot;
 }
@@ -474,7 +474,7 @@ export function createReplicaSim(options: ReplicaSimOptions = {}): ReplicaSim {
         inFlight: state.inFlight,
       };
     },
-    async start(port = 0): Promise<RunningReplicaSim> {
+    async start(port = 0, host = "127.0.0.1"): Promise<RunningReplicaSim> {
       if (started) {
         throw new Error("replica simulator already started");
       }
@@ -528,14 +528,14 @@ export function createReplicaSim(options: ReplicaSimOptions = {}): ReplicaSim {
       });
       await new Promise<void>((resolveListen, reject) => {
         server.once("error", reject);
-        server.listen(port, "127.0.0.1", () => {
+        server.listen(port, host, () => {
           server.off("error", reject);
           resolveListen();
         });
       });
       const actual = (server.address() as AddressInfo).port;
       return {
-        url: `http://127.0.0.1:${actual}`,
+        url: `http://${host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host}:${actual}`,
         port: actual,
         async close() {
           await engine.stop();

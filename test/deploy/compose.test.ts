@@ -1,0 +1,114 @@
+import { describe, expect, it } from "vitest";
+import { ENTRYPOINT_COMMANDS } from "../../infra/docker/entrypoint.ts";
+import { validateCompose } from "./compose-schema.ts";
+import { loadCompose, loraplaneServices } from "./deployment-files.ts";
+
+const compose = loadCompose();
+const services = compose.services;
+
+describe("docker-compose (infra/compose)", () => {
+  it("parses and passes the Compose specification's JSON schema", () => {
+    expect(validateCompose(compose)).toEqual([]);
+  });
+
+  it("runs api, scheduler (2), metering and migrate from one image through the entry point", () => {
+    const byCommand = new Map(loraplaneServices(compose).map(([name, s]) => [name, s.command?.[0]]));
+    for (const [name, command] of byCommand) {
+      expect(ENTRYPOINT_COMMANDS, `${name} runs ${command}`).toContain(command);
+    }
+    expect(byCommand.get("api")).toBe("api");
+    expect(byCommand.get("scheduler")).toBe("scheduler");
+    expect(byCommand.get("metering")).toBe("metering");
+    expect(byCommand.get("migrate")).toBe("migrate");
+    expect(services.scheduler?.deploy?.replicas).toBe(2);
+    const images = new Set(loraplaneServices(compose).map(([, s]) => s.image));
+    expect(images.size).toBe(1);
+    expect(services.api?.ports?.[0]).toMatch(/:8080$/);
+  });
+
+  it("references only services, volumes and networks it defines", () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const dependency of Object.keys(service.depends_on ?? {})) {
+        expect(Object.keys(services), `${name} depends on ${dependency}`).toContain(dependency);
+        const profiles = services[dependency]?.profiles ?? [];
+        // A dependency in a profile must share it, or the dependant cannot start without it.
+        for (const p of profiles) {
+          expect(service.profiles ?? [], `${name} → ${dependency}`).toContain(p);
+        }
+      }
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(":")[0] as string;
+        expect(Object.keys(compose.volumes), `${name} mounts ${source}`).toContain(source);
+      }
+      for (const network of service.networks ?? []) {
+        expect(Object.keys(compose.networks)).toContain(network);
+      }
+    }
+  });
+
+  it("gives every vLLM replica a GPU, the LoRA flags, runtime loading and an agent sharing its adapter volume", () => {
+    const vllm = Object.entries(services).filter(([, s]) => s.image?.startsWith("vllm/vllm-openai"));
+    const sims = Object.entries(services).filter(([, s]) => s.command?.[0] === "replica-sim");
+    expect(vllm.length).toBeGreaterThanOrEqual(2);
+    expect(sims.length).toBe(vllm.length);
+    for (const [name, s] of vllm) {
+      expect(s.profiles).toEqual(["gpu"]);
+      expect(s.environment?.VLLM_ALLOW_RUNTIME_LORA_UPDATING).toBe("True");
+      for (const flag of ["--enable-lora", "--max-loras=", "--max-cpu-loras=", "--max-lora-rank="]) {
+        expect(
+          s.command?.some((a) => a.startsWith(flag)),
+          `${name} ${flag}`,
+        ).toBe(true);
+      }
+      expect(s.command?.[0]).toMatch(/AWQ/);
+      expect(s.deploy?.resources?.reservations?.devices?.[0]).toMatchObject({
+        driver: "nvidia",
+        capabilities: ["gpu"],
+      });
+    }
+    for (const [name, s] of sims) {
+      expect(s.profiles).toEqual(["cpu"]);
+      expect(s.environment?.VLLM_ALLOW_RUNTIME_LORA_UPDATING).toBe("True");
+      expect(s.command).toContain("--host=0.0.0.0");
+      expect(name).toMatch(/^sim-\d+$/);
+    }
+    for (const [name, replica] of [...vllm, ...sims]) {
+      const host = name;
+      const agents = Object.entries(services).filter(
+        ([, s]) => s.command?.[0] === "agent" && s.environment?.AGENT_REPLICA_URL === `http://${host}:8000`,
+      );
+      expect(agents, `one agent beside ${name}`).toHaveLength(1);
+      const [agentName, agent] = agents[0] as [string, (typeof agents)[0][1]];
+      expect(agent.profiles).toEqual(replica.profiles);
+      const cacheDir = agent.environment?.AGENT_CACHE_DIR as string;
+      const agentVolume = agent.volumes?.find((v) => v.split(":")[1] === cacheDir)?.split(":")[0];
+      const replicaVolume = replica.volumes?.find((v) => v.split(":")[1] === cacheDir)?.split(":")[0];
+      expect(agentVolume, `${agentName} and ${name} share ${cacheDir}`).toBeDefined();
+      expect(replicaVolume).toBe(agentVolume);
+      expect(agent.environment?.AGENT_PUBLIC_URL).toBe(`http://${agentName}:8091`);
+      expect(agent.environment?.AGENT_REGISTER_URL).toBe("http://api:8080");
+    }
+  });
+
+  it("keeps Redis durable and never evicting, and waits for healthy stores before starting", () => {
+    const redis = services.redis?.command?.join(" ") ?? "";
+    expect(redis).toContain("--appendonly yes");
+    expect(redis).toContain("--maxmemory-policy noeviction");
+    expect(services.api?.depends_on?.migrate?.condition).toBe("service_completed_successfully");
+    expect(services.migrate?.depends_on?.postgres?.condition).toBe("service_healthy");
+    expect(services.api?.environment?.HOST).toBe("0.0.0.0");
+  });
+});
+
+describe("the Compose schema check", () => {
+  it("rejects what docker compose would reject (so the check above can fail)", () => {
+    const broken = structuredClone(compose) as unknown as {
+      services: Record<string, Record<string, unknown>>;
+    };
+    (broken.services.api as Record<string, unknown>).restart_policy = "always";
+    (broken.services.metering as Record<string, unknown>).ports = [{ target: "not a port" }];
+    const errors = validateCompose(broken);
+    expect(errors.some((e) => e.includes("restart_policy"))).toBe(true);
+    expect(errors.some((e) => e.startsWith("/services/metering/ports"))).toBe(true);
+  });
+});

@@ -1,0 +1,47 @@
+import { describe, expect, it } from "vitest";
+import { useE2EWorld } from "./world.ts";
+
+const world = useE2EWorld({ replicas: 1, maxLoras: 2, maxCpuLoras: 4 });
+
+const sample = (text: string, name: string, labels: Record<string, string>): number | null => {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`)) {
+      continue;
+    }
+    const body = line.slice(name.length + 1, line.indexOf("}"));
+    if (Object.entries(labels).every(([k, v]) => body.includes(`${k}="${v}"`))) {
+      return Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return null;
+};
+
+describe("the API's /metrics describes the fleet", () => {
+  it("exports replica health, queue depth, LoRA slots and occupancy, and loads from the event bus", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "metered-bot");
+    const openai = world.client(await tenant.token());
+    await openai.chat.completions.create({
+      model: "metered-bot",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 2,
+    });
+    const replica = world.replicas[0]?.id as string;
+    const scrape = async () => (await fetch(`${world.url}/metrics`)).text();
+    await expect
+      .poll(async () =>
+        sample(await scrape(), "loraplane_adapter_placements_total", { replica, event: "loaded" }),
+      )
+      .toBe(1);
+    const text = await scrape();
+    expect(sample(text, "loraplane_replica_up", { replica, status: "up" })).toBe(1);
+    expect(sample(text, "loraplane_replica_lora_slots", { replica, level: "gpu" })).toBe(2);
+    expect(sample(text, "loraplane_replica_lora_slots", { replica, level: "cpu" })).toBe(4);
+    expect(sample(text, "loraplane_replica_lora_slots_used", { replica, level: "registered" })).toBe(1);
+    expect(
+      sample(text, "loraplane_replica_lora_slots_used", { replica, level: "gpu" }),
+    ).toBeGreaterThanOrEqual(0);
+    expect(sample(text, "loraplane_replica_requests", { replica, state: "waiting" })).toBe(0);
+    expect(sample(text, "loraplane_replica_requests", { replica, state: "running" })).not.toBeNull();
+  });
+});
