@@ -225,6 +225,8 @@ async function parseParts(
       }
     };
     busboy.on("file", (name, stream, info) => {
+      // A cut body ends every open part with an error: each part stream needs a listener.
+      stream.on("error", fail);
       if (name === "adapter_config") {
         const chunks: Buffer[] = [];
         let size = 0;

@@ -1,6 +1,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { AppError, NotFoundError, ValidationError } from "../lib/errors.ts";
+import { registerConsole } from "./console/routes.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { isInferencePath, renderError } from "./errors.ts";
 import { authenticate } from "./middleware/auth.ts";
@@ -13,9 +14,11 @@ import { isUploadRequest, registerUploadVersion } from "./routes/adapters/upload
 import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
 import { registerListBaseModels } from "./routes/base-models/list.ts";
+import { registerCapacityPlan } from "./routes/capacity/plan.ts";
 import { registerCompletionRoutes } from "./routes/inference/completions.ts";
 import { registerModelsRoute } from "./routes/inference/models.ts";
 import { registerReplicaRoutes } from "./routes/replicas/routes.ts";
+import { registerStatsRoutes } from "./routes/stats/routes.ts";
 import { registerSystemRoutes } from "./routes/system/health.ts";
 import { registerCreateTenant } from "./routes/tenants/create.ts";
 import { registerGetTenant } from "./routes/tenants/get.ts";
@@ -93,6 +96,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerCompletionRoutes(app);
   registerModelsRoute(app);
   registerUsageRoutes(app);
+  registerCapacityPlan(app);
+  registerStatsRoutes(app);
+  registerConsole(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -17,6 +17,7 @@ import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
+import { registerFleetMetrics } from "./gateway/fleet-metrics.ts";
 import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
 import { RateLimiter } from "./gateway/rate-limit.ts";
@@ -51,6 +52,12 @@ export async function buildDeps(
   // Upstream connections to replicas are kept alive and pooled: no handshake per request.
   const dispatcher = new Agent({ connections: 256, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000 });
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? true });
+  await registerFleetMetrics({ registry: metrics.registry, db: dbHandle.db, router, bus });
+  await bus.subscribe((event) => {
+    if (event.type === "placement" && event.state !== "failed") {
+      metrics.activity.placement(event.state === "loaded" ? "load" : "evict", event.replicaId);
+    }
+  });
   const prices = async (baseModelId: string) => {
     const base = (await resolver.baseModels()).find((b) => b.id === baseModelId);
     return base

@@ -75,6 +75,11 @@ export const EnvSchema = z.object({
   METERING_CLAIM_IDLE_MS: z.coerce.number().int().min(50).default(30_000),
   USAGE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(120).default(13),
   METERING_METRICS_PORT: port.default(9464),
+  SCHEDULER_HEALTH_PORT: port.default(9465),
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl,
+  OTEL_EXPORTER_OTLP_HEADERS: optionalString,
+  OTEL_SERVICE_NAME: optionalString,
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).default(1),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -114,12 +119,44 @@ export interface Config {
     reconcileEveryMs: number;
     pollIntervalMs: number;
     downAfterMs: number;
+    /** Port of the scheduler's /healthz (0: off). */
+    healthPort: number;
   };
   /** Bearer secret for the replica agents; the scheduler needs it to load adapters. */
   agentToken: string | undefined;
   /** vLLM's --api-key, when the replicas are started with one. */
   replicaApiKey: string | undefined;
   metering: { batchSize: number; claimIdleMs: number; retentionMonths: number; metricsPort: number };
+  tracing: TracingConfig;
+}
+
+/** OpenTelemetry tracing: off unless an OTLP endpoint is set (then spans go to `<endpoint>/v1/traces`). */
+export interface TracingConfig {
+  endpoint: string | undefined;
+  /** `key=value,key2=value2`, as OTEL_EXPORTER_OTLP_HEADERS. */
+  headers: Record<string, string>;
+  serviceName: string | undefined;
+  /** Fraction of requests traced; a client's sampled traceparent does not raise it. */
+  sampleRatio: number;
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function parseOtlpHeaders(raw: string | undefined): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const pair of (raw ?? "").split(",")) {
+    const eq = pair.indexOf("=");
+    if (eq > 0) {
+      headers[safeDecode(pair.slice(0, eq).trim())] = safeDecode(pair.slice(eq + 1).trim());
+    }
+  }
+  return headers;
 }
 
 export interface ExternalIssuerConfig {
@@ -213,6 +250,7 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       reconcileEveryMs: env.SCHEDULER_RECONCILE_MS,
       pollIntervalMs: env.FLEET_POLL_INTERVAL_MS,
       downAfterMs: env.FLEET_DOWN_AFTER_MS,
+      healthPort: env.SCHEDULER_HEALTH_PORT,
     },
     agentToken: env.AGENT_TOKEN,
     replicaApiKey: env.VLLM_API_KEY,
@@ -221,6 +259,12 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       claimIdleMs: env.METERING_CLAIM_IDLE_MS,
       retentionMonths: env.USAGE_RETENTION_MONTHS,
       metricsPort: env.METERING_METRICS_PORT,
+    },
+    tracing: {
+      endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT,
+      headers: parseOtlpHeaders(env.OTEL_EXPORTER_OTLP_HEADERS),
+      serviceName: env.OTEL_SERVICE_NAME,
+      sampleRatio: env.OTEL_TRACES_SAMPLER_ARG,
     },
   };
 }
@@ -270,6 +314,21 @@ export const AgentEnvSchema = EnvSchema.pick({
     .int()
     .min(1),
   AGENT_GC_INTERVAL_MS: z.coerce.number().int().min(10).default(5_000),
+  AGENT_REGISTER_URL: optionalUrl,
+  AGENT_REGISTER_TOKEN: optionalString,
+  AGENT_PUBLIC_URL: optionalUrl,
+  AGENT_REPLICA_PUBLIC_URL: optionalUrl,
+  AGENT_BASE_MODEL: optionalString,
+  AGENT_MAX_LORAS: z.coerce.number().int().min(1).max(1024).default(1),
+  AGENT_MAX_CPU_LORAS: z.preprocess(
+    (v) => (v === "" ? undefined : v),
+    z.coerce.number().int().min(1).max(1024).optional(),
+  ),
+  AGENT_MAX_LORA_RANK: z.coerce
+    .number()
+    .int()
+    .refine((r) => [1, 8, 16, 32, 64, 128, 256, 320, 512].includes(r), "must be one of vLLM's LoRA ranks")
+    .default(16),
 });
 
 export type AgentEnv = z.infer<typeof AgentEnvSchema>;
@@ -283,6 +342,21 @@ export interface AgentConfig {
   cache: { dir: string; budgetBytes: number; gcIntervalMs: number };
   s3: Config["s3"];
   shutdownTimeoutMs: number;
+  /** Self-registration with the API at start (Kubernetes pods); absent when AGENT_REGISTER_URL is unset. */
+  register?: AgentRegistration | undefined;
+}
+
+/** What the agent sends to `POST /admin/replicas` for its replica. */
+export interface AgentRegistration {
+  apiUrl: string;
+  /** An operator token (scope `admin`). */
+  token: string;
+  replicaUrl: string;
+  agentUrl: string;
+  baseModel: string;
+  maxLoras: number;
+  maxCpuLoras: number;
+  maxLoraRank: number;
 }
 
 /** Parses a variable map into AgentConfig; throws ConfigError naming every bad variable. */
@@ -305,6 +379,36 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
       },
     ]);
   }
+  let register: AgentRegistration | undefined;
+  if (env.AGENT_REGISTER_URL !== undefined) {
+    const needed = {
+      AGENT_REGISTER_TOKEN: env.AGENT_REGISTER_TOKEN,
+      AGENT_PUBLIC_URL: env.AGENT_PUBLIC_URL,
+      AGENT_BASE_MODEL: env.AGENT_BASE_MODEL,
+    };
+    const missing = Object.entries(needed).filter(([, v]) => v === undefined);
+    if (missing.length > 0) {
+      throw new ConfigError(
+        missing.map(([variable]) => ({ variable, message: "is required when AGENT_REGISTER_URL is set" })),
+      );
+    }
+    const maxCpuLoras = env.AGENT_MAX_CPU_LORAS ?? env.AGENT_MAX_LORAS;
+    if (maxCpuLoras < env.AGENT_MAX_LORAS) {
+      throw new ConfigError([
+        { variable: "AGENT_MAX_CPU_LORAS", message: "vLLM requires it ≥ AGENT_MAX_LORAS" },
+      ]);
+    }
+    register = {
+      apiUrl: env.AGENT_REGISTER_URL.replace(/\/+$/, ""),
+      token: needed.AGENT_REGISTER_TOKEN as string,
+      replicaUrl: (env.AGENT_REPLICA_PUBLIC_URL ?? env.AGENT_REPLICA_URL).replace(/\/+$/, ""),
+      agentUrl: (needed.AGENT_PUBLIC_URL as string).replace(/\/+$/, ""),
+      baseModel: needed.AGENT_BASE_MODEL as string,
+      maxLoras: env.AGENT_MAX_LORAS,
+      maxCpuLoras,
+      maxLoraRank: env.AGENT_MAX_LORA_RANK,
+    };
+  }
   return {
     log: { level: env.LOG_LEVEL },
     http: { host: env.AGENT_HOST, port: env.AGENT_PORT },
@@ -324,6 +428,7 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
       forcePathStyle: env.S3_FORCE_PATH_STYLE,
     },
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    register,
   };
 }
 

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { ActivityLog } from "./activity.ts";
 
 export interface Metrics {
   registry: Registry;
@@ -6,6 +7,10 @@ export interface Metrics {
   tokens: Counter<"tenant" | "base_model" | "kind">;
   httpRequests: Counter<"method" | "route" | "status">;
   httpDuration: Histogram<"method" | "route" | "status">;
+  routedRequests: Counter<"level">;
+  coldStartSeconds: Histogram;
+  /** Recent routes and placement changes for the console (in memory, bounded). */
+  activity: ActivityLog;
 }
 
 /** One registry per process (tests build several apps in one process, so nothing is global). */
@@ -41,5 +46,18 @@ export function createMetrics(options: { defaultMetrics: boolean } = { defaultMe
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
+    routedRequests: new Counter({
+      name: "loraplane_routed_requests_total",
+      help: "Adapter requests routed, by the cost level they met (hot, warm, registered, cold)",
+      labelNames: ["level"],
+      registers: [registry],
+    }),
+    coldStartSeconds: new Histogram({
+      name: "loraplane_cold_start_seconds",
+      help: "Time an adapter request waited for its adapter to be loaded",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120],
+      registers: [registry],
+    }),
+    activity: new ActivityLog(),
   };
 }

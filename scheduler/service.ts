@@ -335,7 +335,7 @@ class LeaderWork {
       return "unloaded";
     }
     const version = await getVersionForScheduler(db, adapterVersionId);
-    if (!version || version.status !== "ready") {
+    if (version?.status !== "ready") {
       await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
       throw new UnrecoverableError(`version ${adapterVersionId} is no longer ready`);
     }
@@ -381,7 +381,7 @@ class LeaderWork {
 
   /** Out of retries: the placement is dropped so that the next miss tries afresh (maybe elsewhere). */
   private async onOpFailed(job: Job<LoadJob | UnloadJob> | undefined, error: Error): Promise<void> {
-    if (!job || job.name !== "adapter.load") {
+    if (job?.name !== "adapter.load") {
       return;
     }
     const final = job.attemptsMade >= (job.opts.attempts ?? 1) || error instanceof UnrecoverableError;

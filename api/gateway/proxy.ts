@@ -1,13 +1,16 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import {
   type ClientStreamOptions,
   createSseRewriter,
+  MODEL_FIELD,
   scrubNames,
   type UsageCounts,
-  usageFrom,
+  usageFromBody,
 } from "./sse.ts";
+import { startUpstreamSpan, type UpstreamSpan } from "./tracing.ts";
 
 export interface UpstreamTarget {
   replicaId: string;
@@ -46,10 +49,17 @@ export interface ForwardOptions {
   bodyTimeoutMs: number;
   onReplicaFailure: (replicaId: string, reason: FailureReason, detail: string) => void;
   /**
+   * When every target answered that it does not have the adapter (replicas restarted), gets fresh
+   * targets after a reload. Used once per request, and only before any byte went to the client.
+   */
+  reroute?: () => Promise<UpstreamTarget[]>;
+  /**
    * Called exactly once, when the response has been produced, failed, or was cancelled; the response
    * (or the stream's last bytes) is released only after it resolves, so usage is durable first.
    */
   onFinish: (outcome: ProxyOutcome) => Promise<void>;
+  /** The request's span: each attempt gets a child span, propagated to the replica (traceparent). */
+  span?: Span;
 }
 
 function openAiError(status: number, message: string, type: string, code: string): Response {
@@ -93,7 +103,12 @@ function classify(error: unknown): FailureReason {
 export async function forwardCompletion(options: ForwardOptions): Promise<Response> {
   const started = performance.now();
   let finished: Promise<void> | null = null;
+  let upstreamSpan: UpstreamSpan | null = null;
   const finish = (outcome: Omit<ProxyOutcome, "totalMs">): Promise<void> => {
+    if (finished === null) {
+      upstreamSpan?.end(outcome.httpStatus, outcome.status === "error" ? outcome.error : undefined);
+      upstreamSpan = null;
+    }
     finished ??= options.onFinish({ ...outcome, totalMs: performance.now() - started });
     return finished;
   };
@@ -103,11 +118,23 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
 
   let attempts = 0;
   let lastError = "no replica could take the request";
-  for (const target of options.targets) {
-    if (attempts >= options.maxAttempts || options.clientSignal.aborted) {
+  const queue = [...options.targets];
+  let lostEverywhere = false;
+  let rerouted = false;
+  for (;;) {
+    let target = queue.shift();
+    if (!target && lostEverywhere && !rerouted && options.reroute && !options.clientSignal.aborted) {
+      // Every replica we knew of had lost the adapter (restarted): it is loaded again, then retried once.
+      rerouted = true;
+      queue.push(...(await options.reroute().catch(() => [])));
+      target = queue.shift();
+    }
+    if (!target || attempts >= options.maxAttempts + (rerouted ? 1 : 0) || options.clientSignal.aborted) {
       break;
     }
     attempts++;
+    const span = startUpstreamSpan(options.span, target, attempts);
+    upstreamSpan = span;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(`${target.url}${options.path}`, {
@@ -119,6 +146,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
         headers: {
           "content-type": "application/json",
           "x-request-id": options.requestId,
+          ...span.headers,
           ...(options.replicaApiKey !== undefined && { authorization: `Bearer ${options.replicaApiKey}` }),
         },
         body: upstreamBody(options, target),
@@ -128,6 +156,8 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
         break;
       }
       lastError = `replica ${target.replicaId}: ${(error as Error).message}`;
+      span.end(null, lastError);
+      upstreamSpan = null;
       options.onReplicaFailure(target.replicaId, classify(error), lastError);
       continue;
     }
@@ -136,7 +166,10 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       const text = await res.body.text().catch(() => "");
       const lost = res.statusCode === 404 && text.includes("does not exist");
       if (res.statusCode >= 500 || lost) {
+        lostEverywhere = lost && (attempts === 1 || lostEverywhere);
         lastError = `replica ${target.replicaId} answered ${res.statusCode}`;
+        span.end(res.statusCode, lastError);
+        upstreamSpan = null;
         options.onReplicaFailure(
           target.replicaId,
           lost ? "lost_adapter" : "server_error",
@@ -228,9 +261,10 @@ async function jsonResponse(
   onClientGone: () => void,
 ): Promise<Response> {
   try {
-    const payload = (await res.body.json()) as Record<string, unknown>;
-    payload.model = options.clientModel;
-    const usage = usageFrom(payload.usage);
+    // The model name is swapped and usage read with string edits: no parse and re-serialise of the body.
+    const text = await res.body.text();
+    const usage = usageFromBody(text);
+    const body = text.replace(MODEL_FIELD, `"model":${JSON.stringify(options.clientModel)}`);
     await finish({
       status: "ok",
       httpStatus: 200,
@@ -239,7 +273,7 @@ async function jsonResponse(
       attempts,
       ttftMs: performance.now() - started,
     });
-    return new Response(JSON.stringify(payload), {
+    return new Response(body, {
       status: 200,
       headers: { "content-type": "application/json" },
     });

@@ -5,7 +5,13 @@ import type { ReplicaRow } from "../../db/queries/replicas.ts";
 import type { Logger } from "../../lib/logger.ts";
 import type { EventBus, FleetEvent } from "../../scheduler/events.ts";
 import { toFleetState } from "../../scheduler/fleet-state.ts";
-import { type CostLevel, createPolicy, type Policy, type PolicyKind } from "../../scheduler/policy/index.ts";
+import {
+  type CostLevel,
+  createPolicy,
+  type Policy,
+  type PolicyKind,
+  type ReplicaShadow,
+} from "../../scheduler/policy/index.ts";
 import { type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
 import type { UpstreamTarget } from "./proxy.ts";
 
@@ -160,6 +166,11 @@ export class GatewayRouter {
       targets: ordered.map((id) => this.target(id, versionId)),
       ticket: counted ? { versionId, replicaId: decision.replicaId } : null,
     };
+  }
+
+  /** The policy's mirror of a replica's GPU slots and CPU cache, for the console (null if unknown). */
+  shadow(replicaId: string): ReplicaShadow | null {
+    return this.policy.shadow(replicaId);
   }
 
   /** Healthy replicas of a base, least busy first. */

@@ -67,8 +67,7 @@ describe("SSE rewriter", () => {
   });
 
   it("handles events split across network chunks at any byte", async () => {
-    const whole =
-      chunk("split", { prompt_tokens: 9, completion_tokens: 4 }) + usageChunk(9, 4) + "data: [DONE]\n\n";
+    const whole = `${chunk("split", { prompt_tokens: 9, completion_tokens: 4 }) + usageChunk(9, 4)}data: [DONE]\n\n`;
     const pieces = whole.match(/[\s\S]{1,7}/g) ?? [];
     const out = await run(pieces, { includeUsage: false, continuousUsage: false });
     expect(out.text).toContain('"content":"split"');

@@ -6,8 +6,17 @@ import type { AppEnv } from "../deps.ts";
 
 const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json"]);
 
+/** The console's pages are static shells without data: they call the admin API with the operator's token. */
+const CONSOLE_SHELLS = new Set([
+  "/console",
+  "/console/fleet",
+  "/console/demand",
+  "/console/tenants",
+  "/console/planner",
+]);
+
 export function isPublicPath(path: string): boolean {
-  return PUBLIC_PATHS.has(path) || path.startsWith("/console/assets/");
+  return PUBLIC_PATHS.has(path) || CONSOLE_SHELLS.has(path) || path.startsWith("/console/assets/");
 }
 
 /** Verifies the bearer token of every non-public request and puts the principal on the context. */

@@ -63,7 +63,14 @@ export interface E2EWorld {
  * simulated vLLM replicas each with its agent, registered through the admin API, and a scheduler.
  */
 export function useE2EWorld(
-  options: { replicas?: number; maxLoras?: number; maxCpuLoras?: number; policyConfig?: PolicyConfig } = {},
+  options: {
+    replicas?: number;
+    maxLoras?: number;
+    maxCpuLoras?: number;
+    /** Registration budget per replica (the API's default when absent). */
+    maxRegistered?: number;
+    policyConfig?: PolicyConfig;
+  } = {},
 ): E2EWorld {
   const h = useHarness({
     PORT: "0",
@@ -140,6 +147,7 @@ export function useE2EWorld(
           max_loras: 2,
           max_cpu_loras: 4,
           max_lora_rank: 16,
+          ...(options.maxRegistered !== undefined && { max_registered: options.maxRegistered }),
         },
       });
       expect(created.status).toBe(201);

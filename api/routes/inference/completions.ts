@@ -1,11 +1,15 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Span } from "@opentelemetry/api";
 import type { Context } from "hono";
+import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
+import type { Metrics } from "../../../lib/metrics.ts";
 import { worstCaseCostPicos } from "../../../metering/budgets.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
 import { forwardCompletion, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
+import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
 import { requireScope } from "../../middleware/auth.ts";
 
 const modelNotFound = (model: string) =>
@@ -65,14 +69,17 @@ async function chooseTargets(
     }
     return { targets, ticket: null };
   }
-  const deadline = Date.now() + config.gateway.coldStartTimeoutMs;
+  const startedAt = Date.now();
+  const deadline = startedAt + config.gateway.coldStartTimeoutMs;
   let synced = false;
+  let waitedForLoad = false;
   for (;;) {
     const route = gateway.router.routeAdapter(versionId);
     if (route.kind === "hit") {
       if (route.targets.length === 0) {
         throw noReplica();
       }
+      recordRoute(c.var.deps.metrics, waitedForLoad ? "cold" : route.level, Date.now() - startedAt);
       return { targets: route.targets, ticket: route.ticket };
     }
     if (route.kind === "stale") {
@@ -106,6 +113,7 @@ async function chooseTargets(
       await new Promise((r) => setTimeout(r, Math.min(25, left)));
       continue;
     }
+    waitedForLoad = true;
     const waited = await gateway.router.waitForPlacement(versionId, left);
     if (waited.kind === "failed") {
       c.var.logger.warn({ version_id: versionId, detail: waited.message }, "adapter load failed");
@@ -121,13 +129,35 @@ async function chooseTargets(
   }
 }
 
+function recordRoute(metrics: Metrics, level: RouteLevel, waitedMs: number): void {
+  metrics.routedRequests.inc({ level });
+  if (level === "cold") {
+    metrics.coldStartSeconds.observe(waitedMs / 1000);
+  }
+  metrics.activity.route(level, level === "cold" ? waitedMs : 0);
+}
+
 /**
  * The OpenAI-compatible inference endpoints: resolve `model` for the caller's tenant, route to a
  * replica that holds the adapter (loading it first on a miss, within a deadline), proxy the call
  * with names rewritten both ways, and record its usage exactly once.
  */
 function handler(path: "/v1/chat/completions" | "/v1/completions") {
+  const serve = respond(path);
   return async (c: Context<AppEnv>) => {
+    // The span ends when the proxy reports the outcome (after the last byte), or here on an error.
+    const span = startInferenceSpan({ route: path }, c.req.header("traceparent"));
+    try {
+      return await serve(c, span);
+    } catch (error) {
+      endInferenceSpan(span, { error });
+      throw error;
+    }
+  };
+}
+
+function respond(path: "/v1/chat/completions" | "/v1/completions") {
+  return async (c: Context<AppEnv>, span: Span): Promise<Response> => {
     const { config, gateway, usage } = c.var.deps;
     const principal = c.var.principal;
     const tenantId = principal.tenantId;
@@ -140,6 +170,7 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
     }
     const verdict = await gateway.limiter.admit(tenant);
     if (!verdict.allowed) {
+      c.var.deps.metrics.activity.rateLimited(tenantId);
       throw new AppError(
         "RATE_LIMITED",
         verdict.limit === "rpm"
@@ -153,6 +184,9 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
     }
     const body = await readBody(c, config.gateway.maxBodyBytes);
     const requested = body.model as string;
+    if (span.isRecording()) {
+      span.setAttributes({ "loraplane.tenant.id": tenantId, "gen_ai.request.model": requested });
+    }
     const resolved = await gateway.resolver.resolve(tenantId, requested);
     if (!resolved) {
       throw modelNotFound(requested);
@@ -179,6 +213,7 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
       throw error;
     }
     const { targets, ticket } = chosen;
+    annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
 
     const first = targets[0]?.replicaId ?? "";
     gateway.router.started(first);
@@ -194,6 +229,11 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
       ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
       headersTimeoutMs: config.gateway.headersTimeoutMs,
       bodyTimeoutMs: config.gateway.bodyTimeoutMs,
+      span,
+      reroute: async () => {
+        await gateway.router.sync();
+        return (await chooseTargets(c, { requested, versionId, baseModelId })).targets;
+      },
       onReplicaFailure: (replicaId, reason, detail) => {
         c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
@@ -224,6 +264,7 @@ function handler(path: "/v1/chat/completions" | "/v1/completions") {
           outcome,
           occurredAt: new Date(),
         });
+        endInferenceSpan(span, outcome);
       },
     });
   };
