@@ -152,6 +152,7 @@ const tenant = await deps.keyRing.sign({
 say("");
 say("loraplane is ready");
 say(`  API           ${http.url}`);
+say(`  console       ${http.url}/console  (paste the admin token below)`);
 say(`  OpenAPI       ${http.url}/openapi.json`);
 say(`  readiness     ${http.url}/readyz`);
 say(`  metrics       ${http.url}/metrics`);
