@@ -130,7 +130,16 @@ export class KeyRing {
             key: await importJWK(row.publicJwk, row.alg),
           });
           if (row.retiredAt === null) {
-            const pem = decryptPrivateKey(row.privateKeyEncrypted, this.config.keyEncryptionKey);
+            let pem: string;
+            try {
+              pem = decryptPrivateKey(row.privateKeyEncrypted, this.config.keyEncryptionKey);
+            } catch (error) {
+              throw new Error(
+                `signing key ${row.kid} cannot be decrypted: KEY_ENCRYPTION_KEY is not the key it was stored with ` +
+                  "(restore the original KEY_ENCRYPTION_KEY; for a throwaway dev database, drop it to start afresh)",
+                { cause: error },
+              );
+            }
             signing = { kid: row.kid, key: createPrivateKey(pem) };
           }
         }

@@ -49,3 +49,12 @@ describe("signing key rotation", () => {
     expect(principal.scopes.has("admin")).toBe(true);
   });
 });
+
+describe("a wrong KEY_ENCRYPTION_KEY", () => {
+  it("fails at start with a message naming the variable, not a bare cipher error", async () => {
+    const wrong = { ...h.config.auth, keyEncryptionKey: Buffer.alloc(32, 9) };
+    await expect(new KeyRing(h.deps.db, wrong).init()).rejects.toThrow(
+      /KEY_ENCRYPTION_KEY is not the key it was stored with/,
+    );
+  });
+});
