@@ -176,9 +176,12 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses a variable map into Config; throws ConfigError naming every bad variable. */
-export function parseConfig(source: Record<string, string | undefined>): Config {
-  const result = EnvSchema.safeParse(source);
+/** Parses with a schema; every failing variable becomes one entry of a ConfigError. */
+function parseOrThrow<S extends z.ZodType>(
+  schema: S,
+  source: Record<string, string | undefined>,
+): z.infer<S> {
+  const result = schema.safeParse(source);
   if (!result.success) {
     throw new ConfigError(
       result.error.issues.map((issue) => ({
@@ -187,7 +190,42 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       })),
     );
   }
-  const env = result.data;
+  return result.data;
+}
+
+type S3Env = Pick<
+  Env,
+  | "S3_ENDPOINT"
+  | "S3_REGION"
+  | "S3_BUCKET"
+  | "S3_ACCESS_KEY_ID"
+  | "S3_SECRET_ACCESS_KEY"
+  | "S3_FORCE_PATH_STYLE"
+>;
+
+/** The S3 slice every process shares; static credentials come as a pair or not at all. */
+function s3Config(env: S3Env): Config["s3"] {
+  if ((env.S3_ACCESS_KEY_ID === undefined) !== (env.S3_SECRET_ACCESS_KEY === undefined)) {
+    throw new ConfigError([
+      {
+        variable: "S3_ACCESS_KEY_ID",
+        message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together",
+      },
+    ]);
+  }
+  return {
+    endpoint: env.S3_ENDPOINT,
+    region: env.S3_REGION,
+    bucket: env.S3_BUCKET,
+    accessKeyId: env.S3_ACCESS_KEY_ID,
+    secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+    forcePathStyle: env.S3_FORCE_PATH_STYLE,
+  };
+}
+
+/** Parses a variable map into Config; throws ConfigError naming every bad variable. */
+export function parseConfig(source: Record<string, string | undefined>): Config {
+  const env = parseOrThrow(EnvSchema, source);
   const externalParts = [env.EXTERNAL_JWT_ISSUER, env.EXTERNAL_JWT_AUDIENCE, env.EXTERNAL_JWT_JWKS_URL];
   const externalSet = externalParts.filter((v) => v !== undefined).length;
   if (externalSet !== 0 && externalSet !== 3) {
@@ -198,28 +236,13 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       },
     ]);
   }
-  if ((env.S3_ACCESS_KEY_ID === undefined) !== (env.S3_SECRET_ACCESS_KEY === undefined)) {
-    throw new ConfigError([
-      {
-        variable: "S3_ACCESS_KEY_ID",
-        message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together",
-      },
-    ]);
-  }
   return {
     nodeEnv: env.NODE_ENV,
     log: { level: env.LOG_LEVEL },
     http: { host: env.HOST, port: env.PORT, publicUrl: env.PUBLIC_URL },
     db: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
     redis: { url: env.REDIS_URL, prefix: env.REDIS_PREFIX },
-    s3: {
-      endpoint: env.S3_ENDPOINT,
-      region: env.S3_REGION,
-      bucket: env.S3_BUCKET,
-      accessKeyId: env.S3_ACCESS_KEY_ID,
-      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
-      forcePathStyle: env.S3_FORCE_PATH_STYLE,
-    },
+    s3: s3Config(env),
     auth: {
       issuer: env.JWT_ISSUER,
       keyEncryptionKey: Buffer.from(env.KEY_ENCRYPTION_KEY, "base64"),
@@ -274,11 +297,15 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
  * environment leaves unset; a bad or missing variable prints every problem and exits 1.
  */
 export function loadConfig(envFile = ".env"): Config {
+  return loadOrExit(parseConfig, envFile);
+}
+
+function loadOrExit<T>(parse: (source: Record<string, string | undefined>) => T, envFile: string): T {
   if (existsSync(envFile)) {
     process.loadEnvFile(envFile);
   }
   try {
-    return parseConfig(process.env);
+    return parse(process.env);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -361,24 +388,7 @@ export interface AgentRegistration {
 
 /** Parses a variable map into AgentConfig; throws ConfigError naming every bad variable. */
 export function parseAgentConfig(source: Record<string, string | undefined>): AgentConfig {
-  const result = AgentEnvSchema.safeParse(source);
-  if (!result.success) {
-    throw new ConfigError(
-      result.error.issues.map((issue) => ({
-        variable: String(issue.path[0] ?? "?"),
-        message: issue.message,
-      })),
-    );
-  }
-  const env = result.data;
-  if ((env.S3_ACCESS_KEY_ID === undefined) !== (env.S3_SECRET_ACCESS_KEY === undefined)) {
-    throw new ConfigError([
-      {
-        variable: "S3_ACCESS_KEY_ID",
-        message: "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together",
-      },
-    ]);
-  }
+  const env = parseOrThrow(AgentEnvSchema, source);
   let register: AgentRegistration | undefined;
   if (env.AGENT_REGISTER_URL !== undefined) {
     const needed = {
@@ -419,14 +429,7 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
       budgetBytes: env.AGENT_DISK_BUDGET_BYTES,
       gcIntervalMs: env.AGENT_GC_INTERVAL_MS,
     },
-    s3: {
-      endpoint: env.S3_ENDPOINT,
-      region: env.S3_REGION,
-      bucket: env.S3_BUCKET,
-      accessKeyId: env.S3_ACCESS_KEY_ID,
-      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
-      forcePathStyle: env.S3_FORCE_PATH_STYLE,
-    },
+    s3: s3Config(env),
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     register,
   };
@@ -434,16 +437,5 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
 
 /** The agent's entry point calls this once; like loadConfig, a bad variable prints every problem and exits 1. */
 export function loadAgentConfig(envFile = ".env"): AgentConfig {
-  if (existsSync(envFile)) {
-    process.loadEnvFile(envFile);
-  }
-  try {
-    return parseAgentConfig(process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
-    }
-    throw error;
-  }
+  return loadOrExit(parseAgentConfig, envFile);
 }
