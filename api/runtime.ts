@@ -95,7 +95,6 @@ export async function buildDeps(
       emitter: new UsageEmitter({ redis, db: dbHandle.db, logger, config: config.redis }),
       metrics,
       logger,
-      prices,
     }),
   };
   const closers: Closer[] = [

@@ -2,7 +2,7 @@ import type { Logger } from "../../lib/logger.ts";
 import type { Metrics } from "../../lib/metrics.ts";
 import type { UsageEmitter } from "../../metering/emitter.ts";
 import type { UsageEvent } from "../../metering/events.ts";
-import { costPicos, type Prices } from "../../metering/pricing.ts";
+import { costPicos } from "../../metering/pricing.ts";
 import type { UsageRecord, UsageSink } from "./usage.ts";
 
 /**
@@ -13,18 +13,15 @@ export class MeteringUsageSink implements UsageSink {
   private readonly emitter: UsageEmitter;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
-  private readonly prices: (baseModelId: string) => Promise<Prices | null>;
 
   constructor(options: {
     emitter: UsageEmitter;
     metrics: Metrics;
     logger: Logger;
-    prices: (baseModelId: string) => Promise<Prices | null>;
   }) {
     this.emitter = options.emitter;
     this.metrics = options.metrics;
     this.logger = options.logger;
-    this.prices = options.prices;
   }
 
   async record(usage: UsageRecord): Promise<void> {
@@ -40,7 +37,7 @@ export class MeteringUsageSink implements UsageSink {
       { tenant: usage.tenantId, base_model: usage.baseModelId, kind: "completion" },
       completionTokens,
     );
-    const prices = await this.prices(usage.baseModelId);
+    const { prices } = usage;
     const event: UsageEvent = {
       id: usage.requestId,
       tenantId: usage.tenantId,

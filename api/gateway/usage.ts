@@ -1,3 +1,4 @@
+import type { Prices } from "../../metering/pricing.ts";
 import type { ProxyOutcome } from "./proxy.ts";
 
 /** One finished, failed or cancelled inference request: what metering bills. */
@@ -8,6 +9,8 @@ export interface UsageRecord {
   adapterVersionId: string | null;
   baseModelId: string;
   model: string;
+  /** The base's prices as the request was priced (null if the base has none): billed as is. */
+  prices: Prices | null;
   outcome: ProxyOutcome;
   occurredAt: Date;
 }

@@ -1,17 +1,11 @@
-import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { listUsageBuckets } from "../../db/queries/billing.ts";
 import { ingestUsageEvents, type UsageEventRow } from "../../db/queries/usage.ts";
-import { costPicos, picosToDecimal } from "../../metering/pricing.ts";
+import { picosToDecimal } from "../../metering/pricing.ts";
+import { LLAMA, QWEN, usageEvent } from "../fixtures/usage.ts";
 import { type TestTenant, useHarness } from "../harness.ts";
 
 const h = useHarness();
-const QWEN = "qwen2.5-7b-instruct-awq";
-const LLAMA = "llama-3.1-8b-instruct-awq";
-const PRICES = {
-  [QWEN]: { inputMicrosPerMtok: 100_000, outputMicrosPerMtok: 300_000 },
-  [LLAMA]: { inputMicrosPerMtok: 120_000, outputMicrosPerMtok: 360_000 },
-};
 
 interface UsageRowDto {
   bucket_start: string;
@@ -29,30 +23,6 @@ interface Problem {
   status: number;
   code: string;
   errors?: { path: string; message: string }[];
-}
-
-function usageEvent(
-  tenantId: string,
-  at: string,
-  input: { base?: typeof QWEN | typeof LLAMA; adapterId?: string | null; prompt: number; completion: number },
-): UsageEventRow {
-  const base = input.base ?? QWEN;
-  return {
-    id: `req_${randomBytes(8).toString("hex")}`,
-    tenantId,
-    adapterId: input.adapterId ?? null,
-    adapterVersionId: null,
-    baseModelId: base,
-    replicaId: null,
-    status: "ok",
-    promptTokens: input.prompt,
-    completionTokens: input.completion,
-    cachedTokens: 0,
-    costPicos: costPicos(PRICES[base], input.prompt, input.completion),
-    ttftMs: 10,
-    totalMs: 100,
-    occurredAt: new Date(at),
-  };
 }
 
 async function createAdapter(tenant: TestTenant, name: string, base = QWEN): Promise<string> {

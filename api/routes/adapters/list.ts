@@ -6,7 +6,7 @@ import {
   listVersions,
 } from "../../../db/queries/adapters.ts";
 import { NotFoundError } from "../../../lib/errors.ts";
-import type { AppEnv } from "../../deps.ts";
+import type { AppDeps, AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";
 import { Adapter, AdapterVersion, nameParam, tenantQuery, toAdapterDto, toVersionDto } from "./schema.ts";
@@ -59,6 +59,15 @@ const versionsRoute = createRoute({
   },
 });
 
+/** The tenant's live adapter, or the 404 a missing one and another tenant's one share. */
+async function requireAdapter(db: AppDeps["db"], tenantId: string, name: string) {
+  const row = await getAdapterByName(db, { tenantId, name });
+  if (!row) {
+    throw new NotFoundError("adapter", name);
+  }
+  return row;
+}
+
 export function registerReadAdapters(app: OpenAPIHono<AppEnv>) {
   app.openapi(listRoute, async (c) => {
     const tenantId = tenantScope(c.var.principal, c.req.valid("query").tenant_id);
@@ -68,20 +77,14 @@ export function registerReadAdapters(app: OpenAPIHono<AppEnv>) {
   app.openapi(getRoute, async (c) => {
     const { name } = c.req.valid("param");
     const tenantId = tenantScope(c.var.principal, c.req.valid("query").tenant_id);
-    const row = await getAdapterByName(c.var.deps.db, { tenantId, name });
-    if (!row) {
-      throw new NotFoundError("adapter", name);
-    }
+    const row = await requireAdapter(c.var.deps.db, tenantId, name);
     const latest = await getLatestVersionNumber(c.var.deps.db, { tenantId, adapterId: row.id });
     return c.json(toAdapterDto(row, latest), 200);
   });
   app.openapi(versionsRoute, async (c) => {
     const { name } = c.req.valid("param");
     const tenantId = tenantScope(c.var.principal, c.req.valid("query").tenant_id);
-    const row = await getAdapterByName(c.var.deps.db, { tenantId, name });
-    if (!row) {
-      throw new NotFoundError("adapter", name);
-    }
+    const row = await requireAdapter(c.var.deps.db, tenantId, name);
     const versions = await listVersions(c.var.deps.db, { tenantId, adapterId: row.id });
     return c.json({ data: versions.map(toVersionDto) }, 200);
   });

@@ -261,6 +261,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
           adapterVersionId: versionId,
           baseModelId,
           model: requested,
+          prices,
           outcome,
           occurredAt: new Date(),
         });
