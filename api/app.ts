@@ -1,10 +1,10 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { bodyLimit } from "hono/body-limit";
-import { AppError, NotFoundError, ValidationError } from "../lib/errors.ts";
+import { NotFoundError, ValidationError } from "../lib/errors.ts";
 import { registerConsole } from "./console/routes.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { isInferencePath, renderError } from "./errors.ts";
 import { authenticate } from "./middleware/auth.ts";
+import { bodyLimit } from "./middleware/body-limit.ts";
 import { requestContext } from "./middleware/request-context.ts";
 import { registerCreateAdapter } from "./routes/adapters/create.ts";
 import { registerDeleteAdapter } from "./routes/adapters/delete.ts";
@@ -49,24 +49,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
 
   app.use("*", requestContext(deps));
-  const jsonBodyLimit = bodyLimit({
-    maxSize: JSON_BODY_LIMIT_BYTES,
-    onError: () => {
-      throw new AppError(
-        "PAYLOAD_TOO_LARGE",
-        `the request body is larger than ${JSON_BODY_LIMIT_BYTES} bytes`,
-      );
-    },
-  });
-  const inferenceBodyLimit = bodyLimit({
-    maxSize: deps.config.gateway.maxBodyBytes,
-    onError: () => {
-      throw new AppError(
-        "PAYLOAD_TOO_LARGE",
-        `the request body is larger than ${deps.config.gateway.maxBodyBytes} bytes`,
-      );
-    },
-  });
+  const jsonBodyLimit = bodyLimit(JSON_BODY_LIMIT_BYTES);
+  const inferenceBodyLimit = bodyLimit(deps.config.gateway.maxBodyBytes);
   // Adapter uploads stream gigabytes to S3 and enforce the tenant's own size limit instead.
   app.use("*", (c, next) => {
     if (isUploadRequest(c.req.method, c.req.path)) {

@@ -1,8 +1,14 @@
-import { randomBytes } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 
 export type IdPrefix = "ten" | "adp" | "ver" | "rep" | "req" | "plc" | "key" | "aud" | "tok";
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lowercase
+const RANDOM_CHARS = 16;
+
+// One CSPRNG call fills many ids' worth of bytes: a request id per request would otherwise cost a
+// randomBytes call (and a Buffer) each. Bytes are used once, then the pool is refilled.
+const pool = Buffer.allocUnsafe(RANDOM_CHARS * 256);
+let poolOffset = pool.length;
 
 /** A prefixed, time-ordered id: `adp_` + 10 chars of milliseconds + 16 random chars. */
 export function newId(prefix: IdPrefix): string {
@@ -12,11 +18,15 @@ export function newId(prefix: IdPrefix): string {
     head = ALPHABET[time % 32] + head;
     time = Math.floor(time / 32);
   }
-  const random = randomBytes(16);
-  let tail = "";
-  for (const byte of random) {
-    tail += ALPHABET[byte % 32];
+  if (poolOffset + RANDOM_CHARS > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
   }
+  let tail = "";
+  for (let i = poolOffset; i < poolOffset + RANDOM_CHARS; i++) {
+    tail += ALPHABET[(pool[i] as number) % 32];
+  }
+  poolOffset += RANDOM_CHARS;
   return `${prefix}_${head}${tail}`;
 }
 
