@@ -1,11 +1,10 @@
-import { Readable } from "node:stream";
-import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import {
   type ClientStreamOptions,
-  createSseRewriter,
+  DONE_EVENT,
   MODEL_FIELD,
+  SseRewriter,
   scrubNames,
   type UsageCounts,
   usageFromBody,
@@ -299,6 +298,9 @@ async function jsonResponse(
   }
 }
 
+/** Chunks the client has not read yet before the replica's body is paused (backpressure). */
+const STREAM_HIGH_WATER_CHUNKS = 16;
+
 function streamResponse(
   options: ForwardOptions,
   target: UpstreamTarget,
@@ -309,67 +311,110 @@ function streamResponse(
   upstreamAbort: AbortController,
   onClientGone: () => void,
 ): Response {
-  let usage: UsageCounts | null = null;
+  const rewriter = new SseRewriter({
+    clientModel: options.clientModel,
+    replicaName: target.loraName,
+    wanted: clientStreamOptions(options.body),
+  });
+  const source = res.body;
   let ttftMs: number | null = null;
-  let streamError: string | null = null;
-  const rewriter = createSseRewriter(
-    {
-      clientModel: options.clientModel,
-      replicaName: target.loraName,
-      wanted: clientStreamOptions(options.body),
-    },
-    {
-      onUsage: (u) => {
-        usage = u;
-      },
-      onFirstToken: () => {
-        ttftMs = performance.now() - started;
-      },
-      onStreamError: (message) => {
-        streamError = message;
-      },
-    },
-  );
-  const upstream = Readable.toWeb(res.body) as unknown as ReadableStream<Uint8Array>;
-  const reader = upstream.pipeThrough(rewriter).getReader();
+  let ended = false;
   const done = (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
     return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
-      usage,
+      usage: rewriter.usage(),
       replicaId: target.replicaId,
       attempts,
       ttftMs,
       ...(error !== undefined && { error }),
     });
   };
-  const body = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const { done: ended, value } = await reader.read();
-        if (ended) {
-          // The last bytes ([DONE]) reach the client only once the usage is durable.
-          // An upstream body can also end quietly because the client left and we aborted it.
-          const status = options.clientSignal.aborted ? "cancelled" : streamError === null ? "ok" : "error";
-          await done(status, streamError ?? undefined);
-          controller.close();
-          return;
+  // One web stream, fed synchronously from the replica's Node stream: the SSE rewrite happens in the
+  // 'data' handler, with no TransformStream or stream adapters between the two sockets.
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        // Ends the client's stream once the usage is durable: `[DONE]` is only sent after that.
+        const complete = (status: ProxyOutcome["status"], error?: string, tail = "") => {
+          if (ended) {
+            return;
+          }
+          ended = true;
+          const streamError = rewriter.streamError;
+          const outcome: ProxyOutcome["status"] = status === "ok" && streamError !== null ? "error" : status;
+          void done(outcome, error ?? streamError ?? undefined).then(() => {
+            if (status === "cancelled") {
+              return;
+            }
+            const last = tail + (status === "ok" && rewriter.sawDone ? DONE_EVENT : "");
+            try {
+              if (last.length > 0) {
+                controller.enqueue(Buffer.from(last));
+              }
+              controller.close();
+            } catch {
+              // The client's side was cancelled meanwhile.
+            }
+          });
+        };
+        source.on("data", (chunk: Buffer) => {
+          if (ended) {
+            return;
+          }
+          const out = rewriter.push(chunk);
+          if (ttftMs === null && rewriter.sawToken) {
+            ttftMs = performance.now() - started;
+          }
+          if (rewriter.sawDone) {
+            // The replica's usage is final: bill it now rather than wait for its body's last bytes.
+            complete("ok", undefined, out);
+            return;
+          }
+          if (out.length > 0) {
+            controller.enqueue(Buffer.from(out));
+            if ((controller.desiredSize ?? 1) <= 0) {
+              source.pause();
+            }
+          }
+        });
+        source.once("end", () => {
+          // A body can also end quietly because the client left and we aborted it.
+          complete(options.clientSignal.aborted ? "cancelled" : "ok", undefined, rewriter.end());
+        });
+        source.once("error", (error: Error) => {
+          if (options.clientSignal.aborted || upstreamAbort.signal.aborted) {
+            complete("cancelled");
+            return;
+          }
+          // The replica went silent or away mid-stream: the client gets an error event, then the end.
+          const message = `the replica's stream broke off: ${error.message}`;
+          complete(
+            "error",
+            message,
+            `data: ${JSON.stringify({ error: { message, type: "upstream_error", param: null, code: "upstream_stream_error" } })}\n\n`,
+          );
+        });
+      },
+      pull() {
+        if (source.isPaused() && !ended) {
+          source.resume();
         }
-        controller.enqueue(value);
-      } catch (error) {
-        await done(options.clientSignal.aborted ? "cancelled" : "error", (error as Error).message);
-        controller.error(error);
-      }
+      },
+      cancel(reason) {
+        // The client went away mid-stream: stop the replica's work and bill what it generated.
+        upstreamAbort.abort(reason);
+        source.destroy();
+        if (!ended) {
+          ended = true;
+          return done("cancelled");
+        }
+      },
     },
-    async cancel(reason) {
-      // The client went away mid-stream: stop the replica's work and bill what it generated.
-      upstreamAbort.abort(reason);
-      await reader.cancel(reason).catch(() => {});
-      await done("cancelled");
-    },
-  }) as unknown as WebReadableStream<Uint8Array>;
-  return new Response(body as unknown as ReadableStream<Uint8Array>, {
+    { highWaterMark: STREAM_HIGH_WATER_CHUNKS },
+  );
+  return new Response(body, {
     status: 200,
     headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" },
   });

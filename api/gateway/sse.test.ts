@@ -1,28 +1,21 @@
 import { describe, expect, it } from "vitest";
-import { createSseRewriter, type UsageCounts } from "./sse.ts";
+import { DONE_EVENT, SseRewriter } from "./sse.ts";
 
-async function run(input: string[], wanted: { includeUsage: boolean; continuousUsage: boolean }) {
-  const usages: UsageCounts[] = [];
-  const errors: string[] = [];
-  let firstTokens = 0;
-  const rewriter = createSseRewriter(
-    { clientModel: "support-bot", replicaName: "ver_abc", wanted },
-    {
-      onUsage: (u) => usages.push(u),
-      onFirstToken: () => firstTokens++,
-      onStreamError: (m) => errors.push(m),
-    },
-  );
-  const source = new ReadableStream<Uint8Array>({
-    start(controller) {
-      for (const part of input) {
-        controller.enqueue(new TextEncoder().encode(part));
-      }
-      controller.close();
-    },
+type Wanted = { includeUsage: boolean; continuousUsage: boolean };
+const NO_USAGE: Wanted = { includeUsage: false, continuousUsage: false };
+
+function run(input: (string | Buffer)[], wanted: Wanted = NO_USAGE) {
+  const rewriter = new SseRewriter({ clientModel: "support-bot", replicaName: "ver_abc", wanted });
+  let text = "";
+  let firstTokenAt: number | null = null;
+  input.forEach((part, i) => {
+    text += rewriter.push(typeof part === "string" ? Buffer.from(part) : part);
+    if (firstTokenAt === null && rewriter.sawToken) {
+      firstTokenAt = i;
+    }
   });
-  const text = await new Response(source.pipeThrough(rewriter)).text();
-  return { text, usages, errors, firstTokens };
+  text += rewriter.end();
+  return { text, rewriter, firstTokenAt };
 }
 
 const chunk = (content: string, usage?: object) =>
@@ -31,34 +24,35 @@ const usageChunk = (p: number, c: number) =>
   `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", model: "ver_abc", choices: [], usage: { prompt_tokens: p, completion_tokens: c, total_tokens: p + c } })}\n\n`;
 
 describe("SSE rewriter", () => {
-  it("restores the client's model name, strips usage it did not ask for, and still reports usage", async () => {
-    const out = await run(
-      [
-        chunk("Hel", { prompt_tokens: 5, completion_tokens: 1 }),
-        chunk("lo", { prompt_tokens: 5, completion_tokens: 2 }),
-        usageChunk(5, 2),
-        "data: [DONE]\n\n",
-      ],
-      { includeUsage: false, continuousUsage: false },
-    );
+  it("restores the client's model name, strips usage it did not ask for, and still reports usage", () => {
+    const out = run([
+      chunk("Hel", { prompt_tokens: 5, completion_tokens: 1 }),
+      chunk("lo", { prompt_tokens: 5, completion_tokens: 2 }),
+      usageChunk(5, 2),
+      DONE_EVENT,
+    ]);
     expect(out.text).not.toContain("ver_abc");
     expect(out.text).not.toContain("usage");
     expect(out.text.match(/"model":"support-bot"/g)).toHaveLength(2);
-    expect(out.text.endsWith("data: [DONE]\n\n")).toBe(true);
-    expect(out.usages.at(-1)).toEqual({ promptTokens: 5, completionTokens: 2, cachedTokens: 0 });
-    expect(out.firstTokens).toBe(1);
+    expect(out.rewriter.usage()).toEqual({ promptTokens: 5, completionTokens: 2, cachedTokens: 0 });
+    expect(out.firstTokenAt).toBe(0);
   });
 
-  it("keeps the final usage chunk when the client asked for include_usage", async () => {
-    const out = await run(
-      [chunk("a", { prompt_tokens: 3, completion_tokens: 1 }), usageChunk(3, 1), "data: [DONE]\n\n"],
-      {
-        includeUsage: true,
-        continuousUsage: false,
-      },
-    );
+  it("holds back [DONE] for the caller to send once usage is durable, and ignores anything after it", () => {
+    const out = run([chunk("a"), DONE_EVENT, chunk("late")]);
+    expect(out.rewriter.sawDone).toBe(true);
+    expect(out.text).not.toContain("[DONE]");
+    expect(out.text).not.toContain("late");
+    expect(out.text.split("\n\n").filter(Boolean)).toHaveLength(1);
+  });
+
+  it("keeps the final usage chunk when the client asked for include_usage", () => {
+    const out = run([chunk("a", { prompt_tokens: 3, completion_tokens: 1 }), usageChunk(3, 1), DONE_EVENT], {
+      includeUsage: true,
+      continuousUsage: false,
+    });
     const events = out.text.split("\n\n").filter(Boolean);
-    expect(events).toHaveLength(3);
+    expect(events).toHaveLength(2);
     expect(JSON.parse(events[0]?.slice(6) ?? "{}").usage).toBeUndefined();
     expect(JSON.parse(events[1]?.slice(6) ?? "{}")).toMatchObject({
       choices: [],
@@ -66,25 +60,58 @@ describe("SSE rewriter", () => {
     });
   });
 
-  it("handles events split across network chunks at any byte", async () => {
-    const whole = `${chunk("split", { prompt_tokens: 9, completion_tokens: 4 }) + usageChunk(9, 4)}data: [DONE]\n\n`;
-    const pieces = whole.match(/[\s\S]{1,7}/g) ?? [];
-    const out = await run(pieces, { includeUsage: false, continuousUsage: false });
-    expect(out.text).toContain('"content":"split"');
-    expect(out.usages.at(-1)?.completionTokens).toBe(4);
+  it("keeps per-chunk usage when the client asked for continuous usage stats", () => {
+    const out = run([chunk("a", { prompt_tokens: 3, completion_tokens: 1 }), usageChunk(3, 1)], {
+      includeUsage: true,
+      continuousUsage: true,
+    });
+    const first = JSON.parse(out.text.split("\n\n")[0]?.slice(6) ?? "{}");
+    expect(first).toMatchObject({ model: "support-bot", usage: { completion_tokens: 1 } });
   });
 
-  it("scrubs the replica-side name from a mid-stream error", async () => {
-    const out = await run(
-      [
-        chunk("a"),
-        `data: ${JSON.stringify({ error: { message: "adapter ver_abc failed", type: "InternalServerError", code: 500 } })}\n\n`,
-        "data: [DONE]\n\n",
-      ],
-      { includeUsage: false, continuousUsage: false },
+  it("handles events split across network chunks at any byte, multi-byte characters included", () => {
+    const whole = Buffer.from(
+      `${chunk("héllo 🌍", { prompt_tokens: 9, completion_tokens: 4 }) + usageChunk(9, 4)}${DONE_EVENT}`,
     );
+    for (const size of [1, 2, 3, 7]) {
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < whole.length; i += size) {
+        pieces.push(whole.subarray(i, i + size));
+      }
+      const out = run(pieces);
+      expect(JSON.parse(out.text.slice(6)).choices[0].delta.content).toBe("héllo 🌍");
+      expect(out.rewriter.usage()?.completionTokens).toBe(4);
+      expect(out.rewriter.sawDone).toBe(true);
+    }
+  });
+
+  it("reads CRLF line endings, multi-line data and passes comments through", () => {
+    const json = JSON.stringify({ model: "ver_abc", choices: [{ index: 0, delta: { content: "x" } }] });
+    const out = run([`: keep-alive\r\n\r\ndata: ${json.slice(0, 10)}\r\ndata:${json.slice(10)}\r\n\r\n`]);
+    const events = out.text.split("\n\n").filter(Boolean);
+    expect(events[0]).toBe(": keep-alive");
+    expect(events[1]).toContain('"model":"support-bot"');
+    expect(out.rewriter.sawToken).toBe(true);
+  });
+
+  it("rewrites an unterminated last event at the end of the body", () => {
+    const out = run([chunk("a"), chunk("b").trimEnd()]);
+    expect(out.text.match(/"model":"support-bot"/g)).toHaveLength(2);
+  });
+
+  it("does not count the usage-only chunk as the first token", () => {
+    const out = run([usageChunk(1, 0)], { includeUsage: true, continuousUsage: false });
+    expect(out.rewriter.sawToken).toBe(false);
+    expect(out.rewriter.usage()?.promptTokens).toBe(1);
+  });
+
+  it("scrubs the replica-side name from a mid-stream error", () => {
+    const out = run([
+      chunk("a"),
+      `data: ${JSON.stringify({ error: { message: "adapter ver_abc failed", type: "InternalServerError", code: 500 } })}\n\n`,
+      DONE_EVENT,
+    ]);
     expect(out.text).not.toContain("ver_abc");
-    expect(out.errors).toHaveLength(1);
-    expect(out.errors[0]).toContain("adapter support-bot failed");
+    expect(out.rewriter.streamError).toContain("adapter support-bot failed");
   });
 });

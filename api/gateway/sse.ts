@@ -1,3 +1,5 @@
+import { StringDecoder } from "node:string_decoder";
+
 export interface UsageCounts {
   promptTokens: number;
   completionTokens: number;
@@ -32,17 +34,13 @@ export function scrubNames(text: string, replicaName: string | null, clientModel
   return replicaName ? text.split(replicaName).join(clientModel) : text;
 }
 
-export interface SseRewriterHooks {
-  /** Every usage the replica reports (cumulative with continuous stats): the last one wins. */
-  onUsage: (usage: UsageCounts) => void;
-  onFirstToken: () => void;
-  onStreamError: (message: string) => void;
-}
-
 /** The response's first `"model"` field: the top-level one (vLLM writes it before `choices`). */
 export const MODEL_FIELD = /"model":"(?:[^"\\]|\\.)*"/;
 /** The `usage` field: null, or an object with at most one nested object (`prompt_tokens_details`). */
 const USAGE_FIELD = /"usage":(null|\{(?:[^{}]|\{[^{}]*\})*\})/;
+/** An SSE event ends at a blank line; lines end in CRLF, LF or CR. */
+const EVENT_END = /\r\n\r\n|\n\n|\r\r/;
+const LINE_END = /\r\n|\n|\r/;
 
 function removeField(json: string, match: RegExpExecArray): string {
   const start = match.index;
@@ -53,92 +51,127 @@ function removeField(json: string, match: RegExpExecArray): string {
   return json.slice(0, start) + json.slice(json[end] === "," ? end + 1 : end);
 }
 
+function parseUsage(field: string | null): UsageCounts | null {
+  if (field === null || field === "null") {
+    return null;
+  }
+  try {
+    return usageFrom(JSON.parse(field));
+  } catch {
+    return null;
+  }
+}
+
 /** Usage from a complete (non-streamed) response body, without parsing the whole body. */
 export function usageFromBody(text: string): UsageCounts | null {
-  const match = USAGE_FIELD.exec(text);
-  return match?.[1] && match[1] !== "null" ? usageFrom(JSON.parse(match[1])) : null;
+  return parseUsage(USAGE_FIELD.exec(text)?.[1] ?? null);
+}
+
+/** The payload of an event's `data:` lines (joined by newlines, as SSE defines), or null if it has none. */
+function eventData(block: string): string | null {
+  if (block.startsWith("data: ") && !LINE_END.test(block)) {
+    return block.slice(6);
+  }
+  let data: string | null = null;
+  for (const line of block.split(LINE_END)) {
+    if (line.startsWith("data:")) {
+      const value = line.slice(line[5] === " " ? 6 : 5);
+      data = data === null ? value : `${data}\n${value}`;
+    }
+  }
+  return data;
 }
 
 /**
  * Rewrites vLLM's SSE stream for the client, event by event, as the bytes arrive: the response's
  * `model` becomes the name the client sent, usage the client did not ask for is removed (the
  * gateway always asks the replica for it, to meter cut streams), and replica names never leak.
+ * Synchronous and allocation-light: it runs once per network chunk of every stream.
+ *
+ * The `[DONE]` event is held back (`sawDone` turns true): the caller sends `DONE_EVENT` itself once
+ * the request's usage is durable, so a client that saw the end of a stream was billed for it.
  */
-export function createSseRewriter(
-  options: { clientModel: string; replicaName: string | null; wanted: ClientStreamOptions },
-  hooks: SseRewriterHooks,
-): TransformStream<Uint8Array, Uint8Array> {
-  const decoder = new TextDecoder();
-  const encoder = new TextEncoder();
-  let buffer = "";
-  let sawToken = false;
+export class SseRewriter {
+  /** The replica sent `data: [DONE]`: the stream is complete and its usage final. */
+  sawDone = false;
+  /** The first event that carried a token (or anything but the usage-only chunk) was seen. */
+  sawToken = false;
+  /** The replica's mid-stream error (`data: {"error": …}`), scrubbed of replica names. */
+  streamError: string | null = null;
+  private readonly decoder = new StringDecoder("utf8");
+  private buffer = "";
+  private usageField: string | null = null;
+  private readonly modelField: string;
+  private readonly clientModel: string;
+  private readonly replicaName: string | null;
+  private readonly wanted: ClientStreamOptions;
 
-  const modelField = `"model":${JSON.stringify(options.clientModel)}`;
-  const rewriteEvent = (block: string): string | null => {
-    const dataLines: string[] = [];
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith("data:")) {
-        dataLines.push(line.slice(line[5] === " " ? 6 : 5));
+  constructor(options: { clientModel: string; replicaName: string | null; wanted: ClientStreamOptions }) {
+    this.clientModel = options.clientModel;
+    this.replicaName = options.replicaName;
+    this.wanted = options.wanted;
+    this.modelField = `"model":${JSON.stringify(options.clientModel)}`;
+  }
+
+  /** The last usage the replica reported (cumulative with continuous stats), parsed on demand. */
+  usage(): UsageCounts | null {
+    return parseUsage(this.usageField);
+  }
+
+  /** The client's bytes for every event completed by `chunk` ("" when none is complete yet). */
+  push(chunk: Buffer): string {
+    this.buffer += this.decoder.write(chunk);
+    let out = "";
+    for (;;) {
+      const end = EVENT_END.exec(this.buffer);
+      if (end === null) {
+        return out;
+      }
+      const block = this.buffer.slice(0, end.index);
+      this.buffer = this.buffer.slice(end.index + end[0].length);
+      if (block.length > 0 && !this.sawDone) {
+        out += this.rewriteEvent(block);
       }
     }
-    if (dataLines.length === 0) {
+  }
+
+  /** The client's bytes for an unterminated last event, at the end of the upstream body. */
+  end(): string {
+    const rest = (this.buffer + this.decoder.end()).trim();
+    this.buffer = "";
+    return rest.length > 0 && !this.sawDone ? this.rewriteEvent(rest) : "";
+  }
+
+  private rewriteEvent(block: string): string {
+    const data = eventData(block);
+    if (data === null) {
       return `${block}\n\n`;
     }
-    const data = dataLines.join("\n");
     if (data === "[DONE]") {
-      return "data: [DONE]\n\n";
+      this.sawDone = true;
+      return "";
     }
     if (data.startsWith('{"error"')) {
-      const message = scrubNames(data, options.replicaName, options.clientModel);
-      hooks.onStreamError(message);
+      const message = scrubNames(data, this.replicaName, this.clientModel);
+      this.streamError = message;
       return `data: ${message}\n\n`;
     }
     // String edits, not JSON.parse + stringify per chunk: inside JSON strings every quote is escaped,
     // so these patterns can only match the chunk's own top-level fields.
-    let out = data.replace(MODEL_FIELD, modelField);
+    let out = data.replace(MODEL_FIELD, this.modelField);
     const usageField = USAGE_FIELD.exec(out);
     if (usageField?.[1] && usageField[1] !== "null") {
-      const usage = usageFrom(JSON.parse(usageField[1]));
-      if (usage) {
-        hooks.onUsage(usage);
-      }
+      this.usageField = usageField[1];
     }
     if (out.includes('"choices":[]')) {
-      return options.wanted.includeUsage ? `data: ${out}\n\n` : null;
+      return this.wanted.includeUsage ? `data: ${out}\n\n` : "";
     }
-    if (!sawToken) {
-      sawToken = true;
-      hooks.onFirstToken();
-    }
-    if (usageField && !options.wanted.continuousUsage) {
+    this.sawToken = true;
+    if (usageField && !this.wanted.continuousUsage) {
       out = removeField(out, usageField);
     }
     return `data: ${out}\n\n`;
-  };
-
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let out = "";
-      let boundary = buffer.search(/\r?\n\r?\n/);
-      while (boundary !== -1) {
-        const block = buffer.slice(0, boundary);
-        const sep = /\r?\n\r?\n/.exec(buffer.slice(boundary));
-        buffer = buffer.slice(boundary + (sep?.[0].length ?? 2));
-        if (block.length > 0) {
-          out += rewriteEvent(block) ?? "";
-        }
-        boundary = buffer.search(/\r?\n\r?\n/);
-      }
-      if (out.length > 0) {
-        controller.enqueue(encoder.encode(out));
-      }
-    },
-    flush(controller) {
-      buffer += decoder.decode();
-      if (buffer.trim().length > 0) {
-        controller.enqueue(encoder.encode(rewriteEvent(buffer.trim()) ?? ""));
-      }
-    },
-  });
+  }
 }
+
+export const DONE_EVENT = "data: [DONE]\n\n";
