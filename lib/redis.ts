@@ -18,6 +18,9 @@ export function createRedis(
     enableOfflineQueue: role !== "client",
     connectTimeout: 2_000,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    // Request-path commands issued within one turn of the event loop (rate limits, usage events of
+    // many concurrent requests) go out as one write and come back as one read.
+    enableAutoPipelining: role === "client",
   });
 }
 
