@@ -3,13 +3,15 @@ import { getTenant, type TenantRow } from "../../db/queries/tenants.ts";
 import type { Redis } from "../../lib/redis.ts";
 
 /**
- * Token buckets per tenant, refilled continuously to their capacity per minute. One script checks
- * both of a request's buckets atomically across every gateway copy, in one round trip (EVALSHA):
- * KEYS = rpm bucket, tpm bucket; ARGV = rpm capacity, tpm capacity (-1 = no limit), now_ms.
- * The request takes 1 from rpm; tpm is only checked (tokens are charged after the call).
- * Returns {0 = allowed | 1 = rpm | 2 = tpm, retry_after_ms}.
+ * Token buckets per tenant in Redis, refilled continuously to their capacity per minute, shared by
+ * every gateway copy. A gateway does not ask Redis once per request: it takes request tokens in
+ * leases (see `RateLimiter`). One script renews a lease atomically, in one round trip (EVALSHA):
+ * KEYS = rpm bucket, tpm bucket; ARGV = rpm capacity, tpm capacity (-1 = no limit), now_ms,
+ * tokens wanted, unused tokens of the previous lease given back.
+ * Returns {0 = granted | 1 = rpm | 2 = tpm, retry_after_ms, tokens granted, tpm bucket (a string:
+ * Redis truncates Lua numbers)}. The tpm bucket is only read here: tokens are charged after a call.
  */
-const ADMIT = `
+const LEASE = `
 local now = tonumber(ARGV[3])
 local function refill(key, capacity)
   local state = redis.call('HMGET', key, 'tokens', 'at')
@@ -19,26 +21,32 @@ local function refill(key, capacity)
 end
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
-local rpmTokens, tpmTokens
-if rpm >= 0 then
-  rpmTokens = refill(KEYS[1], rpm)
-  if rpmTokens < 1 then
-    return {1, math.ceil((1 - rpmTokens) * 60000 / rpm)}
-  end
-end
+local want = tonumber(ARGV[4])
+local back = tonumber(ARGV[5])
+local tpmTokens = 0
+local verdict, wait, granted = 0, 0, want
 if tpm >= 0 then
   tpmTokens = refill(KEYS[2], tpm)
   if tpmTokens < 0 then
-    return {2, math.ceil(-tpmTokens * 60000 / tpm)}
+    verdict, wait, granted = 2, math.ceil(-tpmTokens * 60000 / tpm), 0
   end
-  redis.call('HSET', KEYS[2], 'tokens', tpmTokens, 'at', now)
-  redis.call('PEXPIRE', KEYS[2], 120000)
 end
 if rpm >= 0 then
-  redis.call('HSET', KEYS[1], 'tokens', rpmTokens - 1, 'at', now)
-  redis.call('PEXPIRE', KEYS[1], 120000)
+  local rpmTokens = math.min(rpm, refill(KEYS[1], rpm) + back)
+  if verdict == 0 then
+    if rpmTokens < 1 then
+      verdict, wait, granted = 1, math.ceil((1 - rpmTokens) * 60000 / rpm), 0
+    else
+      granted = math.min(want, math.floor(rpmTokens))
+      rpmTokens = rpmTokens - granted
+    end
+  end
+  if granted > 0 or back > 0 then
+    redis.call('HSET', KEYS[1], 'tokens', rpmTokens, 'at', now)
+    redis.call('PEXPIRE', KEYS[1], 120000)
+  end
 end
-return {0, 0}
+return {verdict, wait, granted, tostring(tpmTokens)}
 `;
 
 /** Spends tokens after the fact (the bucket may go negative: later requests wait until it refills). */
@@ -57,20 +65,58 @@ return tokens < 0 and math.ceil(-tokens / rate) or 0
 `;
 
 type LimitScripts = {
-  loraplaneAdmit(
+  loraplaneLease(
     rpmKey: string,
     tpmKey: string,
     rpm: number,
     tpm: number,
     now: number,
-  ): Promise<[number, number]>;
+    want: number,
+    giveBack: number,
+  ): Promise<[number, number, number, string]>;
   loraplaneSpend(tpmKey: string, capacity: number, cost: number, now: number): Promise<number>;
 };
 
 export type LimitVerdict = { allowed: true } | { allowed: false; limit: "rpm" | "tpm"; retryAfterMs: number };
 
+/** How long a lease (and a refusal) is trusted without asking Redis again. */
+const LEASE_TTL_MS = 1_000;
+/** A lease holds at most this share of the tenant's requests per minute, so copies that idle hold little. */
+const LEASE_MAX_SHARE = 0.01;
+const LEASE_MAX_TOKENS = 1_000;
+/** A lease is renewed in the background once this share of it is left, so requests rarely wait on Redis. */
+const RENEW_AT_SHARE = 0.25;
+
+interface Lease {
+  /** Request tokens this process may still admit (Infinity without an rpm limit). */
+  remaining: number;
+  granted: number;
+  expiresAt: number;
+  /** The Redis tpm bucket when the lease was taken, and the tokens this process charged since. */
+  tpmTokens: number;
+  tpmAt: number;
+  tpmSpent: number;
+  /** Set when Redis refused: the verdict is trusted until `trustUntil`, the wait runs until `retryAt`. */
+  refused: { limit: "rpm" | "tpm"; retryAt: number; trustUntil: number } | null;
+  renewing: Promise<void> | null;
+  /** Requests admitted since the last renewal began, and requests waiting for one: size the next. */
+  used: number;
+  waiting: number;
+}
+
+/**
+ * Per-tenant rate limits, exact across every gateway copy but without a Redis round trip per
+ * request: each copy takes request tokens out of the tenant's shared bucket in leases sized to its
+ * own recent traffic (doubling while it is used up, at most 1 % of the tenant's requests per minute
+ * and 1 s of use) and admits locally until the lease runs out or expires. Tokens are taken
+ * atomically, so all copies together never admit more than the bucket holds; a lease's unused
+ * tokens go back with the next renewal. A tenant with a limit of 100 rpm or less is asked of Redis
+ * for every request. The tpm bucket is read with each lease and the tokens this copy charges since
+ * are counted locally; a local estimate in debt asks Redis again.
+ */
 export class RateLimiter {
   private readonly limits = new Map<string, { row: TenantRow | null; expiresAt: number }>();
+  private readonly leases = new Map<string, Lease>();
   private readonly redis: Redis;
   private readonly scripts: LimitScripts;
   private readonly db: Database;
@@ -80,8 +126,8 @@ export class RateLimiter {
   constructor(options: { redis: Redis; db: Database; prefix: string; cacheTtlMs: number }) {
     this.redis = options.redis;
     // defineCommand sends scripts by SHA (EVALSHA), falling back to the text once per connection.
-    if (!("loraplaneAdmit" in this.redis)) {
-      this.redis.defineCommand("loraplaneAdmit", { numberOfKeys: 2, lua: ADMIT });
+    if (!("loraplaneLease" in this.redis)) {
+      this.redis.defineCommand("loraplaneLease", { numberOfKeys: 2, lua: LEASE });
       this.redis.defineCommand("loraplaneSpend", { numberOfKeys: 1, lua: SPEND });
     }
     this.scripts = this.redis as unknown as LimitScripts;
@@ -106,16 +152,117 @@ export class RateLimiter {
     if (tenant.rpmLimit === null && tenant.tpmLimit === null) {
       return { allowed: true };
     }
-    const [which, wait] = await this.scripts.loraplaneAdmit(
-      this.key(tenant.id, "rpm"),
-      this.key(tenant.id, "tpm"),
-      tenant.rpmLimit ?? -1,
-      tenant.tpmLimit ?? -1,
-      now,
+    let lease = this.leases.get(tenant.id);
+    // Each pass admits, refuses, or waits for a renewal, which grants at least one token or refuses.
+    for (;;) {
+      const refused = lease?.refused && now < lease.refused.trustUntil ? lease.refused : null;
+      // Tokens already leased were taken atomically and may be used, unless the tpm bucket is in debt.
+      if (lease && refused?.limit !== "tpm" && this.usable(tenant, lease, now)) {
+        lease.remaining--;
+        lease.used++;
+        if (lease.remaining <= lease.granted * RENEW_AT_SHARE && lease.renewing === null) {
+          void this.renew(tenant, lease, now, false).catch(() => {});
+        }
+        return { allowed: true };
+      }
+      if (refused) {
+        return { allowed: false, limit: refused.limit, retryAfterMs: Math.max(1, refused.retryAt - now) };
+      }
+      lease ??= this.newLease(tenant.id);
+      lease.waiting++;
+      try {
+        await (lease.renewing ?? this.renew(tenant, lease, now, true));
+      } finally {
+        lease.waiting--;
+      }
+    }
+  }
+
+  private newLease(tenantId: string): Lease {
+    const lease: Lease = {
+      remaining: 0,
+      granted: 0,
+      expiresAt: 0,
+      tpmTokens: 0,
+      tpmAt: 0,
+      tpmSpent: 0,
+      refused: null,
+      renewing: null,
+      used: 0,
+      waiting: 0,
+    };
+    if (this.leases.size > 100_000) {
+      this.leases.clear();
+    }
+    this.leases.set(tenantId, lease);
+    return lease;
+  }
+
+  private usable(tenant: TenantRow, lease: Lease, now: number): boolean {
+    if (now >= lease.expiresAt || lease.remaining < 1) {
+      return false;
+    }
+    if (tenant.tpmLimit === null) {
+      return true;
+    }
+    const refilled = Math.min(
+      tenant.tpmLimit,
+      lease.tpmTokens + (Math.max(0, now - lease.tpmAt) * tenant.tpmLimit) / 60_000,
     );
-    return which === 0
-      ? { allowed: true }
-      : { allowed: false, limit: which === 1 ? "rpm" : "tpm", retryAfterMs: wait };
+    return refilled - lease.tpmSpent >= 0;
+  }
+
+  /**
+   * Asks Redis for a new lease. `replace`: the current one is spent or expired, its unused tokens go
+   * back and the new grant replaces it; otherwise (a renewal ahead of time) the grant is added.
+   */
+  private renew(tenant: TenantRow, lease: Lease, now: number, replace: boolean): Promise<void> {
+    const rpm = tenant.rpmLimit;
+    const maxTokens =
+      rpm === null ? 0 : Math.max(1, Math.min(LEASE_MAX_TOKENS, Math.floor(rpm * LEASE_MAX_SHARE)));
+    const want = Math.max(1, Math.min(maxTokens, Math.max(lease.used * 2, lease.waiting)));
+    const giveBack =
+      replace && rpm !== null && Number.isFinite(lease.remaining)
+        ? Math.max(0, Math.floor(lease.remaining))
+        : 0;
+    if (replace) {
+      lease.remaining = 0;
+    }
+    lease.used = 0;
+    // Charges made while the script runs may not be in the bucket it reads: they stay counted here.
+    const spentBefore = lease.tpmSpent;
+    const renewing = this.scripts
+      .loraplaneLease(
+        this.key(tenant.id, "rpm"),
+        this.key(tenant.id, "tpm"),
+        rpm ?? -1,
+        tenant.tpmLimit ?? -1,
+        now,
+        want,
+        giveBack,
+      )
+      .then(([verdict, wait, granted, tpmTokens]) => {
+        lease.tpmTokens = Number(tpmTokens);
+        lease.tpmAt = now;
+        lease.tpmSpent -= spentBefore;
+        if (verdict !== 0) {
+          lease.refused = {
+            limit: verdict === 1 ? "rpm" : "tpm",
+            retryAt: now + wait,
+            trustUntil: now + Math.min(wait, LEASE_TTL_MS),
+          };
+          return;
+        }
+        lease.refused = null;
+        lease.remaining = rpm === null ? Number.POSITIVE_INFINITY : lease.remaining + granted;
+        lease.granted = rpm === null ? 1 : lease.remaining;
+        lease.expiresAt = now + LEASE_TTL_MS;
+      })
+      .finally(() => {
+        lease.renewing = null;
+      });
+    lease.renewing = renewing;
+    return renewing;
   }
 
   private key(tenantId: string, kind: "rpm" | "tpm"): string {
@@ -125,6 +272,10 @@ export class RateLimiter {
   /** Charges the tokens a finished request used against the tenant's per-minute token budget. */
   async spendTokens(tenant: TenantRow, tokens: number, now = Date.now()): Promise<void> {
     if (tenant.tpmLimit !== null && tokens > 0) {
+      const lease = this.leases.get(tenant.id);
+      if (lease) {
+        lease.tpmSpent += tokens;
+      }
       await this.scripts.loraplaneSpend(this.key(tenant.id, "tpm"), tenant.tpmLimit, tokens, now);
     }
   }

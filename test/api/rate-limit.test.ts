@@ -1,16 +1,23 @@
 import { describe, expect, it } from "vitest";
 import { RateLimiter } from "../../api/gateway/rate-limit.ts";
+import type { TenantRow } from "../../db/queries/tenants.ts";
 import { useHarness } from "../harness.ts";
 
 const h = useHarness();
 
-function limiter() {
-  return new RateLimiter({
-    redis: h.deps.redis,
-    db: h.deps.db,
-    prefix: `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`,
-    cacheTtlMs: 1_000,
-  });
+/** A gateway copy's limiter; copies made with the same prefix share the tenants' Redis buckets. */
+function limiter(prefix = `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`) {
+  return new RateLimiter({ redis: h.deps.redis, db: h.deps.db, prefix, cacheTtlMs: 1_000 });
+}
+
+async function admitted(rl: RateLimiter, tenant: TenantRow, times: number, now: number): Promise<number> {
+  let allowed = 0;
+  for (let i = 0; i < times; i++) {
+    if ((await rl.admit(tenant, now)).allowed) {
+      allowed++;
+    }
+  }
+  return allowed;
 }
 
 describe("per-tenant rate limits (Redis token buckets)", () => {
@@ -48,4 +55,79 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
       expect(await rl.admit(free, 5)).toEqual({ allowed: true });
     }
   });
+
+  it("admits exactly the limit across gateway copies that take tokens in leases, concurrently", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 6_000 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const copies = [limiter(prefix), limiter(prefix), limiter(prefix)];
+    const now = 3_000_000;
+    // 9,000 requests in the same millisecond: no refill, so exactly the bucket's 6,000 get in.
+    const verdicts = await Promise.all(
+      Array.from({ length: 9_000 }, (_, i) => (copies[i % copies.length] as RateLimiter).admit(tenant, now)),
+    );
+    expect(verdicts.filter((v) => v.allowed)).toHaveLength(6_000);
+    const refused = verdicts.find((v) => !v.allowed);
+    expect(refused).toMatchObject({ allowed: false, limit: "rpm" });
+    expect(refused && !refused.allowed && refused.retryAfterMs).toBeGreaterThanOrEqual(10);
+  });
+
+  it("uses a handful of Redis calls for many requests of a busy tenant", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 1_000_000 } })).row;
+    const rl = limiter();
+    const before = await commandsProcessed();
+    expect(await admitted(rl, tenant, 2_000, 4_000_000)).toBe(2_000);
+    // Leases double while they run out (1, 2, 4, … up to 1,000 tokens): about a dozen renewals.
+    expect((await commandsProcessed()) - before).toBeLessThan(60);
+  });
+
+  it("loses no tokens to a copy that idles: its unused lease goes back with its next renewal", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 1_000 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const quiet = limiter(prefix);
+    const busy = limiter(prefix);
+    const t0 = 5_000_000;
+    // Drain the bucket, then ask for 960 requests a minute (the bucket refills 1,000): 1 a second on
+    // the quiet copy, 15 on the busy one. Tokens the quiet copy leased and did not use must come back.
+    await admitted(busy, tenant, 1_100, t0);
+    // (Refusals while the drained bucket first refills, before both copies' leases turn over, do not count.)
+    let refused = 0;
+    for (let tick = 1; tick <= 600; tick++) {
+      const now = t0 + tick * 100;
+      const demand = 1 + (tick % 2);
+      const missed =
+        demand -
+        (await admitted(busy, tenant, demand, now)) +
+        (tick % 10 === 5 ? 1 - (await admitted(quiet, tenant, 1, now)) : 0);
+      refused += tick > 20 ? missed : 0;
+    }
+    expect(refused).toBe(0);
+  });
+
+  it("refuses a tpm-only tenant as soon as this copy's own charges put the bucket in debt", async () => {
+    const tenant = (await h.newTenant({ limits: { tpm: 1_000 } })).row;
+    const rl = limiter();
+    const t0 = 6_000_000;
+    expect(await admitted(rl, tenant, 5, t0)).toBe(5);
+    await rl.spendTokens(tenant, 600, t0);
+    expect((await rl.admit(tenant, t0)).allowed).toBe(true);
+    await rl.spendTokens(tenant, 600, t0);
+    expect(await rl.admit(tenant, t0)).toEqual({ allowed: false, limit: "tpm", retryAfterMs: 12_000 });
+  });
+
+  it("sees another copy's token charges when it renews its lease", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 10_000, tpm: 1_000 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const a = limiter(prefix);
+    const b = limiter(prefix);
+    const t0 = 7_000_000;
+    expect((await a.admit(tenant, t0)).allowed).toBe(true);
+    await b.spendTokens(tenant, 1_500, t0);
+    // a's lease is at most 1 s old: once it expires, a asks Redis and sees b's debt.
+    expect((await a.admit(tenant, t0 + 1_000)).allowed).toBe(false);
+  });
 });
+
+async function commandsProcessed(): Promise<number> {
+  const info = await h.deps.redis.info("stats");
+  return Number(/total_commands_processed:(\d+)/.exec(info)?.[1]);
+}
