@@ -110,8 +110,8 @@ interface Lease {
  * own recent traffic (doubling while it is used up, at most 1 % of the tenant's requests per minute
  * and 1 s of use) and admits locally until the lease runs out or expires. Tokens are taken
  * atomically, so all copies together never admit more than the bucket holds; a lease's unused
- * tokens go back with the next renewal. A tenant with a limit of 100 rpm or less is asked of Redis
- * for every request. The tpm bucket is read with each lease and the tokens this copy charges since
+ * tokens go back with the next renewal. Under 200 rpm a lease is one token (one Redis call per
+ * request, taken ahead of need while the tenant is active). The tpm bucket is read with each lease and the tokens this copy charges since
  * are counted locally; a local estimate in debt asks Redis again.
  */
 export class RateLimiter {
