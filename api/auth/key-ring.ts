@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import {
   createRemoteJWKSet,
   decodeJwt,
@@ -17,6 +17,7 @@ import { activateSigningKey, listVerifiableKeys } from "../../db/queries/signing
 import type { Config } from "../../lib/env.ts";
 import { UnauthorizedError } from "../../lib/errors.ts";
 import { newId } from "../../lib/ids.ts";
+import { openSecret, sealSecret } from "../../lib/secrets.ts";
 import { parseScopeClaim, type Scope } from "./scopes.ts";
 
 export const AUDIENCE = "loraplane";
@@ -45,23 +46,8 @@ interface VerifyingKey {
   key: VerificationKey;
 }
 
-function encryptPrivateKey(pem: string, kek: Buffer): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv("aes-256-gcm", kek, iv);
-  const body = Buffer.concat([cipher.update(pem, "utf8"), cipher.final()]);
-  return ["v1", iv.toString("base64"), cipher.getAuthTag().toString("base64"), body.toString("base64")].join(
-    ".",
-  );
-}
-
 export function decryptPrivateKey(sealed: string, kek: Buffer): string {
-  const [version, iv, tag, body] = sealed.split(".");
-  if (version !== "v1" || !iv || !tag || !body) {
-    throw new Error("signing key ciphertext has an unknown format");
-  }
-  const decipher = createDecipheriv("aes-256-gcm", kek, Buffer.from(iv, "base64"));
-  decipher.setAuthTag(Buffer.from(tag, "base64"));
-  return Buffer.concat([decipher.update(Buffer.from(body, "base64")), decipher.final()]).toString("utf8");
+  return openSecret(sealed, kek);
 }
 
 async function newSealedKey(kek: Buffer) {
@@ -72,7 +58,7 @@ async function newSealedKey(kek: Buffer) {
     kid,
     alg: ALG,
     publicJwk,
-    privateKeyEncrypted: encryptPrivateKey(await exportPKCS8(privateKey), kek),
+    privateKeyEncrypted: sealSecret(await exportPKCS8(privateKey), kek),
   };
 }
 
