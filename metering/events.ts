@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SERVED_BY } from "../db/schema/usage.ts";
 
 /** One inference request's usage, as the gateway emits it and the ingest worker stores it. */
 export const UsageEvent = z.object({
@@ -9,6 +10,8 @@ export const UsageEvent = z.object({
   baseModelId: z.string().min(1),
   replicaId: z.string().nullable(),
   status: z.enum(["ok", "error", "cancelled"]),
+  /** Our replicas, or a fallback upstream (billed on lines of its own). Events made before it existed are the fleet's. */
+  servedBy: z.enum(SERVED_BY).default("fleet"),
   promptTokens: z.number().int().min(0),
   completionTokens: z.number().int().min(0),
   cachedTokens: z.number().int().min(0),

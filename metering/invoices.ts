@@ -114,6 +114,7 @@ export const INVOICE_CSV_COLUMNS = [
   "base_model",
   "adapter",
   "adapter_id",
+  "served_by",
   "requests",
   "prompt_tokens",
   "completion_tokens",
@@ -142,6 +143,7 @@ export function invoiceToCsv(invoice: Invoice): string {
         line.baseModelId,
         line.adapterName ?? line.adapterId,
         line.adapterId,
+        line.servedBy,
         line.requests,
         line.promptTokens,
         line.completionTokens,
@@ -156,6 +158,7 @@ export function invoiceToCsv(invoice: Invoice): string {
     row([
       "total",
       invoice.period,
+      null,
       null,
       null,
       null,

@@ -39,6 +39,7 @@ function makeEvent(run: string, i: number): UsageEvent {
     baseModelId: "llama-3.1-8b-instruct-awq",
     replicaId: `rep_${i % 8}`,
     status: "ok",
+    servedBy: "fleet",
     promptTokens: 200 + (i % 300),
     completionTokens: 50 + (i % 150),
     cachedTokens: 0,

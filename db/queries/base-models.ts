@@ -1,5 +1,6 @@
 import { asc, eq } from "drizzle-orm";
 import type { Executor } from "../client.ts";
+import type { FallbackUpstream } from "../schema/columns.ts";
 import { baseModels } from "../schema/index.ts";
 
 export type BaseModelRow = typeof baseModels.$inferSelect;
@@ -27,5 +28,19 @@ export async function listBaseModels(db: Executor): Promise<BaseModelRow[]> {
 /** Null if no base model has this id. */
 export async function getBaseModel(db: Executor, id: string): Promise<BaseModelRow | null> {
   const [row] = await db.select().from(baseModels).where(eq(baseModels.id, id)).limit(1);
+  return row ?? null;
+}
+
+/** Sets (or, with null, removes) the base's fallback upstream; null if no base model has this id. */
+export async function setBaseModelFallback(
+  db: Executor,
+  id: string,
+  fallback: FallbackUpstream | null,
+): Promise<BaseModelRow | null> {
+  const [row] = await db
+    .update(baseModels)
+    .set({ fallback, updatedAt: new Date() })
+    .where(eq(baseModels.id, id))
+    .returning();
   return row ?? null;
 }

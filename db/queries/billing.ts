@@ -1,5 +1,6 @@
 import { type SQL, sql } from "drizzle-orm";
 import type { Executor } from "../client.ts";
+import type { ServedBy } from "../schema/usage.ts";
 
 /** Sums over usage; money is integer picodollars. */
 export interface UsageTotals {
@@ -27,7 +28,12 @@ export interface InvoiceLineRow extends UsageTotals {
   /** Null for base-model traffic. */
   adapterId: string | null;
   adapterName: string | null;
-  /** The base model's list prices (micro-dollars per million tokens); null if the base is unknown. */
+  /** Requests our replicas served, or a fallback upstream did (a line of its own). */
+  servedBy: ServedBy;
+  /**
+   * The base model's list prices (micro-dollars per million tokens); null if the base is unknown,
+   * and on fallback lines, which are priced as their fallback was configured at the time.
+   */
   inputMicrosPerMtok: number | null;
   outputMicrosPerMtok: number | null;
 }
@@ -37,12 +43,13 @@ export interface InvoicePeriodRow extends UsageTotals {
   period: string;
 }
 
-/** One rollup row's identity: tenant × hour × base × adapter ('' for base traffic). */
+/** One rollup row's identity: tenant × hour × base × adapter ('' for base traffic) × served by. */
 export interface RollupKey {
   tenantId: string;
   bucketStart: Date;
   baseModelId: string;
   adapterId: string;
+  servedBy: ServedBy;
 }
 
 export interface RollupMismatchRow extends RollupKey {
@@ -134,8 +141,9 @@ export async function listUsageBuckets(
 }
 
 /**
- * A tenant's usage in [from, to) per base model × adapter, with the base's list prices: the lines
- * of an invoice. Base traffic comes first within a base, then adapters by name.
+ * A tenant's usage in [from, to) per base model × adapter × served by, with the base's list prices:
+ * the lines of an invoice. Base traffic comes first within a base, then adapters by name; a
+ * fallback line follows the fleet line of the same base and adapter.
  */
 export async function listInvoiceLines(
   db: Executor,
@@ -146,12 +154,14 @@ export async function listInvoiceLines(
       base_model_id: string;
       adapter_id: string | null;
       adapter_name: string | null;
+      served_by: ServedBy;
       input_micros: string | null;
       output_micros: string | null;
     }
   >(sql`
-    select r.base_model_id, nullif(r.adapter_id, '') as adapter_id, a.name as adapter_name,
-      bm.input_micros_per_mtok::text as input_micros, bm.output_micros_per_mtok::text as output_micros,
+    select r.base_model_id, nullif(r.adapter_id, '') as adapter_id, a.name as adapter_name, r.served_by,
+      case when r.served_by = 'fleet' then bm.input_micros_per_mtok::text end as input_micros,
+      case when r.served_by = 'fleet' then bm.output_micros_per_mtok::text end as output_micros,
       ${totalsColumns}
     from usage_rollups r
     left join adapters a on a.id = r.adapter_id and a.tenant_id = r.tenant_id
@@ -159,13 +169,14 @@ export async function listInvoiceLines(
     where r.tenant_id = ${params.tenantId}
       and r.bucket_start >= ${params.from.toISOString()}::timestamptz
       and r.bucket_start < ${params.to.toISOString()}::timestamptz
-    group by r.base_model_id, r.adapter_id, a.name, bm.input_micros_per_mtok, bm.output_micros_per_mtok
-    order by r.base_model_id, r.adapter_id <> '', a.name, r.adapter_id
+    group by r.base_model_id, r.adapter_id, a.name, r.served_by, bm.input_micros_per_mtok, bm.output_micros_per_mtok
+    order by r.base_model_id, r.adapter_id <> '', a.name, r.adapter_id, r.served_by <> 'fleet'
   `);
   return rows.map((row) => ({
     baseModelId: row.base_model_id,
     adapterId: row.adapter_id,
     adapterName: row.adapter_name,
+    servedBy: row.served_by,
     inputMicrosPerMtok: row.input_micros === null ? null : Number(row.input_micros),
     outputMicrosPerMtok: row.output_micros === null ? null : Number(row.output_micros),
     ...toTotals(row),
@@ -189,7 +200,7 @@ export async function listInvoicePeriods(
 }
 
 /**
- * Compares, per tenant × hour × base × adapter in [from, to), the rollups with sums recomputed
+ * Compares, per tenant × hour × base × adapter × served by in [from, to), the rollups with sums recomputed
  * from the raw events, in one statement (one snapshot: ingestion writes both in one transaction,
  * so a concurrent ingest cannot show up as a difference). `from`/`to` must be whole hours.
  * Returns only the keys that differ.
@@ -207,6 +218,7 @@ export async function findRollupMismatches(
     bucket_start: string;
     base_model_id: string;
     adapter_id: string;
+    served_by: ServedBy;
     r_requests: string | null;
     r_prompt_tokens: string | null;
     r_completion_tokens: string | null;
@@ -217,30 +229,31 @@ export async function findRollupMismatches(
     e_cost_picos: string | null;
   }>(sql`
     with r as (
-      select tenant_id, bucket_start, base_model_id, adapter_id,
+      select tenant_id, bucket_start, base_model_id, adapter_id, served_by,
         requests, prompt_tokens, completion_tokens, cost_picos
       from usage_rollups
       where bucket_start >= ${from}::timestamptz and bucket_start < ${to}::timestamptz ${rollupTenant}
     ),
     e as (
       select tenant_id, date_trunc('hour', occurred_at, 'UTC') as bucket_start, base_model_id,
-        coalesce(adapter_id, '') as adapter_id, count(*) as requests, sum(prompt_tokens) as prompt_tokens,
-        sum(completion_tokens) as completion_tokens, sum(cost_picos) as cost_picos
+        coalesce(adapter_id, '') as adapter_id, served_by, count(*) as requests,
+        sum(prompt_tokens) as prompt_tokens, sum(completion_tokens) as completion_tokens,
+        sum(cost_picos) as cost_picos
       from usage_events
       where occurred_at >= ${from}::timestamptz and occurred_at < ${to}::timestamptz ${eventTenant}
-      group by 1, 2, 3, 4
+      group by 1, 2, 3, 4, 5
     )
-    select tenant_id, ${isoUtc(sql`bucket_start`)} as bucket_start, base_model_id, adapter_id,
+    select tenant_id, ${isoUtc(sql`bucket_start`)} as bucket_start, base_model_id, adapter_id, served_by,
       r.requests::text as r_requests, r.prompt_tokens::text as r_prompt_tokens,
       r.completion_tokens::text as r_completion_tokens, r.cost_picos::text as r_cost_picos,
       e.requests::text as e_requests, e.prompt_tokens::text as e_prompt_tokens,
       e.completion_tokens::text as e_completion_tokens, e.cost_picos::text as e_cost_picos
-    from r full outer join e using (tenant_id, bucket_start, base_model_id, adapter_id)
+    from r full outer join e using (tenant_id, bucket_start, base_model_id, adapter_id, served_by)
     where r.requests is distinct from e.requests
       or r.prompt_tokens is distinct from e.prompt_tokens
       or r.completion_tokens is distinct from e.completion_tokens
       or r.cost_picos is distinct from e.cost_picos
-    order by tenant_id, bucket_start, base_model_id, adapter_id
+    order by tenant_id, bucket_start, base_model_id, adapter_id, served_by
   `);
   const totals = (
     requests: string | null,
@@ -256,6 +269,7 @@ export async function findRollupMismatches(
     bucketStart: new Date(row.bucket_start),
     baseModelId: row.base_model_id,
     adapterId: row.adapter_id,
+    servedBy: row.served_by,
     rollup: totals(row.r_requests, row.r_prompt_tokens, row.r_completion_tokens, row.r_cost_picos),
     events: totals(row.e_requests, row.e_prompt_tokens, row.e_completion_tokens, row.e_cost_picos),
   }));
@@ -268,12 +282,13 @@ export async function findRollupMismatches(
 export async function overwriteRollup(db: Executor, key: RollupKey, totals: UsageTotals): Promise<void> {
   await db.execute(sql`
     insert into usage_rollups (
-      tenant_id, bucket_start, base_model_id, adapter_id, requests, prompt_tokens, completion_tokens, cost_picos
+      tenant_id, bucket_start, base_model_id, adapter_id, served_by,
+      requests, prompt_tokens, completion_tokens, cost_picos
     ) values (
       ${key.tenantId}, ${key.bucketStart.toISOString()}::timestamptz, ${key.baseModelId}, ${key.adapterId},
-      ${totals.requests}, ${totals.promptTokens}, ${totals.completionTokens}, ${totals.costPicos.toString()}::bigint
+      ${key.servedBy}, ${totals.requests}, ${totals.promptTokens}, ${totals.completionTokens}, ${totals.costPicos.toString()}::bigint
     )
-    on conflict (tenant_id, bucket_start, base_model_id, adapter_id) do update set
+    on conflict (tenant_id, bucket_start, base_model_id, adapter_id, served_by) do update set
       requests = excluded.requests, prompt_tokens = excluded.prompt_tokens,
       completion_tokens = excluded.completion_tokens, cost_picos = excluded.cost_picos
   `);
@@ -284,6 +299,6 @@ export async function deleteRollup(db: Executor, key: RollupKey): Promise<void> 
   await db.execute(sql`
     delete from usage_rollups
     where tenant_id = ${key.tenantId} and bucket_start = ${key.bucketStart.toISOString()}::timestamptz
-      and base_model_id = ${key.baseModelId} and adapter_id = ${key.adapterId}
+      and base_model_id = ${key.baseModelId} and adapter_id = ${key.adapterId} and served_by = ${key.servedBy}
   `);
 }

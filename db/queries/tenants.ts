@@ -1,6 +1,7 @@
 import { asc, eq, gt } from "drizzle-orm";
 import { newId } from "../../lib/ids.ts";
 import type { Executor } from "../client.ts";
+import type { FallbackUpstream } from "../schema/columns.ts";
 import { tenants } from "../schema/index.ts";
 
 export type TenantRow = typeof tenants.$inferSelect;
@@ -89,5 +90,19 @@ export async function findTenantByName(db: Executor, name: string): Promise<Tena
     .where(eq(tenants.name, name))
     .orderBy(asc(tenants.createdAt))
     .limit(1);
+  return row ?? null;
+}
+
+/** Sets (or, with null, removes) the tenant's fallback upstream; null if no tenant has this id. */
+export async function setTenantFallback(
+  db: Executor,
+  tenantId: string,
+  fallback: FallbackUpstream | null,
+): Promise<TenantRow | null> {
+  const [row] = await db
+    .update(tenants)
+    .set({ fallback, updatedAt: new Date() })
+    .where(eq(tenants.id, tenantId))
+    .returning();
   return row ?? null;
 }

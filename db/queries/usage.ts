@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import type { Executor } from "../client.ts";
+import type { ServedBy } from "../schema/usage.ts";
 
 export interface UsageEventRow {
   id: string;
@@ -9,6 +10,7 @@ export interface UsageEventRow {
   baseModelId: string;
   replicaId: string | null;
   status: "ok" | "error" | "cancelled";
+  servedBy: ServedBy;
   promptTokens: number;
   completionTokens: number;
   cachedTokens: number;
@@ -36,6 +38,7 @@ export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): 
       base_model_id: e.baseModelId,
       replica_id: e.replicaId,
       status: e.status,
+      served_by: e.servedBy,
       prompt_tokens: e.promptTokens,
       completion_tokens: e.completionTokens,
       cached_tokens: e.cachedTokens,
@@ -50,30 +53,32 @@ export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): 
       select distinct on (x.id, x.occurred_at) x.*
       from jsonb_to_recordset(${payload}::jsonb) as x(
         id text, tenant_id text, adapter_id text, adapter_version_id text, base_model_id text,
-        replica_id text, status text, prompt_tokens int, completion_tokens int, cached_tokens int,
+        replica_id text, status text, served_by text, prompt_tokens int, completion_tokens int, cached_tokens int,
         cost_picos bigint, ttft_ms int, total_ms int, occurred_at timestamptz
       )
     ),
     inserted as (
       insert into usage_events (
-        id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status,
+        id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
         prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
       )
-      select id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status,
+      select id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
         prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
       from incoming
       on conflict (id, occurred_at) do nothing
-      returning tenant_id, base_model_id, adapter_id, occurred_at, prompt_tokens, completion_tokens, cost_picos
+      returning tenant_id, base_model_id, adapter_id, served_by, occurred_at, prompt_tokens, completion_tokens,
+        cost_picos
     ),
     rolled as (
       insert into usage_rollups as r (
-        tenant_id, bucket_start, base_model_id, adapter_id, requests, prompt_tokens, completion_tokens, cost_picos
+        tenant_id, bucket_start, base_model_id, adapter_id, served_by,
+        requests, prompt_tokens, completion_tokens, cost_picos
       )
-      select tenant_id, date_trunc('hour', occurred_at), base_model_id, coalesce(adapter_id, ''),
+      select tenant_id, date_trunc('hour', occurred_at), base_model_id, coalesce(adapter_id, ''), served_by,
         count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_picos)
       from inserted
-      group by 1, 2, 3, 4
-      on conflict (tenant_id, bucket_start, base_model_id, adapter_id) do update set
+      group by 1, 2, 3, 4, 5
+      on conflict (tenant_id, bucket_start, base_model_id, adapter_id, served_by) do update set
         requests = r.requests + excluded.requests,
         prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,
         completion_tokens = r.completion_tokens + excluded.completion_tokens,
@@ -133,6 +138,7 @@ export async function monthCostPicos(db: Executor, tenantId: string, monthStart:
 export type TenantUsageEvent = {
   id: string;
   status: string;
+  served_by: ServedBy;
   prompt_tokens: number;
   completion_tokens: number;
   cost_picos: string;
@@ -141,7 +147,7 @@ export type TenantUsageEvent = {
 /** One tenant's raw usage events, oldest first (never another tenant's). */
 export async function listTenantUsageEvents(db: Executor, tenantId: string): Promise<TenantUsageEvent[]> {
   return db.execute<TenantUsageEvent>(sql`
-    select id, status, prompt_tokens, completion_tokens, cost_picos::text as cost_picos
+    select id, status, served_by, prompt_tokens, completion_tokens, cost_picos::text as cost_picos
     from usage_events where tenant_id = ${tenantId} order by occurred_at, id
   `);
 }

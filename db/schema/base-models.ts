@@ -1,5 +1,5 @@
 import { bigint, integer, jsonb, pgTable, text } from "drizzle-orm/pg-core";
-import { timestamps } from "./columns.ts";
+import { fallbackUpstream, timestamps } from "./columns.ts";
 
 export interface BaseModelArchitecture {
   hidden_size: number;
@@ -21,5 +21,7 @@ export const baseModels = pgTable("base_models", {
   loraTargetModules: text().array().notNull(),
   inputMicrosPerMtok: bigint({ mode: "number" }).notNull(),
   outputMicrosPerMtok: bigint({ mode: "number" }).notNull(),
+  /** Serves this base's requests when no replica can in time, for tenants without a fallback of their own. */
+  fallback: fallbackUpstream(),
   ...timestamps(),
 });

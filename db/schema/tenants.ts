@@ -1,5 +1,5 @@
 import { bigint, integer, pgTable, text } from "drizzle-orm/pg-core";
-import { timestamps } from "./columns.ts";
+import { fallbackUpstream, timestamps } from "./columns.ts";
 
 /**
  * A customer. Limits are null when unlimited. Money is integer micro-dollars everywhere.
@@ -15,5 +15,7 @@ export const tenants = pgTable("tenants", {
   maxAdapterBytes: bigint({ mode: "number" }),
   /** Budget alerts (80 % and 100 % of the monthly budget) are POSTed here as JSON. */
   alertWebhookUrl: text(),
+  /** Serves this tenant's requests when no replica can in time; wins over its base's fallback. */
+  fallback: fallbackUpstream(),
   ...timestamps(),
 });

@@ -1,5 +1,9 @@
-import { bigint, index, integer, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { bigint, check, index, integer, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 import { createdAt } from "./columns.ts";
+
+export const SERVED_BY = ["fleet", "fallback"] as const;
+export type ServedBy = (typeof SERVED_BY)[number];
 
 /**
  * One row per inference request; `id` is the request id and `occurred_at` is fixed when the event
@@ -9,6 +13,8 @@ import { createdAt } from "./columns.ts";
  * its request was in flight, and billing history outlives the objects it names.
  * Money is integer picodollars (1e-12 USD): tokens × price per million tokens in micro-dollars is
  * exact in picodollars, so sums of events, rollups and invoices agree to the last digit.
+ * `served_by` is `fleet` for our replicas, `fallback` for a fallback upstream (priced as configured
+ * there, billed on lines of its own).
  */
 export const usageEvents = pgTable(
   "usage_events",
@@ -20,6 +26,7 @@ export const usageEvents = pgTable(
     baseModelId: text().notNull(),
     replicaId: text(),
     status: text({ enum: ["ok", "error", "cancelled"] }).notNull(),
+    servedBy: text({ enum: SERVED_BY }).notNull().default("fleet"),
     promptTokens: integer().notNull(),
     completionTokens: integer().notNull(),
     cachedTokens: integer().notNull().default(0),
@@ -34,11 +41,12 @@ export const usageEvents = pgTable(
     primaryKey({ columns: [t.id, t.occurredAt] }),
     index("usage_events_tenant_id_idx").on(t.tenantId),
     index("usage_events_tenant_id_occurred_at_idx").on(t.tenantId, t.occurredAt),
+    check("usage_events_served_by_check", sql`served_by in ('fleet', 'fallback')`),
   ],
 );
 
 /**
- * Hourly totals per tenant × base × adapter, updated in the same transaction as the raw insert.
+ * Hourly totals per tenant × base × adapter × served_by, updated in the same transaction as the raw insert.
  * `adapter_id` is '' for base-model traffic so that it can be part of the primary key.
  */
 export const usageRollups = pgTable(
@@ -47,6 +55,7 @@ export const usageRollups = pgTable(
     tenantId: text().notNull(),
     baseModelId: text().notNull(),
     adapterId: text().notNull(),
+    servedBy: text({ enum: SERVED_BY }).notNull().default("fleet"),
     bucketStart: timestamp({ withTimezone: true }).notNull(),
     requests: bigint({ mode: "number" }).notNull(),
     promptTokens: bigint({ mode: "number" }).notNull(),
@@ -54,7 +63,11 @@ export const usageRollups = pgTable(
     costPicos: bigint({ mode: "bigint" }).notNull(),
   },
   (t) => [
-    primaryKey({ columns: [t.tenantId, t.bucketStart, t.baseModelId, t.adapterId] }),
+    primaryKey({
+      name: "usage_rollups_pk",
+      columns: [t.tenantId, t.bucketStart, t.baseModelId, t.adapterId, t.servedBy],
+    }),
     index("usage_rollups_tenant_id_idx").on(t.tenantId),
+    check("usage_rollups_served_by_check", sql`served_by in ('fleet', 'fallback')`),
   ],
 );

@@ -29,6 +29,7 @@ function event(tenantId: string, at: Date, prompt: number, completion: number): 
     baseModelId: LLAMA,
     replicaId: null,
     status: "ok",
+    servedBy: "fleet",
     promptTokens: prompt,
     completionTokens: completion,
     cachedTokens: 0,

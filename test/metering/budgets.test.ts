@@ -53,6 +53,7 @@ describe("monthly budgets", () => {
         baseModelId: "qwen2.5-7b-instruct-awq",
         replicaId: null,
         status: "ok",
+        servedBy: "fleet",
         promptTokens: 1,
         completionTokens: 1,
         cachedTokens: 0,

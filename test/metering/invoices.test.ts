@@ -22,6 +22,7 @@ interface InvoiceLineDto extends Totals {
   base_model: string;
   adapter: string | null;
   adapter_id: string | null;
+  served_by: "fleet" | "fallback";
   input_price_per_mtok_usd: number | null;
   output_price_per_mtok_usd: number | null;
 }
@@ -223,6 +224,7 @@ describe("GET /v1/invoices/{period}", () => {
         base_model: line.base_model,
         adapter: line.adapter ?? "",
         adapter_id: line.adapter_id ?? "",
+        served_by: "fleet",
         requests: String(line.requests),
         prompt_tokens: String(line.prompt_tokens),
         completion_tokens: String(line.completion_tokens),
@@ -360,6 +362,46 @@ describe("invoices: tenant isolation", () => {
   });
 });
 
+describe("fallback usage", () => {
+  it("bills a fallback's requests on lines of their own, priced as they were, and reconciles them apart", async () => {
+    const tenant = await h.newTenant();
+    const bot = await createAdapter(tenant, "hybrid-bot");
+    const at = "2025-05-07T10:15:00Z";
+    const fleet = usageEvent(tenant.id, at, { adapterId: bot, prompt: 100, completion: 50 });
+    const frontier = { inputMicrosPerMtok: 2_500_000, outputMicrosPerMtok: 10_000_000 };
+    const fallback: UsageEventRow = {
+      ...usageEvent(tenant.id, at, { adapterId: bot, prompt: 100, completion: 50 }),
+      servedBy: "fallback",
+      costPicos: 100n * 2_500_000n + 50n * 10_000_000n,
+    };
+    expect(await ingestUsageEvents(h.deps.db, [fleet, fallback])).toBe(2);
+    const res = await h.request<InvoiceDto>("GET", "/v1/invoices/2025-05", { token: await tenant.token() });
+    expect(res.body.lines).toMatchObject([
+      { adapter: "hybrid-bot", served_by: "fleet", requests: 1, input_price_per_mtok_usd: 0.1 },
+      { adapter: "hybrid-bot", served_by: "fallback", requests: 1, input_price_per_mtok_usd: null },
+    ]);
+    expect(decimalToPicos(res.body.lines[1]?.cost ?? "")).toBe(
+      BigInt(100 * frontier.inputMicrosPerMtok + 50 * frontier.outputMicrosPerMtok),
+    );
+    expect(decimalToPicos(res.body.totals.cost)).toBe(fleet.costPicos + fallback.costPicos);
+
+    const window = { from: new Date("2025-05-07T10:00:00Z"), to: new Date("2025-05-07T11:00:00Z") };
+    expect(await reconcileUsage(h.deps.db, { ...window, tenantId: tenant.id })).toEqual([]);
+    const key = {
+      tenantId: tenant.id,
+      bucketStart: new Date("2025-05-07T10:00:00Z"),
+      baseModelId: QWEN,
+      adapterId: bot,
+      servedBy: "fallback" as const,
+    };
+    const truth = { requests: 1, promptTokens: 100, completionTokens: 50, costPicos: fallback.costPicos };
+    await overwriteRollup(h.deps.db, key, { ...truth, requests: 2 });
+    expect(await reconcileUsage(h.deps.db, { ...window, tenantId: tenant.id })).toEqual([
+      { ...key, rollup: { ...truth, requests: 2 }, events: truth, fields: ["requests"] },
+    ]);
+  });
+});
+
 describe("invoiceToCsv", () => {
   it("quotes fields with commas, quotes or newlines so that they parse back unchanged", () => {
     const invoice: Invoice = {
@@ -373,6 +415,7 @@ describe("invoiceToCsv", () => {
           baseModelId: 'odd,"base"\nmodel',
           adapterId: null,
           adapterName: null,
+          servedBy: "fleet",
           inputMicrosPerMtok: 1_234_567,
           outputMicrosPerMtok: null,
           requests: 1,
@@ -390,6 +433,7 @@ describe("invoiceToCsv", () => {
       'odd,"base"\nmodel',
       "",
       "",
+      "fleet",
       "1",
       "2",
       "3",
@@ -424,7 +468,13 @@ describe("reconcileUsage", () => {
   it("reports exactly a tampered rollup row, with both sides and the fields that differ", async () => {
     const { tenant, bot, march } = await seedMarch();
     const bucketStart = new Date("2025-03-09T08:00:00Z");
-    const key = { tenantId: tenant.id, bucketStart, baseModelId: QWEN, adapterId: bot };
+    const key = {
+      tenantId: tenant.id,
+      bucketStart,
+      baseModelId: QWEN,
+      adapterId: bot,
+      servedBy: "fleet" as const,
+    };
     const events = sumRaw([march[2]!, march[3]!]);
     const truth = {
       requests: events.requests,
@@ -454,6 +504,7 @@ describe("reconcileUsage", () => {
       bucketStart: new Date("2025-03-05T12:00:00Z"),
       baseModelId: QWEN,
       adapterId: "",
+      servedBy: "fleet" as const,
     };
     await deleteRollup(h.deps.db, missing);
     const phantom = {
@@ -461,6 +512,7 @@ describe("reconcileUsage", () => {
       bucketStart: new Date("2025-03-06T00:00:00Z"),
       baseModelId: QWEN,
       adapterId: "",
+      servedBy: "fleet" as const,
     };
     const phantomTotals = { requests: 2, promptTokens: 3, completionTokens: 4, costPicos: 5n };
     await overwriteRollup(h.deps.db, phantom, phantomTotals);
@@ -516,6 +568,7 @@ describe("reconcileUsage", () => {
       bucketStart: new Date("2024-06-10T09:00:00Z"),
       baseModelId: QWEN,
       adapterId: "",
+      servedBy: "fleet" as const,
     };
     await overwriteRollup(h.deps.db, key, {
       requests: 7,

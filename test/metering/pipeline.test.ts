@@ -24,6 +24,7 @@ function event(tenantId: string, i: number, overrides: Partial<UsageEvent> = {})
     baseModelId: "qwen2.5-7b-instruct-awq",
     replicaId: "rep_x",
     status: "ok",
+    servedBy: "fleet",
     promptTokens: 10 + (i % 7),
     completionTokens: 5 + (i % 3),
     cachedTokens: 0,

@@ -95,7 +95,13 @@ export const InvoiceLineDto = z
       .nullable()
       .openapi({ description: "The adapter's name; null = the base model itself" }),
     adapter_id: z.string().nullable(),
-    input_price_per_mtok_usd: z.number().nullable().openapi({ description: "The base model's input price" }),
+    served_by: z.enum(["fleet", "fallback"]).openapi({
+      description: "`fleet`: our replicas; `fallback`: the fallback upstream, priced as configured there",
+    }),
+    input_price_per_mtok_usd: z
+      .number()
+      .nullable()
+      .openapi({ description: "The base model's input price; null on fallback lines" }),
     output_price_per_mtok_usd: z.number().nullable(),
     ...Totals,
   })
@@ -151,6 +157,7 @@ function toInvoiceLineDto(line: InvoiceLine): z.infer<typeof InvoiceLineDto> {
     base_model: line.baseModelId,
     adapter: line.adapterName ?? line.adapterId,
     adapter_id: line.adapterId,
+    served_by: line.servedBy,
     input_price_per_mtok_usd: line.inputMicrosPerMtok === null ? null : microsToUsd(line.inputMicrosPerMtok),
     output_price_per_mtok_usd:
       line.outputMicrosPerMtok === null ? null : microsToUsd(line.outputMicrosPerMtok),
