@@ -15,6 +15,7 @@ import { registerRotateSigningKey } from "./routes/auth/rotate.ts";
 import { registerCreateBaseModel } from "./routes/base-models/create.ts";
 import { registerListBaseModels } from "./routes/base-models/list.ts";
 import { registerCapacityPlan } from "./routes/capacity/plan.ts";
+import { registerFallbackRoutes } from "./routes/fallbacks/routes.ts";
 import { registerCompletionRoutes } from "./routes/inference/completions.ts";
 import { registerModelsRoute } from "./routes/inference/models.ts";
 import { registerReplicaRoutes } from "./routes/replicas/routes.ts";
@@ -71,6 +72,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerRotateSigningKey(app);
   registerCreateBaseModel(app);
   registerListBaseModels(app);
+  registerFallbackRoutes(app);
   registerCreateAdapter(app);
   registerReadAdapters(app);
   registerUploadVersion(app);

@@ -3,6 +3,8 @@ import type { Queue } from "bullmq";
 import type { Dispatcher } from "undici";
 import type { AdapterStore } from "../adapters/storage.ts";
 import type { Database } from "../db/client.ts";
+import type { TenantRow } from "../db/queries/tenants.ts";
+import type { FallbackUpstream } from "../db/schema/columns.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
@@ -36,6 +38,8 @@ export interface AppDeps {
     budgets: BudgetGuard;
     /** A base model's prices, from the resolver's cache. */
     prices: (baseModelId: string) => Promise<Prices | null>;
+    /** The fallback upstream for a tenant's request on a base (the tenant's, else the base's), cached. */
+    fallback: (tenant: TenantRow, baseModelId: string) => Promise<FallbackUpstream | null>;
   };
   usage: UsageSink;
 }

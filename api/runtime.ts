@@ -5,6 +5,7 @@ import { createS3Storage } from "../adapters/storage.ts";
 import { createDbHandle } from "../db/client.ts";
 import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
 import { upsertBaseModel } from "../db/queries/base-models.ts";
+import type { TenantRow } from "../db/queries/tenants.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
@@ -17,6 +18,7 @@ import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
+import { applicableFallback } from "./gateway/fallback.ts";
 import { registerFleetMetrics } from "./gateway/fleet-metrics.ts";
 import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
@@ -64,7 +66,20 @@ export async function buildDeps(
       ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
       : null;
   };
+  const fallback = async (tenant: TenantRow, baseModelId: string) =>
+    applicableFallback(
+      tenant,
+      (await resolver.baseModels()).find((b) => b.id === baseModelId),
+    );
   const limiter = new RateLimiter({ redis, db: dbHandle.db, prefix: config.redis.prefix, cacheTtlMs: 5_000 });
+  // Another process changed a tenant or a base: this one's cached copies go at once.
+  await bus.subscribe((event) => {
+    if (event.type === "tenant-changed") {
+      limiter.invalidateTenant(event.tenantId);
+    } else if (event.type === "base-models-changed") {
+      resolver.invalidateBaseModels();
+    }
+  });
   const budgets = new BudgetGuard({
     redis,
     db: dbHandle.db,
@@ -90,6 +105,7 @@ export async function buildDeps(
       limiter,
       budgets,
       prices,
+      fallback,
     },
     usage: new MeteringUsageSink({
       emitter: new UsageEmitter({ redis, db: dbHandle.db, logger, config: config.redis }),

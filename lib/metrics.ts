@@ -3,7 +3,7 @@ import { ActivityLog } from "./activity.ts";
 
 export interface Metrics {
   registry: Registry;
-  inferenceRequests: Counter<"base_model" | "status">;
+  inferenceRequests: Counter<"base_model" | "status" | "served_by">;
   tokens: Counter<"tenant" | "base_model" | "kind">;
   httpRequests: Counter<"method" | "route" | "status">;
   httpDuration: Histogram<"method" | "route" | "status">;
@@ -23,8 +23,8 @@ export function createMetrics(options: { defaultMetrics: boolean } = { defaultMe
     registry,
     inferenceRequests: new Counter({
       name: "loraplane_inference_requests_total",
-      help: "Inference requests finished, by base model and outcome (ok, error, cancelled)",
-      labelNames: ["base_model", "status"],
+      help: "Inference requests finished, by base model, outcome (ok, error, cancelled) and who served them (fleet, fallback)",
+      labelNames: ["base_model", "status", "served_by"],
       registers: [registry],
     }),
     tokens: new Counter({

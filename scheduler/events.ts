@@ -14,7 +14,11 @@ export type FleetEvent =
   /** A tenant's adapters changed (new version, deletion): drop cached model resolutions. */
   | { type: "adapters-changed"; tenantId: string }
   /** Replicas were added, removed, drained, or went up or down. */
-  | { type: "fleet-changed" };
+  | { type: "fleet-changed" }
+  /** A tenant's limits, budget or fallback changed: drop cached tenant rows. */
+  | { type: "tenant-changed"; tenantId: string }
+  /** A base model was added or its fallback changed: drop cached base models. */
+  | { type: "base-models-changed" };
 
 export class EventBus {
   private readonly publisher: Redis;

@@ -28,7 +28,11 @@ export class MeteringUsageSink implements UsageSink {
     const { outcome } = usage;
     const promptTokens = outcome.usage?.promptTokens ?? 0;
     const completionTokens = outcome.usage?.completionTokens ?? 0;
-    this.metrics.inferenceRequests.inc({ base_model: usage.baseModelId, status: outcome.status });
+    this.metrics.inferenceRequests.inc({
+      base_model: usage.baseModelId,
+      status: outcome.status,
+      served_by: outcome.servedBy,
+    });
     this.metrics.tokens.inc(
       { tenant: usage.tenantId, base_model: usage.baseModelId, kind: "prompt" },
       promptTokens,
@@ -46,6 +50,7 @@ export class MeteringUsageSink implements UsageSink {
       baseModelId: usage.baseModelId,
       replicaId: outcome.replicaId,
       status: outcome.status,
+      servedBy: outcome.servedBy,
       promptTokens,
       completionTokens,
       cachedTokens: outcome.usage?.cachedTokens ?? 0,
@@ -62,6 +67,8 @@ export class MeteringUsageSink implements UsageSink {
         model: usage.model,
         replica_id: outcome.replicaId,
         status: outcome.status,
+        served_by: outcome.servedBy,
+        ...(outcome.usageEstimated && { usage_estimated: true }),
         http_status: outcome.httpStatus,
         prompt_tokens: promptTokens,
         completion_tokens: completionTokens,

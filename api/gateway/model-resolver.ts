@@ -54,6 +54,11 @@ export class ModelResolver {
     }
   }
 
+  /** Drops the cached base models (one was added, or its fallback changed). */
+  invalidateBaseModels(): void {
+    this.bases = null;
+  }
+
   async baseModels(now = Date.now()): Promise<BaseModelRow[]> {
     if (!this.bases || this.bases.expiresAt <= now) {
       this.bases = { rows: await listBaseModels(this.db), expiresAt: now + this.ttlMs };

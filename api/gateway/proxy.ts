@@ -1,5 +1,7 @@
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
+import type { ServedBy } from "../../db/schema/usage.ts";
+import { estimatePromptTokens } from "../../metering/budgets.ts";
 import {
   type ClientStreamOptions,
   DONE_EVENT,
@@ -12,16 +14,23 @@ import {
 import { startUpstreamSpan, type UpstreamSpan } from "./tracing.ts";
 
 export interface UpstreamTarget {
-  replicaId: string;
-  url: string;
-  /** The replica-side LoRA name; null for a base-model request. */
+  /** Null for a fallback upstream. */
+  replicaId: string | null;
+  /** What `/chat/completions` or `/completions` is appended to: a replica's `<url>/v1`, a fallback's URL. */
+  baseUrl: string;
+  /** The replica-side LoRA name; null for a base-model request and a fallback. */
   loraName: string | null;
+  /** Set for a fallback upstream: the model to ask it for, and its API key. */
+  fallback?: { model: string; apiKey: string | null };
 }
 
 export interface ProxyOutcome {
   status: "ok" | "error" | "cancelled";
   httpStatus: number;
   usage: UsageCounts | null;
+  /** Usage the upstream did not report (a fallback's stream cut short) and the gateway estimated. */
+  usageEstimated?: boolean;
+  servedBy: ServedBy;
   replicaId: string | null;
   attempts: number;
   ttftMs: number | null;
@@ -59,6 +68,11 @@ export interface ForwardOptions {
   onFinish: (outcome: ProxyOutcome) => Promise<void>;
   /** The request's span: each attempt gets a child span, propagated to the replica (traceparent). */
   span?: Span;
+  /**
+   * Asked once when no replica target is left (or none was given) before the first byte: the
+   * fallback upstream to try, after re-pricing the request for it; null skips it.
+   */
+  fallback?: () => Promise<UpstreamTarget | null>;
 }
 
 function openAiError(status: number, message: string, type: string, code: string): Response {
@@ -70,6 +84,14 @@ function openAiError(status: number, message: string, type: string, code: string
 
 function upstreamBody(options: ForwardOptions, target: UpstreamTarget): string {
   const body: Record<string, unknown> = { ...options.body };
+  if (target.fallback) {
+    body.model = target.fallback.model;
+    if (body.stream === true) {
+      // OpenAI-compatible APIs report usage at the end only; a cut stream's usage is estimated.
+      body.stream_options = { include_usage: true };
+    }
+    return JSON.stringify(body);
+  }
   if (target.loraName === null) {
     // vLLM serves the base for an absent model, whatever its --served-model-name.
     delete body.model;
@@ -82,6 +104,22 @@ function upstreamBody(options: ForwardOptions, target: UpstreamTarget): string {
   }
   return JSON.stringify(body);
 }
+
+function upstreamHeaders(options: ForwardOptions, target: UpstreamTarget, tracing: Record<string, string>) {
+  const key = target.fallback ? target.fallback.apiKey : (options.replicaApiKey ?? null);
+  return {
+    "content-type": "application/json",
+    "x-request-id": options.requestId,
+    ...tracing,
+    ...(key !== null && { authorization: `Bearer ${key}` }),
+  };
+}
+
+const servedBy = (target: UpstreamTarget): ServedBy => (target.fallback ? "fallback" : "fleet");
+/** The name the upstream knows the model by, scrubbed from what reaches the client. */
+const upstreamModelName = (target: UpstreamTarget) => target.fallback?.model ?? target.loraName;
+const describeTarget = (target: UpstreamTarget) =>
+  target.replicaId === null ? "the fallback upstream" : `replica ${target.replicaId}`;
 
 function clientStreamOptions(body: Record<string, unknown>): ClientStreamOptions {
   const so = body.stream_options as Record<string, unknown> | undefined;
@@ -120,6 +158,8 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   const queue = [...options.targets];
   let lostEverywhere = false;
   let rerouted = false;
+  let fallbackTried = false;
+  const suffix = options.path.slice("/v1".length);
   for (;;) {
     let target = queue.shift();
     if (!target && lostEverywhere && !rerouted && options.reroute && !options.clientSignal.aborted) {
@@ -128,7 +168,15 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       queue.push(...(await options.reroute().catch(() => [])));
       target = queue.shift();
     }
-    if (!target || attempts >= options.maxAttempts + (rerouted ? 1 : 0) || options.clientSignal.aborted) {
+    if (target && attempts >= options.maxAttempts + (rerouted ? 1 : 0)) {
+      target = undefined;
+    }
+    if (!target && options.fallback && !fallbackTried && !options.clientSignal.aborted) {
+      // No replica could take it before the first byte: the fallback upstream answers instead.
+      fallbackTried = true;
+      target = (await options.fallback().catch(() => null)) ?? undefined;
+    }
+    if (!target || options.clientSignal.aborted) {
       break;
     }
     attempts++;
@@ -136,28 +184,25 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
     upstreamSpan = span;
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(`${target.url}${options.path}`, {
+      res = await request(`${target.baseUrl}${suffix}`, {
         method: "POST",
         dispatcher: options.dispatcher,
         signal: upstreamAbort.signal,
         headersTimeout: options.headersTimeoutMs,
         bodyTimeout: options.bodyTimeoutMs,
-        headers: {
-          "content-type": "application/json",
-          "x-request-id": options.requestId,
-          ...span.headers,
-          ...(options.replicaApiKey !== undefined && { authorization: `Bearer ${options.replicaApiKey}` }),
-        },
+        headers: upstreamHeaders(options, target, span.headers),
         body: upstreamBody(options, target),
       });
     } catch (error) {
       if (options.clientSignal.aborted) {
         break;
       }
-      lastError = `replica ${target.replicaId}: ${(error as Error).message}`;
+      lastError = `${describeTarget(target)}: ${(error as Error).message}`;
       span.end(null, lastError);
       upstreamSpan = null;
-      options.onReplicaFailure(target.replicaId, classify(error), lastError);
+      if (target.replicaId !== null) {
+        options.onReplicaFailure(target.replicaId, classify(error), lastError);
+      }
       continue;
     }
 
@@ -166,14 +211,16 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       const lost = res.statusCode === 404 && text.includes("does not exist");
       if (res.statusCode >= 500 || lost) {
         lostEverywhere = lost && (attempts === 1 || lostEverywhere);
-        lastError = `replica ${target.replicaId} answered ${res.statusCode}`;
+        lastError = `${describeTarget(target)} answered ${res.statusCode}`;
         span.end(res.statusCode, lastError);
         upstreamSpan = null;
-        options.onReplicaFailure(
-          target.replicaId,
-          lost ? "lost_adapter" : "server_error",
-          text.slice(0, 500),
-        );
+        if (target.replicaId !== null) {
+          options.onReplicaFailure(
+            target.replicaId,
+            lost ? "lost_adapter" : "server_error",
+            text.slice(0, 500),
+          );
+        }
         continue;
       }
       return await passThroughError(options, target, res.statusCode, text, attempts, finish, onClientGone);
@@ -189,22 +236,17 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   }
 
   options.clientSignal.removeEventListener("abort", onClientGone);
+  const nothingServed = { usage: null, servedBy: "fleet", replicaId: null, attempts, ttftMs: null } as const;
   if (options.clientSignal.aborted) {
-    finish({ status: "cancelled", httpStatus: 499, usage: null, replicaId: null, attempts, ttftMs: null });
+    await finish({ status: "cancelled", httpStatus: 499, ...nothingServed });
     return openAiError(499, "the client closed the request", "cancelled", "client_closed_request");
   }
-  finish({
-    status: "error",
-    httpStatus: 503,
-    usage: null,
-    replicaId: null,
-    attempts,
-    ttftMs: null,
-    error: lastError,
-  });
+  await finish({ status: "error", httpStatus: 503, ...nothingServed, error: lastError });
   const response = openAiError(
     503,
-    `no replica could serve the request after ${attempts} attempt(s); retry shortly`,
+    attempts === 0
+      ? "no replica could serve the request; retry shortly"
+      : `no replica could serve the request after ${attempts} attempt(s); retry shortly`,
     "service_unavailable",
     "replicas_unavailable",
   );
@@ -222,11 +264,12 @@ async function passThroughError(
   onClientGone: () => void,
 ): Promise<Response> {
   options.clientSignal.removeEventListener("abort", onClientGone);
-  const scrubbed = scrubNames(text, target.loraName, options.clientModel);
+  const scrubbed = scrubNames(text, upstreamModelName(target), options.clientModel);
   await finish({
     status: "error",
     httpStatus: status,
     usage: null,
+    servedBy: servedBy(target),
     replicaId: target.replicaId,
     attempts,
     ttftMs: null,
@@ -241,7 +284,7 @@ async function passThroughError(
   const message =
     (parsed as { error?: { message?: string } } | null)?.error?.message ??
     (parsed as { message?: string } | null)?.message ??
-    (scrubbed || `the replica answered ${status}`);
+    (scrubbed || `${describeTarget(target)} answered ${status}`);
   return openAiError(
     status,
     message,
@@ -268,6 +311,7 @@ async function jsonResponse(
       status: "ok",
       httpStatus: 200,
       usage,
+      servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
       ttftMs: performance.now() - started,
@@ -282,6 +326,7 @@ async function jsonResponse(
       status: cancelled ? "cancelled" : "error",
       httpStatus: cancelled ? 499 : 502,
       usage: null,
+      servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
       ttftMs: null,
@@ -289,7 +334,7 @@ async function jsonResponse(
     });
     return openAiError(
       502,
-      "the replica's answer could not be read",
+      `the answer of ${describeTarget(target)} could not be read`,
       "upstream_error",
       "bad_upstream_response",
     );
@@ -313,7 +358,7 @@ function streamResponse(
 ): Response {
   const rewriter = new SseRewriter({
     clientModel: options.clientModel,
-    replicaName: target.loraName,
+    replicaName: upstreamModelName(target),
     wanted: clientStreamOptions(options.body),
   });
   const source = res.body;
@@ -321,10 +366,23 @@ function streamResponse(
   let ended = false;
   const done = (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
+    const reported = rewriter.usage();
+    // A fallback reports usage only at the end: for a stream cut before it, each token event counts
+    // one completion token and the prompt is estimated as the budget reservation does.
+    const estimated =
+      reported === null && target.fallback !== undefined && rewriter.tokenEvents > 0
+        ? {
+            promptTokens: estimatePromptTokens(options.body),
+            completionTokens: rewriter.tokenEvents,
+            cachedTokens: 0,
+          }
+        : null;
     return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
-      usage: rewriter.usage(),
+      usage: reported ?? estimated,
+      ...(estimated !== null && { usageEstimated: true }),
+      servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
       ttftMs,

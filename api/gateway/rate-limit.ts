@@ -147,6 +147,11 @@ export class RateLimiter {
     return row;
   }
 
+  /** Drops the cached row (its limits, budget or fallback changed): the next request reads it afresh. */
+  invalidateTenant(tenantId: string): void {
+    this.limits.delete(tenantId);
+  }
+
   /** One request: takes a request token, and refuses while the token bucket is in debt. */
   async admit(tenant: TenantRow, now = Date.now()): Promise<LimitVerdict> {
     if (tenant.rpmLimit === null && tenant.tpmLimit === null) {

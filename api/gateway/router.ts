@@ -182,7 +182,7 @@ export class GatewayRouter {
   }
 
   private target(replicaId: string, loraName: string | null): UpstreamTarget {
-    return { replicaId, url: this.replicas.get(replicaId)?.url ?? "", loraName };
+    return { replicaId, baseUrl: `${this.replicas.get(replicaId)?.url ?? ""}/v1`, loraName };
   }
 
   started(replicaId: string): void {
@@ -215,6 +215,12 @@ export class GatewayRouter {
     }
   }
 
+  /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
+  async requestPlacement(versionId: string): Promise<void> {
+    const data: PlacementRequest = { adapterVersionId: versionId };
+    await this.placementQueue.add("placement.request", data, { jobId: placementJobId(versionId) });
+  }
+
   /**
    * Waits until the version is loaded somewhere, asking the leader to place it. Concurrent misses in
    * this process share one wait; across processes the job id makes them one placement.
@@ -242,8 +248,7 @@ export class GatewayRouter {
       waiters.add(waiter);
     });
     if (first) {
-      const data: PlacementRequest = { adapterVersionId: versionId };
-      await this.placementQueue.add("placement.request", data, { jobId: placementJobId(versionId) });
+      await this.requestPlacement(versionId);
       // It may have been loaded between our miss and the subscription-backed wait.
       await this.sync();
       if ((this.loadedOn.get(versionId) ?? []).length > 0) {
@@ -260,6 +265,9 @@ export class GatewayRouter {
   }
 
   private onEvent(event: FleetEvent): void {
+    if (event.type === "tenant-changed" || event.type === "base-models-changed") {
+      return;
+    }
     if (event.type === "adapters-changed") {
       this.onAdaptersChanged(event.tenantId);
     }

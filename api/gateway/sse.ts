@@ -96,6 +96,8 @@ export class SseRewriter {
   sawDone = false;
   /** The first event that carried a token (or anything but the usage-only chunk) was seen. */
   sawToken = false;
+  /** Events that carried a token (or anything but the usage-only chunk). */
+  tokenEvents = 0;
   /** The replica's mid-stream error (`data: {"error": …}`), scrubbed of replica names. */
   streamError: string | null = null;
   private readonly decoder = new StringDecoder("utf8");
@@ -167,6 +169,7 @@ export class SseRewriter {
       return this.wanted.includeUsage ? `data: ${out}\n\n` : "";
     }
     this.sawToken = true;
+    this.tokenEvents++;
     if (usageField && !this.wanted.continuousUsage) {
       out = removeField(out, usageField);
     }

@@ -91,8 +91,9 @@ export function startUpstreamSpan(
     {
       kind: SpanKind.CLIENT,
       attributes: {
-        "loraplane.replica.id": target.replicaId,
-        "server.address": target.url,
+        ...(target.replicaId !== null && { "loraplane.replica.id": target.replicaId }),
+        "loraplane.served_by": target.fallback ? "fallback" : "fleet",
+        "server.address": target.baseUrl,
         "loraplane.attempt": attempt,
         ...(target.loraName !== null && { "loraplane.lora_name": target.loraName }),
       },

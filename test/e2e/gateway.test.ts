@@ -161,4 +161,61 @@ describe("inference through the gateway with the OpenAI SDK", () => {
       error: { type: "rate_limit_error", code: "rate_limit_exceeded" },
     });
   });
+
+  it("refuses an inference body over the size limit with an OpenAI-shaped 413, declared or chunked", async () => {
+    const token = await (await world.tenant()).token();
+    const limit = world.h.config.gateway.maxBodyBytes;
+    const huge = JSON.stringify({ model: BASE.id, messages: [{ role: "user", content: "x".repeat(limit) }] });
+    const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+    const declared = await fetch(`${world.url}/v1/chat/completions`, { method: "POST", headers, body: huge });
+    expect(declared.status).toBe(413);
+    expect(await declared.json()).toMatchObject({ error: { code: "payload_too_large" } });
+    const bytes = new TextEncoder().encode(huge);
+    const chunked = await fetch(`${world.url}/v1/chat/completions`, {
+      method: "POST",
+      headers,
+      duplex: "half",
+      body: new ReadableStream({
+        start(controller) {
+          for (let i = 0; i < bytes.length; i += 1 << 20) {
+            controller.enqueue(bytes.subarray(i, i + (1 << 20)));
+          }
+          controller.close();
+        },
+      }),
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    expect(await chunked.json()).toMatchObject({ error: { code: "payload_too_large" } });
+    // A body just under the limit still gets through to the model.
+    const fine = await fetch(`${world.url}/v1/chat/completions`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ model: BASE.id, messages: [{ role: "user", content: "hi" }], max_tokens: 1 }),
+    });
+    expect(fine.status).toBe(200);
+  });
+
+  it("applies a tenant's new limits to its next requests, not after the cache's lifetime", async () => {
+    const tenant = await world.h.newTenant();
+    const token = await tenant.token();
+    const call = () =>
+      fetch(`${world.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: BASE.id, messages: [ask], max_tokens: 1 }),
+      });
+    expect((await call()).status).toBe(200);
+    const patched = await world.h.request("PATCH", `/admin/tenants/${tenant.id}`, {
+      token: await world.h.adminToken(),
+      body: { limits: { rpm: 1 } },
+    });
+    expect(patched.status).toBe(200);
+    // The gateway caches tenant rows for 5 s; the change event drops the copy well before that.
+    const deadline = Date.now() + 2_000;
+    let status = 200;
+    while (status !== 429 && Date.now() < deadline) {
+      status = (await call()).status;
+    }
+    expect(status).toBe(429);
+  });
 });

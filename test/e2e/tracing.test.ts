@@ -133,7 +133,7 @@ describe("the upstream request carries the trace context", () => {
       path: "/v1/completions",
       body: { model: "m", prompt: "hi" },
       clientModel: "m",
-      targets: [{ replicaId: "rep_test", url, loraName: null }],
+      targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }],
       maxAttempts: 1,
       requestId: "req_test",
       clientSignal: new AbortController().signal,
@@ -160,7 +160,7 @@ describe("the upstream request carries the trace context", () => {
         "-e",
         `const m = await import(${JSON.stringify(resolve(import.meta.dirname, "../../api/gateway/tracing.ts"))});
          const s = m.startInferenceSpan({ route: "/v1/completions" });
-         console.log(JSON.stringify({ recording: s.isRecording(), headers: m.startUpstreamSpan(s, { replicaId: "r", url: "u", loraName: null }, 1).headers }));`,
+         console.log(JSON.stringify({ recording: s.isRecording(), headers: m.startUpstreamSpan(s, { replicaId: "r", baseUrl: "u", loraName: null }, 1).headers }));`,
       ],
       { encoding: "utf8" },
     );
@@ -171,7 +171,7 @@ describe("the upstream request carries the trace context", () => {
       path: "/v1/completions",
       body: { model: "m", prompt: "hi" },
       clientModel: "m",
-      targets: [{ replicaId: "rep_test", url, loraName: null }],
+      targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }],
       maxAttempts: 1,
       requestId: "req_test2",
       clientSignal: new AbortController().signal,

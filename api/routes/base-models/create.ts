@@ -41,6 +41,7 @@ export function registerCreateBaseModel(app: OpenAPIHono<AppEnv>) {
     if (!row) {
       throw new ConflictError(`base model '${body.id}' already exists`);
     }
+    await c.var.deps.bus.publish({ type: "base-models-changed" }).catch(() => {});
     return c.json(toBaseModelDto(row), 201);
   });
 }

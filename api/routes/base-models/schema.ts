@@ -6,14 +6,16 @@ const dim = z.number().int().positive().max(1_000_000);
 /** Ranks vLLM accepts for --max-lora-rank. */
 export const VLLM_LORA_RANKS = [1, 8, 16, 32, 64, 128, 256, 320, 512] as const;
 
+export const BaseModelId = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9._-]{0,127}$/,
+    "lowercase letters, digits, '.', '_' and '-', starting alphanumeric",
+  );
+
 export const BaseModelBody = z
   .strictObject({
-    id: z
-      .string()
-      .regex(
-        /^[a-z0-9][a-z0-9._-]{0,127}$/,
-        "lowercase letters, digits, '.', '_' and '-', starting alphanumeric",
-      ),
+    id: BaseModelId,
     hf_name: z.string().min(1).max(300),
     quantization: z.enum(["awq", "awq_marlin", "gptq", "fp8", "none"]),
     architecture: z.strictObject({

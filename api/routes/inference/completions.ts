@@ -1,12 +1,14 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "hono";
+import type { ServedBy } from "../../../db/schema/usage.ts";
 import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
 import type { Metrics } from "../../../lib/metrics.ts";
 import { worstCaseCostPicos } from "../../../metering/budgets.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
+import { fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
 import { forwardCompletion, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
@@ -53,7 +55,13 @@ async function readBody(c: Context<AppEnv>, maxBytes: number): Promise<Record<st
  */
 async function chooseTargets(
   c: Context<AppEnv>,
-  request: { requested: string; versionId: string | null; baseModelId: string },
+  request: {
+    requested: string;
+    versionId: string | null;
+    baseModelId: string;
+    /** With a fallback, a cold load is waited for this long at most (the load goes on meanwhile). */
+    maxWaitMs?: number | undefined;
+  },
 ): Promise<{ targets: UpstreamTarget[]; ticket: RouteTicket | null }> {
   const { config, gateway } = c.var.deps;
   const { requested, versionId } = request;
@@ -70,7 +78,8 @@ async function chooseTargets(
     return { targets, ticket: null };
   }
   const startedAt = Date.now();
-  const deadline = startedAt + config.gateway.coldStartTimeoutMs;
+  const waitMs = Math.min(config.gateway.coldStartTimeoutMs, request.maxWaitMs ?? Number.POSITIVE_INFINITY);
+  const deadline = startedAt + waitMs;
   let synced = false;
   let waitedForLoad = false;
   for (;;) {
@@ -103,9 +112,15 @@ async function chooseTargets(
       );
     }
     if (left <= 0) {
+      if (!waitedForLoad && route.kind === "miss") {
+        // Not waited for (a fallback answers at once): the adapter is still loaded for what follows.
+        await gateway.router
+          .requestPlacement(versionId)
+          .catch((error) => c.var.logger.warn({ err: error }, "placement request not sent"));
+      }
       throw new AppError(
         "UNAVAILABLE",
-        `model \`${requested}\` is loading and was not ready within ${config.gateway.coldStartTimeoutMs} ms; retry shortly`,
+        `model \`${requested}\` is loading and was not ready within ${waitMs} ms; retry shortly`,
         { retryAfterSeconds: 5, reason: "model_loading" },
       );
     }
@@ -128,6 +143,8 @@ async function chooseTargets(
     }
   }
 }
+
+const maxBigInt = (a: bigint, b: bigint) => (a > b ? a : b);
 
 function recordRoute(metrics: Metrics, level: RouteLevel, waitedMs: number): void {
   metrics.routedRequests.inc({ level });
@@ -195,7 +212,20 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
     const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
     const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
     const prices = await gateway.prices(baseModelId);
-    const budget = await gateway.budgets.reserve(tenant, prices ? worstCaseCostPicos(prices, body) : 0n);
+    const fleetWorstCase = prices ? worstCaseCostPicos(prices, body) : 0n;
+    // With a fallback, the reservation covers the dearer of the two upstreams, so that either can
+    // serve; a budget that cannot cover the fallback keeps this request on the fleet.
+    let fallback = await gateway.fallback(tenant, baseModelId);
+    let budget = fallback
+      ? await gateway.budgets.reserve(
+          tenant,
+          maxBigInt(fleetWorstCase, worstCaseCostPicos(fallbackPrices(fallback), body)),
+        )
+      : null;
+    if (budget === null || !budget.ok) {
+      fallback = null;
+      budget = await gateway.budgets.reserve(tenant, fleetWorstCase);
+    }
     if (!budget.ok) {
       throw new AppError(
         "QUOTA_EXCEEDED",
@@ -206,17 +236,26 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
     const reservation = budget.reservation;
     let chosen: { targets: UpstreamTarget[]; ticket: RouteTicket | null };
     try {
-      chosen = await chooseTargets(c, { requested, versionId, baseModelId });
+      chosen = await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs });
     } catch (error) {
-      // Nothing ran: the reservation goes back.
-      await gateway.budgets.settle(reservation, 0n);
-      throw error;
+      if (!(fallback && error instanceof AppError && error.code === "UNAVAILABLE")) {
+        // Nothing ran: the reservation goes back.
+        await gateway.budgets.settle(reservation, 0n);
+        throw error;
+      }
+      // No replica can take it in time: the fallback answers (the proxy goes to it when no target is left).
+      c.var.logger.info({ detail: error.message }, "routing to the fallback upstream");
+      chosen = { targets: [], ticket: null };
     }
     const { targets, ticket } = chosen;
     annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
+    const pricesFor = (servedBy: ServedBy) =>
+      servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
 
-    const first = targets[0]?.replicaId ?? "";
-    gateway.router.started(first);
+    const first = targets[0]?.replicaId ?? null;
+    if (first !== null) {
+      gateway.router.started(first);
+    }
     return forwardCompletion({
       path,
       body,
@@ -232,18 +271,32 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       span,
       reroute: async () => {
         await gateway.router.sync();
-        return (await chooseTargets(c, { requested, versionId, baseModelId })).targets;
+        return (await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs }))
+          .targets;
       },
+      ...(fallback && {
+        fallback: async () => {
+          try {
+            return fallbackTarget(fallback, config.auth.keyEncryptionKey);
+          } catch (error) {
+            c.var.logger.error({ err: error }, "the fallback upstream's API key cannot be opened");
+            return null;
+          }
+        },
+      }),
       onReplicaFailure: (replicaId, reason, detail) => {
         c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
       },
       onFinish: async (outcome) => {
-        gateway.router.finished(first);
+        if (first !== null) {
+          gateway.router.finished(first);
+        }
         gateway.router.release(ticket);
+        const priced = pricesFor(outcome.servedBy);
         const actual =
-          prices && outcome.usage
-            ? costPicos(prices, outcome.usage.promptTokens, outcome.usage.completionTokens)
+          priced && outcome.usage
+            ? costPicos(priced, outcome.usage.promptTokens, outcome.usage.completionTokens)
             : 0n;
         await gateway.budgets
           .settle(reservation, actual)
@@ -261,7 +314,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
           adapterVersionId: versionId,
           baseModelId,
           model: requested,
-          prices,
+          prices: priced,
           outcome,
           occurredAt: new Date(),
         });

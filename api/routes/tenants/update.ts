@@ -49,6 +49,8 @@ export function registerUpdateTenant(app: OpenAPIHono<AppEnv>) {
     if (!row) {
       throw new NotFoundError("tenant", id);
     }
+    // Every gateway drops its cached copy: new limits apply to the next request, not in seconds.
+    await c.var.deps.bus.publish({ type: "tenant-changed", tenantId: id }).catch(() => {});
     return c.json(toTenantDto(row), 200);
   });
 }
