@@ -55,15 +55,19 @@ const picosToMicrosCeil = (picos: bigint) => Number((picos + 999_999n) / 1_000_0
 const TEMPLATE_TOKENS_PER_MESSAGE = 16;
 const TEMPLATE_TOKENS_BASE = 64;
 
-/**
- * The cost a request can reach: its prompt (≈ 1 token per 3 characters, rounded up, plus the chat
- * template's overhead) and its max_tokens. Erring high only holds budget back until settlement.
- */
-export function worstCaseCostPicos(prices: Prices, body: Record<string, unknown>): bigint {
+/** A request's prompt tokens, erring high: ≈ 1 token per 3 characters, plus the chat template's overhead. */
+export function estimatePromptTokens(body: Record<string, unknown>): number {
   const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
   const messages = Array.isArray(body.messages) ? body.messages.length : 1;
-  const promptTokens =
-    Math.ceil(promptChars / 3) + TEMPLATE_TOKENS_BASE + TEMPLATE_TOKENS_PER_MESSAGE * messages;
+  return Math.ceil(promptChars / 3) + TEMPLATE_TOKENS_BASE + TEMPLATE_TOKENS_PER_MESSAGE * messages;
+}
+
+/**
+ * The cost a request can reach: its estimated prompt and its max_tokens. Erring high only holds
+ * budget back until settlement.
+ */
+export function worstCaseCostPicos(prices: Prices, body: Record<string, unknown>): bigint {
+  const promptTokens = estimatePromptTokens(body);
   const maxTokens = [body.max_completion_tokens, body.max_tokens].find(
     (v) => typeof v === "number" && v > 0,
   ) as number | undefined;
