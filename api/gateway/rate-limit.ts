@@ -147,9 +147,13 @@ export class RateLimiter {
     return row;
   }
 
-  /** Drops the cached row (its limits, budget or fallback changed): the next request reads it afresh. */
+  /**
+   * Drops the cached row (its limits, budget or fallback changed) and the lease taken under the old
+   * limits: the next request reads the row afresh and leases at the new size.
+   */
   invalidateTenant(tenantId: string): void {
     this.limits.delete(tenantId);
+    this.leases.delete(tenantId);
   }
 
   /** One request: takes a request token, and refuses while the token bucket is in debt. */
