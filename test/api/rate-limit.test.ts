@@ -114,6 +114,16 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     expect(await rl.admit(tenant, t0)).toEqual({ allowed: false, limit: "tpm", retryAfterMs: 12_000 });
   });
 
+  it("drops a lease taken under old limits when the tenant changes", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 100_000 } })).row;
+    const rl = limiter();
+    const now = 8_000_000;
+    expect(await admitted(rl, tenant, 40, now)).toBe(40);
+    rl.invalidateTenant(tenant.id);
+    // The operator lowered the limit to 1 rpm: the tokens leased under 100,000 rpm no longer count.
+    expect(await admitted(rl, { ...tenant, rpmLimit: 1 }, 5, now)).toBe(1);
+  });
+
   it("sees another copy's token charges when it renews its lease", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 10_000, tpm: 1_000 } })).row;
     const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
