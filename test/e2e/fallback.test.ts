@@ -8,7 +8,7 @@ import { costPicos } from "../../metering/pricing.ts";
 import { startMetering } from "../../metering/service.ts";
 import { eventually } from "../eventually.ts";
 import type { TestTenant } from "../harness.ts";
-import { BASE, FAST_LATENCY, useE2EWorld } from "./world.ts";
+import { BASE, FAST_LATENCY, streamThenCut, useE2EWorld } from "./world.ts";
 
 // A frontier API stands in for OpenAI: an OpenAI-compatible server (our vLLM simulator) that knows
 // only its own model name and refuses requests without its key.
@@ -225,24 +225,7 @@ describe("routing to the fallback upstream", () => {
     const tenant = await tenantWithFallback();
     await world.uploadAdapter(tenant, "long-talker");
     const openai = world.client(await tenant.token());
-    const controller = new AbortController();
-    const stream = await openai.chat.completions.create(
-      { model: "long-talker", messages: [ask], max_tokens: 400, stream: true },
-      { signal: controller.signal },
-    );
-    let received = 0;
-    try {
-      for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta.content) {
-          received++;
-        }
-        if (received === 5) {
-          controller.abort();
-        }
-      }
-    } catch {
-      // the SDK throws on abort
-    }
+    await streamThenCut(openai, { model: "long-talker", messages: [ask], max_tokens: 400 }, 5);
     const [event] = await eventsOf(tenant, 1);
     expect(event).toMatchObject({ served_by: "fallback", status: "cancelled" });
     expect(event?.completion_tokens).toBeGreaterThanOrEqual(5);
@@ -260,11 +243,7 @@ describe("routing to the fallback upstream", () => {
     expect(removed.status).toBe(204);
     await world.uploadAdapter(tenant, "cold-one");
     const before = await frontierServed();
-    const res = await fetch(`${world.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${await tenant.token()}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "cold-one", messages: [ask], max_tokens: 2 }),
-    });
+    const res = await world.chat(await tenant.token(), { model: "cold-one", messages: [ask], max_tokens: 2 });
     // Without a fallback the request waits for the load and is then served by the fleet.
     expect(res.status).toBe(200);
     expect((await frontierServed()) - before).toBe(0);
@@ -276,10 +255,10 @@ describe("routing to the fallback upstream", () => {
     expect(set.status).toBe(200);
     await world.uploadAdapter(tenant, "pricey");
     const before = await frontierServed();
-    const res = await fetch(`${world.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${await tenant.token()}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "pricey", messages: [ask], max_tokens: 1000 }),
+    const res = await world.chat(await tenant.token(), {
+      model: "pricey",
+      messages: [ask],
+      max_tokens: 1000,
     });
     expect(res.status).toBe(200);
     expect((await frontierServed()) - before).toBe(0);

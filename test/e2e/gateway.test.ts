@@ -146,12 +146,7 @@ describe("inference through the gateway with the OpenAI SDK", () => {
   it("answers 429 with Retry-After past the tenant's requests-per-minute limit", async () => {
     const tenant = await world.h.newTenant({ limits: { rpm: 2 } });
     const token = await tenant.token();
-    const call = () =>
-      fetch(`${world.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: BASE.id, messages: [ask], max_tokens: 1 }),
-      });
+    const call = () => world.chat(token, { model: BASE.id, messages: [ask], max_tokens: 1 });
     expect((await call()).status).toBe(200);
     expect((await call()).status).toBe(200);
     const limited = await call();
@@ -198,12 +193,7 @@ describe("inference through the gateway with the OpenAI SDK", () => {
   it("applies a tenant's new limits to its next requests, not after the cache's lifetime", async () => {
     const tenant = await world.h.newTenant();
     const token = await tenant.token();
-    const call = () =>
-      fetch(`${world.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: BASE.id, messages: [ask], max_tokens: 1 }),
-      });
+    const call = () => world.chat(token, { model: BASE.id, messages: [ask], max_tokens: 1 });
     expect((await call()).status).toBe(200);
     const patched = await world.h.request("PATCH", `/admin/tenants/${tenant.id}`, {
       token: await world.h.adminToken(),

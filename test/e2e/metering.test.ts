@@ -5,7 +5,7 @@ import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { startMetering } from "../../metering/service.ts";
 import { eventually } from "../eventually.ts";
-import { BASE, useE2EWorld } from "./world.ts";
+import { BASE, streamThenCut, useE2EWorld } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2 });
 const silent = createLogger({ level: "silent" });
@@ -28,24 +28,7 @@ describe("metering end to end", () => {
   it("bills a stream the client cut off for the tokens generated so far", async () => {
     const tenant = await world.tenant();
     const openai = world.client(await tenant.token());
-    const controller = new AbortController();
-    const stream = await openai.chat.completions.create(
-      { model: BASE.id, messages: [ask], max_tokens: 400, stream: true },
-      { signal: controller.signal },
-    );
-    let received = 0;
-    try {
-      for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta.content) {
-          received++;
-        }
-        if (received === 5) {
-          controller.abort();
-        }
-      }
-    } catch {
-      // the SDK throws on abort
-    }
+    await streamThenCut(openai, { model: BASE.id, messages: [ask], max_tokens: 400 }, 5);
     await eventually(async () => (await eventsOf(tenant.id)).length === 1);
     const [row] = await eventsOf(tenant.id);
     expect(row?.status).toBe("cancelled");
@@ -107,12 +90,7 @@ describe("metering end to end", () => {
     const budgetUsd = 0.0001;
     const tenant = await world.h.newTenant({ limits: { monthlyBudgetMicros: BigInt(budgetUsd * 1e6) } });
     const token = await tenant.token();
-    const call = () =>
-      fetch(`${world.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: BASE.id, messages: [ask], max_tokens: 10 }),
-      });
+    const call = () => world.chat(token, { model: BASE.id, messages: [ask], max_tokens: 10 });
     const responses = await Promise.all(Array.from({ length: 100 }, call));
     const statuses = responses.map((r) => r.status);
     const refused = responses.filter((r) => r.status === 429);

@@ -53,6 +53,8 @@ export interface E2EWorld {
   downloads: () => number;
   tenant: () => Promise<TestTenant>;
   client: (token: string) => OpenAI;
+  /** POSTs a raw JSON body to /v1/chat/completions with a bearer token (for status codes and headers). */
+  chat: (token: string, body: Record<string, unknown>) => Promise<Response>;
   uploadAdapter: (tenant: TestTenant, name: string, seed?: number) => Promise<void>;
   /** Restarts a replica on the same port with nothing loaded (a crashed vLLM pod coming back). */
   restartReplica: (node: ReplicaNode) => Promise<void>;
@@ -184,6 +186,12 @@ export function useE2EWorld(
   world.tenant = () => h.newTenant();
   world.client = (token) =>
     new OpenAI({ apiKey: token, baseURL: `${world.url}/v1`, maxRetries: 0, timeout: 20_000 });
+  world.chat = (token, body) =>
+    fetch(`${world.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
   world.uploadAdapter = async (tenant, name, seed = 1) => {
     const token = await tenant.token();
     const created = await h.request("POST", "/v1/adapters", { token, body: { name, base_model: BASE.id } });
@@ -200,4 +208,34 @@ export function useE2EWorld(
     node.running = await node.sim.start(node.running.port);
   };
   return world;
+}
+
+/**
+ * Streams a chat completion and goes away (aborts) once `after` chunks carrying content arrived:
+ * a client that cuts the stream. Returns how many such chunks it saw.
+ */
+export async function streamThenCut(
+  openai: OpenAI,
+  request: { model: string; messages: OpenAI.ChatCompletionMessageParam[]; max_tokens: number },
+  after: number,
+): Promise<number> {
+  const controller = new AbortController();
+  const stream = await openai.chat.completions.create(
+    { ...request, stream: true },
+    { signal: controller.signal },
+  );
+  let received = 0;
+  try {
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) {
+        received++;
+      }
+      if (received === after) {
+        controller.abort();
+      }
+    }
+  } catch {
+    // the SDK throws on abort
+  }
+  return received;
 }
