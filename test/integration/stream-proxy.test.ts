@@ -1,0 +1,180 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Agent } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { forwardCompletion, type ProxyOutcome } from "../../api/gateway/proxy.ts";
+
+// The streaming proxy between two real sockets: an upstream speaking vLLM's SSE shape (continuous
+// usage on every chunk, a usage-only chunk, [DONE]) and the Response the gateway hands its client.
+
+type Behaviour = (req: IncomingMessage, res: ServerResponse) => void;
+
+let upstream: Server;
+let baseUrl = "";
+let behaviour: Behaviour = () => {};
+const upstreamClosed: boolean[] = [];
+const dispatcher = new Agent();
+
+const event = (content: string, completionTokens: number, extra: object = {}) =>
+  `data: ${JSON.stringify({
+    id: "chatcmpl-1",
+    object: "chat.completion.chunk",
+    model: "ver_replica_name",
+    choices: [{ index: 0, delta: { content }, finish_reason: null }],
+    usage: { prompt_tokens: 7, completion_tokens: completionTokens, total_tokens: 7 + completionTokens },
+    ...extra,
+  })}\n\n`;
+const usageOnly = (completionTokens: number) =>
+  `data: ${JSON.stringify({
+    id: "chatcmpl-1",
+    object: "chat.completion.chunk",
+    model: "ver_replica_name",
+    choices: [],
+    usage: { prompt_tokens: 7, completion_tokens: completionTokens, total_tokens: 7 + completionTokens },
+  })}\n\n`;
+
+beforeAll(async () => {
+  upstream = createServer((req, res) => {
+    req.resume();
+    res.on("close", () => upstreamClosed.push(!res.writableFinished));
+    req.on("end", () => behaviour(req, res));
+  });
+  await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
+  baseUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`;
+});
+afterAll(async () => {
+  await new Promise<void>((r) => upstream.close(() => r()));
+  await dispatcher.close();
+});
+
+function forward(
+  onFinish: (outcome: ProxyOutcome) => Promise<void>,
+  clientSignal = new AbortController().signal,
+) {
+  return forwardCompletion({
+    path: "/v1/chat/completions",
+    body: { model: "support-bot", messages: [{ role: "user", content: "hi" }], stream: true },
+    clientModel: "support-bot",
+    targets: [{ replicaId: "rep_test", baseUrl, loraName: "ver_replica_name" }],
+    maxAttempts: 1,
+    requestId: "req_stream_test",
+    clientSignal,
+    dispatcher,
+    headersTimeoutMs: 5_000,
+    bodyTimeoutMs: 2_000,
+    onReplicaFailure: () => {},
+    onFinish,
+  });
+}
+
+/** Reads the client's stream, waiting `pauseMs` after each chunk; `onChunk` sees the text so far. */
+async function readSlowly(res: Response, pauseMs: number, onChunk: (text: string) => void = () => {}) {
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) {
+      return text + decoder.decode();
+    }
+    text += decoder.decode(value, { stream: true });
+    onChunk(text);
+    await new Promise((r) => setTimeout(r, pauseMs));
+  }
+}
+
+describe("the streaming proxy", () => {
+  it("delivers every event in order to a slow reader, renamed, and sends [DONE] only after usage is recorded", async () => {
+    const count = 300;
+    behaviour = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      // One event per network write, far faster than the client reads: the proxy must pause the replica.
+      let i = 0;
+      const next = () => {
+        if (++i <= count) {
+          res.write(event(`t${i} `, i));
+          setImmediate(next);
+          return;
+        }
+        res.write(usageOnly(count));
+        res.end("data: [DONE]\n\n");
+      };
+      next();
+    };
+    const outcomes: ProxyOutcome[] = [];
+    const res = await forward(async (outcome) => {
+      await new Promise((r) => setTimeout(r, 50));
+      outcomes.push(outcome);
+    });
+    let recordedWhenDone: boolean | null = null;
+    const text = await readSlowly(res, 3, (sofar) => {
+      if (recordedWhenDone === null && sofar.includes("[DONE]")) {
+        recordedWhenDone = outcomes.length === 1;
+      }
+    });
+    expect(recordedWhenDone).toBe(true);
+    const events = text.split("\n\n").filter(Boolean);
+    expect(events).toHaveLength(count + 1);
+    expect(events.at(-1)).toBe("data: [DONE]");
+    const contents = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)).choices[0].delta.content);
+    expect(contents).toEqual(Array.from({ length: count }, (_, i) => `t${i + 1} `));
+    expect(text).not.toContain("ver_replica_name");
+    expect(text).not.toContain('"usage"');
+    expect(outcomes).toHaveLength(1);
+    expect(outcomes[0]).toMatchObject({ status: "ok", usage: { promptTokens: 7, completionTokens: count } });
+  });
+
+  it("ends with an error event, once, when the replica's stream breaks off mid-way", async () => {
+    behaviour = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(event("partial", 1));
+      setTimeout(() => res.socket?.destroy(), 20);
+    };
+    const outcomes: ProxyOutcome[] = [];
+    const res = await forward(async (outcome) => {
+      outcomes.push(outcome);
+    });
+    const text = await readSlowly(res, 0);
+    const events = text.split("\n\n").filter(Boolean);
+    expect(JSON.parse(events[0]?.slice(6) ?? "{}").choices[0].delta.content).toBe("partial");
+    expect(JSON.parse(events.at(-1)?.slice(6) ?? "{}")).toMatchObject({
+      error: { code: "upstream_stream_error" },
+    });
+    expect(text).not.toContain("[DONE]");
+    expect(outcomes).toHaveLength(1);
+    expect(outcomes[0]).toMatchObject({ status: "error", usage: { completionTokens: 1 } });
+  });
+
+  it("aborts the replica's request and bills what it generated when the client cancels", async () => {
+    behaviour = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      let i = 0;
+      const timer = setInterval(() => {
+        i++;
+        if (!res.write(event(`t${i}`, i))) {
+          return;
+        }
+      }, 2);
+      res.on("close", () => clearInterval(timer));
+    };
+    const closedBefore = upstreamClosed.length;
+    const outcomes: ProxyOutcome[] = [];
+    const client = new AbortController();
+    const res = await forward(async (outcome) => {
+      outcomes.push(outcome);
+    }, client.signal);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    await reader.read();
+    await reader.cancel("client went away");
+    client.abort();
+    const deadline = Date.now() + 2_000;
+    while ((upstreamClosed.length === closedBefore || outcomes.length === 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(upstreamClosed.slice(closedBefore)).toEqual([true]);
+    expect(outcomes).toHaveLength(1);
+    expect(outcomes[0]?.status).toBe("cancelled");
+    expect(outcomes[0]?.usage?.completionTokens).toBeGreaterThanOrEqual(1);
+  });
+});
