@@ -71,7 +71,13 @@ export async function buildDeps(
       tenant,
       (await resolver.baseModels()).find((b) => b.id === baseModelId),
     );
-  const limiter = new RateLimiter({ redis, db: dbHandle.db, prefix: config.redis.prefix, cacheTtlMs: 5_000 });
+  const limiter = new RateLimiter({
+    redis,
+    db: dbHandle.db,
+    prefix: config.redis.prefix,
+    cacheTtlMs: 5_000,
+    sweepEveryMs: 1_000,
+  });
   // Another process changed a tenant or a base: this one's cached copies go at once.
   await bus.subscribe((event) => {
     if (event.type === "tenant-changed") {
@@ -115,6 +121,7 @@ export async function buildDeps(
   };
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
+    { name: "rate-limiter", close: async () => limiter.close() },
     { name: "upstream-pool", close: () => dispatcher.close() },
     { name: "queues", close: () => Promise.all([adapterCleanup.close(), placement.close()]) },
     { name: "events", close: () => bus.close() },

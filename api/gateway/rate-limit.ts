@@ -13,11 +13,12 @@ import type { Redis } from "../../lib/redis.ts";
  */
 const LEASE = `
 local now = tonumber(ARGV[3])
+-- A caller whose clock is behind the bucket's does not move it back (which would refill twice).
 local function refill(key, capacity)
   local state = redis.call('HMGET', key, 'tokens', 'at')
   local tokens = tonumber(state[1]) or capacity
   local at = tonumber(state[2]) or now
-  return math.min(capacity, tokens + math.max(0, now - at) * capacity / 60000)
+  return math.min(capacity, tokens + math.max(0, now - at) * capacity / 60000), math.max(at, now)
 end
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
@@ -32,7 +33,8 @@ if tpm >= 0 then
   end
 end
 if rpm >= 0 then
-  local rpmTokens = math.min(rpm, refill(KEYS[1], rpm) + back)
+  local refilled, at = refill(KEYS[1], rpm)
+  local rpmTokens = math.min(rpm, refilled + back)
   if verdict == 0 then
     if rpmTokens < 1 then
       verdict, wait, granted = 1, math.ceil((1 - rpmTokens) * 60000 / rpm), 0
@@ -42,7 +44,7 @@ if rpm >= 0 then
     end
   end
   if granted > 0 or back > 0 then
-    redis.call('HSET', KEYS[1], 'tokens', rpmTokens, 'at', now)
+    redis.call('HSET', KEYS[1], 'tokens', rpmTokens, 'at', at)
     redis.call('PEXPIRE', KEYS[1], 120000)
   end
 end
@@ -59,7 +61,7 @@ local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or capacity
 local at = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate) - cost
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', math.max(at, now))
 redis.call('PEXPIRE', KEYS[1], 120000)
 return tokens < 0 and math.ceil(-tokens / rate) or 0
 `;
@@ -87,7 +89,15 @@ const LEASE_MAX_TOKENS = 1_000;
 /** A lease is renewed in the background once this share of it is left, so requests rarely wait on Redis. */
 const RENEW_AT_SHARE = 0.25;
 
+/** The largest lease for a tenant: none without an rpm limit (its tpm check needs no tokens). */
+function maxLeaseTokens(rpm: number | null): number {
+  return rpm === null ? 0 : Math.max(1, Math.min(LEASE_MAX_TOKENS, Math.floor(rpm * LEASE_MAX_SHARE)));
+}
+
 interface Lease {
+  /** The tenant's limits when the lease was last renewed (a give-back must use the same capacity). */
+  rpm: number | null;
+  tpm: number | null;
   /** Request tokens this process may still admit (Infinity without an rpm limit). */
   remaining: number;
   granted: number;
@@ -122,8 +132,16 @@ export class RateLimiter {
   private readonly db: Database;
   private readonly prefix: string;
   private readonly cacheTtlMs: number;
+  private readonly sweeper: NodeJS.Timeout | null;
 
-  constructor(options: { redis: Redis; db: Database; prefix: string; cacheTtlMs: number }) {
+  /** `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by itself). */
+  constructor(options: {
+    redis: Redis;
+    db: Database;
+    prefix: string;
+    cacheTtlMs: number;
+    sweepEveryMs?: number;
+  }) {
     this.redis = options.redis;
     // defineCommand sends scripts by SHA (EVALSHA), falling back to the text once per connection.
     if (!("loraplaneLease" in this.redis)) {
@@ -134,6 +152,52 @@ export class RateLimiter {
     this.db = options.db;
     this.prefix = options.prefix;
     this.cacheTtlMs = options.cacheTtlMs;
+    const every = options.sweepEveryMs ?? 0;
+    this.sweeper =
+      every > 0
+        ? setInterval(() => {
+            void this.sweep().catch(() => {});
+          }, every)
+        : null;
+    this.sweeper?.unref();
+  }
+
+  close(): void {
+    if (this.sweeper) {
+      clearInterval(this.sweeper);
+    }
+  }
+
+  /**
+   * Gives the unused tokens of every expired lease back to its tenant's bucket, so that another
+   * copy can use them, and forgets leases with nothing left to say.
+   */
+  async sweep(now = Date.now()): Promise<void> {
+    const returns: Promise<unknown>[] = [];
+    for (const [tenantId, lease] of this.leases) {
+      if (
+        now < lease.expiresAt ||
+        lease.renewing !== null ||
+        (lease.refused && now < lease.refused.trustUntil)
+      ) {
+        continue;
+      }
+      if (lease.rpm !== null && Number.isFinite(lease.remaining) && lease.remaining >= 1) {
+        returns.push(
+          this.scripts.loraplaneLease(
+            this.key(tenantId, "rpm"),
+            this.key(tenantId, "tpm"),
+            lease.rpm,
+            lease.tpm ?? -1,
+            now,
+            0,
+            Math.floor(lease.remaining),
+          ),
+        );
+      }
+      this.leases.delete(tenantId);
+    }
+    await Promise.all(returns);
   }
 
   /** The tenant's limits, cached: a PATCH takes effect within `cacheTtlMs` on every gateway. */
@@ -169,7 +233,13 @@ export class RateLimiter {
       if (lease && refused?.limit !== "tpm" && this.usable(tenant, lease, now)) {
         lease.remaining--;
         lease.used++;
-        if (lease.remaining <= lease.granted * RENEW_AT_SHARE && lease.renewing === null) {
+        // Renewed ahead of need, unless leases are single tokens: a token taken ahead would sit idle
+        // in this copy while another copy of a small-limit tenant is refused for want of it.
+        if (
+          maxLeaseTokens(tenant.rpmLimit) > 1 &&
+          lease.remaining <= lease.granted * RENEW_AT_SHARE &&
+          lease.renewing === null
+        ) {
           void this.renew(tenant, lease, now, false).catch(() => {});
         }
         return { allowed: true };
@@ -189,6 +259,8 @@ export class RateLimiter {
 
   private newLease(tenantId: string): Lease {
     const lease: Lease = {
+      rpm: null,
+      tpm: null,
       remaining: 0,
       granted: 0,
       expiresAt: 0,
@@ -227,8 +299,7 @@ export class RateLimiter {
    */
   private renew(tenant: TenantRow, lease: Lease, now: number, replace: boolean): Promise<void> {
     const rpm = tenant.rpmLimit;
-    const maxTokens =
-      rpm === null ? 0 : Math.max(1, Math.min(LEASE_MAX_TOKENS, Math.floor(rpm * LEASE_MAX_SHARE)));
+    const maxTokens = maxLeaseTokens(rpm);
     const want = Math.max(1, Math.min(maxTokens, Math.max(lease.used * 2, lease.waiting)));
     const giveBack =
       replace && rpm !== null && Number.isFinite(lease.remaining)
@@ -251,6 +322,8 @@ export class RateLimiter {
         giveBack,
       )
       .then(([verdict, wait, granted, tpmTokens]) => {
+        lease.rpm = rpm;
+        lease.tpm = tenant.tpmLimit;
         lease.tpmTokens = Number(tpmTokens);
         lease.tpmAt = now;
         lease.tpmSpent -= spentBefore;

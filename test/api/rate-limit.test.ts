@@ -103,6 +103,47 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     expect(refused).toBe(0);
   });
 
+  it("hands an idle copy's expired lease back on its sweep, for another copy to use", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 1_000 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const idle = limiter(prefix);
+    const busy = limiter(prefix);
+    const t0 = 9_000_000;
+    expect(await admitted(idle, tenant, 12, t0)).toBe(12);
+    // Let the idle copy's background renewal land, then drain the rest from the busy copy.
+    await new Promise((r) => setTimeout(r, 50));
+    const first = await admitted(busy, tenant, 1_000, t0);
+    const held = 1_000 - 12 - first;
+    expect(held).toBeGreaterThan(0);
+    await idle.sweep(t0 + 1_000);
+    // What the idle copy held, plus the 1,000 ms of refill (16 tokens), and nothing more.
+    expect(await admitted(busy, tenant, 100, t0 + 1_000)).toBe(held + 16);
+  });
+
+  it("asks Redis for every request of a small-limit tenant, taking no token ahead of need", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 10 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const copies = Array.from({ length: 10 }, () => limiter(prefix));
+    const now = 9_500_000;
+    // One request on each of ten copies: the tenant's ten requests a minute, none refused.
+    for (const copy of copies) {
+      expect(await copy.admit(tenant, now)).toEqual({ allowed: true });
+    }
+    expect((await (copies[0] as RateLimiter).admit(tenant, now)).allowed).toBe(false);
+  });
+
+  it("does not refill twice when a copy's clock runs behind the bucket's", async () => {
+    const tenant = (await h.newTenant({ limits: { rpm: 60 } })).row;
+    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
+    const ahead = limiter(prefix);
+    const behind = limiter(prefix);
+    const t = 9_800_000;
+    expect(await admitted(ahead, tenant, 59, t)).toBe(59);
+    // A copy whose clock is a second behind takes the last token; the bucket's time must not go back.
+    expect(await admitted(behind, tenant, 1, t - 1_000)).toBe(1);
+    expect(await admitted(ahead, tenant, 1, t)).toBe(0);
+  });
+
   it("refuses a tpm-only tenant as soon as this copy's own charges put the bucket in debt", async () => {
     const tenant = (await h.newTenant({ limits: { tpm: 1_000 } })).row;
     const rl = limiter();
