@@ -63,6 +63,17 @@ export function estimatePromptTokens(body: Record<string, unknown>): number {
 }
 
 /**
+ * A request's prompt tokens as billed when the upstream did not count them (a fallback's stream cut
+ * short): about 4 characters a token, the usual rate of BPE tokenizers on English, and a few tokens
+ * of chat template per message. Neither high nor low on purpose.
+ */
+export function typicalPromptTokens(body: Record<string, unknown>): number {
+  const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
+  const messages = Array.isArray(body.messages) ? body.messages.length : 1;
+  return Math.ceil(promptChars / 4) + 4 * messages;
+}
+
+/**
  * The cost a request can reach: its estimated prompt and its max_tokens. Erring high only holds
  * budget back until settlement.
  */

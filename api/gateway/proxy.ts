@@ -1,7 +1,7 @@
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import type { ServedBy } from "../../db/schema/usage.ts";
-import { estimatePromptTokens } from "../../metering/budgets.ts";
+import { typicalPromptTokens } from "../../metering/budgets.ts";
 import {
   type ClientStreamOptions,
   DONE_EVENT,
@@ -115,6 +115,9 @@ function upstreamHeaders(options: ForwardOptions, target: UpstreamTarget, tracin
   };
 }
 
+/** What a fallback answers about the operator's own account there (key, permissions, model, quota). */
+const FALLBACK_REFUSALS = new Set([401, 403, 404, 429]);
+
 const servedBy = (target: UpstreamTarget): ServedBy => (target.fallback ? "fallback" : "fleet");
 /** The name the upstream knows the model by, scrubbed from what reaches the client. */
 const upstreamModelName = (target: UpstreamTarget) => target.fallback?.model ?? target.loraName;
@@ -159,6 +162,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   let lostEverywhere = false;
   let rerouted = false;
   let fallbackTried = false;
+  let lastTried: UpstreamTarget | null = null;
   const suffix = options.path.slice("/v1".length);
   for (;;) {
     let target = queue.shift();
@@ -180,6 +184,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       break;
     }
     attempts++;
+    lastTried = target;
     const span = startUpstreamSpan(options.span, target, attempts);
     upstreamSpan = span;
     let res: Dispatcher.ResponseData;
@@ -236,7 +241,13 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   }
 
   options.clientSignal.removeEventListener("abort", onClientGone);
-  const nothingServed = { usage: null, servedBy: "fleet", replicaId: null, attempts, ttftMs: null } as const;
+  const nothingServed = {
+    usage: null,
+    servedBy: lastTried === null ? "fleet" : servedBy(lastTried),
+    replicaId: null,
+    attempts,
+    ttftMs: null,
+  } as const;
   if (options.clientSignal.aborted) {
     await finish({ status: "cancelled", httpStatus: 499, ...nothingServed });
     return openAiError(499, "the client closed the request", "cancelled", "client_closed_request");
@@ -275,6 +286,23 @@ async function passThroughError(
     ttftMs: null,
     error: scrubbed.slice(0, 500),
   });
+  if (target.fallback && FALLBACK_REFUSALS.has(status)) {
+    // The operator's account at the fallback (its key, its quota, its model) is not the tenant's
+    // business, and a 401 would make the tenant's SDK blame the tenant's own key.
+    const busy = status === 429;
+    const response = openAiError(
+      busy ? 503 : 502,
+      busy
+        ? "the fallback upstream is over its own rate limit; retry shortly"
+        : "the fallback upstream could not serve the request; retry later",
+      busy ? "service_unavailable" : "upstream_error",
+      busy ? "fallback_busy" : "fallback_refused",
+    );
+    if (busy) {
+      response.headers.set("retry-after", "1");
+    }
+    return response;
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(scrubbed);
@@ -305,12 +333,16 @@ async function jsonResponse(
   try {
     // The model name is swapped and usage read with string edits: no parse and re-serialise of the body.
     const text = await res.body.text();
-    const usage = usageFromBody(text);
+    const reported = usageFromBody(text);
+    const estimated =
+      reported === null && target.fallback ? estimatedUsage(options.body, contentTokens(text)) : null;
+    const usage = reported ?? estimated;
     const body = text.replace(MODEL_FIELD, `"model":${JSON.stringify(options.clientModel)}`);
     await finish({
       status: "ok",
       httpStatus: 200,
       usage,
+      ...(estimated !== null && { usageEstimated: true }),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
@@ -343,6 +375,29 @@ async function jsonResponse(
   }
 }
 
+const errorEvent = (message: string, code: string) =>
+  `data: ${JSON.stringify({ error: { message, type: "upstream_error", param: null, code } })}\n\n`;
+
+/** A fallback's usage it did not report: an estimated prompt, and the completion tokens counted. */
+function estimatedUsage(body: Record<string, unknown>, completionTokens: number): UsageCounts {
+  return { promptTokens: typicalPromptTokens(body), completionTokens, cachedTokens: 0 };
+}
+
+/** A complete answer's generated text in tokens, at about 4 characters a token. */
+function contentTokens(text: string): number {
+  try {
+    const choices = (JSON.parse(text) as { choices?: { message?: { content?: unknown }; text?: unknown }[] })
+      .choices;
+    const chars = (choices ?? []).reduce((n, choice) => {
+      const content = choice.message?.content ?? choice.text;
+      return n + (typeof content === "string" ? content.length : 0);
+    }, 0);
+    return Math.ceil(chars / 4);
+  } catch {
+    return 0;
+  }
+}
+
 /** Chunks the client has not read yet before the replica's body is paused (backpressure). */
 const STREAM_HIGH_WATER_CHUNKS = 16;
 
@@ -367,16 +422,10 @@ function streamResponse(
   const done = (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
     const reported = rewriter.usage();
-    // A fallback reports usage only at the end: for a stream cut before it, each token event counts
-    // one completion token and the prompt is estimated as the budget reservation does.
+    // A fallback reports usage only at the end: a stream cut before it is billed one completion
+    // token per content event received and an estimated prompt.
     const estimated =
-      reported === null && target.fallback !== undefined && rewriter.tokenEvents > 0
-        ? {
-            promptTokens: estimatePromptTokens(options.body),
-            completionTokens: rewriter.tokenEvents,
-            cachedTokens: 0,
-          }
-        : null;
+      reported === null && target.fallback ? estimatedUsage(options.body, rewriter.contentEvents) : null;
     return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
@@ -402,20 +451,31 @@ function streamResponse(
           ended = true;
           const streamError = rewriter.streamError;
           const outcome: ProxyOutcome["status"] = status === "ok" && streamError !== null ? "error" : status;
-          void done(outcome, error ?? streamError ?? undefined).then(() => {
-            if (status === "cancelled") {
-              return;
-            }
-            const last = tail + (status === "ok" && rewriter.sawDone ? DONE_EVENT : "");
-            try {
-              if (last.length > 0) {
-                controller.enqueue(Buffer.from(last));
+          void done(outcome, error ?? streamError ?? undefined).then(
+            () => {
+              try {
+                if (status === "cancelled") {
+                  controller.error(new Error("the client went away"));
+                  return;
+                }
+                const last = tail + (status === "ok" && rewriter.sawDone ? DONE_EVENT : "");
+                if (last.length > 0) {
+                  controller.enqueue(Buffer.from(last));
+                }
+                controller.close();
+              } catch {
+                // The client's side was cancelled meanwhile.
               }
-              controller.close();
-            } catch {
-              // The client's side was cancelled meanwhile.
-            }
-          });
+            },
+            (failure: unknown) => {
+              // The usage could not be made durable: the client does not get a complete stream.
+              try {
+                controller.error(failure);
+              } catch {
+                // already cancelled
+              }
+            },
+          );
         };
         source.on("data", (chunk: Buffer) => {
           if (ended) {
@@ -424,6 +484,12 @@ function streamResponse(
           const out = rewriter.push(chunk);
           if (ttftMs === null && rewriter.sawToken) {
             ttftMs = performance.now() - started;
+          }
+          if (rewriter.broken) {
+            source.destroy();
+            const message = rewriter.streamError ?? "unreadable stream";
+            complete("error", message, out + errorEvent(message, "upstream_stream_error"));
+            return;
           }
           if (rewriter.sawDone) {
             // The replica's usage is final: bill it now rather than wait for its body's last bytes.
@@ -439,7 +505,17 @@ function streamResponse(
         });
         source.once("end", () => {
           // A body can also end quietly because the client left and we aborted it.
-          complete(options.clientSignal.aborted ? "cancelled" : "ok", undefined, rewriter.end());
+          if (options.clientSignal.aborted) {
+            complete("cancelled");
+            return;
+          }
+          const tail = rewriter.end();
+          if (rewriter.sawDone) {
+            complete("ok", undefined, tail);
+            return;
+          }
+          const message = `${describeTarget(target)} ended its stream without [DONE]`;
+          complete("error", message, tail + errorEvent(message, "upstream_stream_error"));
         });
         source.once("error", (error: Error) => {
           if (options.clientSignal.aborted || upstreamAbort.signal.aborted) {
@@ -447,12 +523,8 @@ function streamResponse(
             return;
           }
           // The replica went silent or away mid-stream: the client gets an error event, then the end.
-          const message = `the replica's stream broke off: ${error.message}`;
-          complete(
-            "error",
-            message,
-            `data: ${JSON.stringify({ error: { message, type: "upstream_error", param: null, code: "upstream_stream_error" } })}\n\n`,
-          );
+          const message = `the stream of ${describeTarget(target)} broke off: ${error.message}`;
+          complete("error", message, errorEvent(message, "upstream_stream_error"));
         });
       },
       pull() {

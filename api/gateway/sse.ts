@@ -13,19 +13,23 @@ export interface ClientStreamOptions {
   continuousUsage: boolean;
 }
 
+const isCount = (value: unknown): value is number =>
+  typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+
 export function usageFrom(value: unknown): UsageCounts | null {
   if (typeof value !== "object" || value === null) {
     return null;
   }
   const u = value as Record<string, unknown>;
-  if (typeof u.prompt_tokens !== "number" || typeof u.completion_tokens !== "number") {
+  // Token counts become money: only whole, non-negative counts are believed (a fallback is a third party).
+  if (!isCount(u.prompt_tokens) || !isCount(u.completion_tokens)) {
     return null;
   }
   const details = u.prompt_tokens_details as Record<string, unknown> | null | undefined;
   return {
     promptTokens: u.prompt_tokens,
     completionTokens: u.completion_tokens,
-    cachedTokens: typeof details?.cached_tokens === "number" ? details.cached_tokens : 0,
+    cachedTokens: isCount(details?.cached_tokens) ? details.cached_tokens : 0,
   };
 }
 
@@ -38,8 +42,12 @@ export function scrubNames(text: string, replicaName: string | null, clientModel
 export const MODEL_FIELD = /"model":"(?:[^"\\]|\\.)*"/;
 /** The `usage` field: null, or an object with at most one nested object (`prompt_tokens_details`). */
 const USAGE_FIELD = /"usage":(null|\{(?:[^{}]|\{[^{}]*\})*\})/;
-/** An SSE event ends at a blank line; lines end in CRLF, LF or CR. */
-const EVENT_END = /\r\n\r\n|\n\n|\r\r/;
+/** An SSE event ends at a blank line; lines end in CRLF, LF or CR, and may mix them. */
+const EVENT_END = /\r\n\r\n|\r\n\n|\n\r\n|\n\n|\r\r/;
+/** An event this large without its end is not SSE (an upstream that ignored `stream: true`, say). */
+const MAX_EVENT_CHARS = 1 << 20;
+/** A chunk that carries generated text (not the role-only first chunk nor the finish chunk). */
+const CONTENT_FIELD = /"(?:content|text)":"(?!")/;
 const LINE_END = /\r\n|\n|\r/;
 
 function removeField(json: string, match: RegExpExecArray): string {
@@ -96,8 +104,10 @@ export class SseRewriter {
   sawDone = false;
   /** The first event that carried a token (or anything but the usage-only chunk) was seen. */
   sawToken = false;
-  /** Events that carried a token (or anything but the usage-only chunk). */
-  tokenEvents = 0;
+  /** Events that carried generated text: a fallback's cut stream is billed one token each. */
+  contentEvents = 0;
+  /** The upstream's bytes cannot be read as SSE: the stream must end with an error. */
+  broken = false;
   /** The replica's mid-stream error (`data: {"error": …}`), scrubbed of replica names. */
   streamError: string | null = null;
   private readonly decoder = new StringDecoder("utf8");
@@ -127,6 +137,11 @@ export class SseRewriter {
     for (;;) {
       const end = EVENT_END.exec(this.buffer);
       if (end === null) {
+        if (this.buffer.length > MAX_EVENT_CHARS) {
+          this.buffer = "";
+          this.streamError ??= "the upstream's answer is not a server-sent event stream";
+          this.broken = true;
+        }
         return out;
       }
       const block = this.buffer.slice(0, end.index);
@@ -169,7 +184,9 @@ export class SseRewriter {
       return this.wanted.includeUsage ? `data: ${out}\n\n` : "";
     }
     this.sawToken = true;
-    this.tokenEvents++;
+    if (CONTENT_FIELD.test(out)) {
+      this.contentEvents++;
+    }
     if (usageField && !this.wanted.continuousUsage) {
       out = removeField(out, usageField);
     }

@@ -177,4 +177,41 @@ describe("the streaming proxy", () => {
     expect(outcomes[0]?.status).toBe("cancelled");
     expect(outcomes[0]?.usage?.completionTokens).toBeGreaterThanOrEqual(1);
   });
+
+  it("reports a stream that ends without [DONE] as an error, to the client and in the outcome", async () => {
+    behaviour = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end(event("cut", 1));
+    };
+    const outcomes: ProxyOutcome[] = [];
+    const text = await readSlowly(
+      await forward(async (outcome) => {
+        outcomes.push(outcome);
+      }),
+      0,
+    );
+    const events = text.split("\n\n").filter(Boolean);
+    expect(events).toHaveLength(2);
+    expect(JSON.parse(events[1]?.slice(6) ?? "{}")).toMatchObject({
+      error: { code: "upstream_stream_error" },
+    });
+    expect(outcomes.map((o) => o.status)).toEqual(["error"]);
+  });
+
+  it("stops reading an answer that is not an event stream at all, and says so", async () => {
+    behaviour = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end("x".repeat(3 * 1024 * 1024));
+    };
+    const outcomes: ProxyOutcome[] = [];
+    const text = await readSlowly(
+      await forward(async (outcome) => {
+        outcomes.push(outcome);
+      }),
+      0,
+    );
+    expect(text.length).toBeLessThan(1000);
+    expect(text).toContain("not a server-sent event stream");
+    expect(outcomes.map((o) => o.status)).toEqual(["error"]);
+  });
 });
