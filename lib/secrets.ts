@@ -19,7 +19,8 @@ export function openSecret(sealed: string, kek: Buffer): string {
   if (version !== "v1" || !iv || !tag || !body) {
     throw new Error("sealed secret has an unknown format");
   }
-  const decipher = createDecipheriv("aes-256-gcm", kek, Buffer.from(iv, "base64"));
+  // A full 16-byte tag only: GCM would otherwise accept a truncated one, which is easier to forge.
+  const decipher = createDecipheriv("aes-256-gcm", kek, Buffer.from(iv, "base64"), { authTagLength: 16 });
   decipher.setAuthTag(Buffer.from(tag, "base64"));
   return Buffer.concat([decipher.update(Buffer.from(body, "base64")), decipher.final()]).toString("utf8");
 }

@@ -25,9 +25,14 @@ export async function listBaseModels(db: Executor): Promise<BaseModelRow[]> {
   return db.select().from(baseModels).orderBy(asc(baseModels.id));
 }
 
-/** Null if no base model has this id. */
-export async function getBaseModel(db: Executor, id: string): Promise<BaseModelRow | null> {
-  const [row] = await db.select().from(baseModels).where(eq(baseModels.id, id)).limit(1);
+/** Null if no base model has this id. `forUpdate` locks the row until the transaction ends. */
+export async function getBaseModel(
+  db: Executor,
+  id: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<BaseModelRow | null> {
+  const query = db.select().from(baseModels).where(eq(baseModels.id, id)).limit(1);
+  const [row] = options.forUpdate ? await query.for("update") : await query;
   return row ?? null;
 }
 

@@ -115,6 +115,7 @@ describe("fallback upstream configuration", () => {
     ["a query string", { url: "https://api.example.com/v1?key=x" }, "url"],
     ["a non-http URL", { url: "file:///etc/passwd" }, "url"],
     ["a negative wait", { max_wait_ms: -1 }, "max_wait_ms"],
+    ["a key sent over plain http to another host", { url: "http://api.example.com/v1" }, "url"],
     ["an unknown field", { retries: 3 }, "retries"],
   ])("refuses %s with 400 naming the field", async (_label, patch, field) => {
     const tenant = await world.tenant();
@@ -123,6 +124,16 @@ describe("fallback upstream configuration", () => {
     expect(JSON.stringify(res.body.errors)).toContain(field);
     const stored = await getTenant(world.h.deps.db, tenant.id);
     expect(stored?.fallback).toBeNull();
+  });
+
+  it("wants the key again when the URL moves to another host, so a key never follows a URL", async () => {
+    const tenant = await tenantWithFallback();
+    const { api_key: _key, ...withoutKey } = frontierConfig({ url: "https://elsewhere.example.com/v1" });
+    const moved = await putFallback(`/admin/tenants/${tenant.id}/fallback`, withoutKey);
+    expect(moved.status).toBe(400);
+    expect(JSON.stringify(moved.body.errors)).toContain("api_key");
+    const stored = await getTenant(world.h.deps.db, tenant.id);
+    expect(stored?.fallback?.url).toBe(`${frontier.url}/v1`);
   });
 
   it("is operators' business: a tenant token is refused, an unknown tenant or base is 404", async () => {
@@ -219,6 +230,22 @@ describe("routing to the fallback upstream", () => {
       ["fallback", 1],
     ]);
     expect(invoice.body.lines[1]?.input_price_per_mtok_usd).toBeNull();
+  });
+
+  it("does not pass the fallback's refusal of the operator's key on to the tenant", async () => {
+    const tenant = await tenantWithFallback({ api_key: "sk-wrong-key" });
+    await world.uploadAdapter(tenant, "refused-bot");
+    const res = await world.chat(await tenant.token(), {
+      model: "refused-bot",
+      messages: [ask],
+      max_tokens: 2,
+    });
+    expect(res.status).toBe(502);
+    const body = await res.json();
+    expect(body).toMatchObject({ error: { code: "fallback_refused", type: "upstream_error" } });
+    expect(JSON.stringify(body)).not.toMatch(/key|sk-wrong|frontier/i);
+    const [event] = await eventsOf(tenant, 1);
+    expect(event).toMatchObject({ served_by: "fallback", status: "error", prompt_tokens: 0 });
   });
 
   it("bills a fallback stream the client cut off with the tokens it saw and an estimated prompt", async () => {

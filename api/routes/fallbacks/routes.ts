@@ -46,7 +46,7 @@ const OWNERS: FallbackOwner[] = [
     tag: "base models",
     idSchema: BaseModelId,
     read: async (db, id) => {
-      const row = await getBaseModel(db, id);
+      const row = await getBaseModel(db, id, { forUpdate: true });
       return row === null ? undefined : row.fallback;
     },
     write: async (db, id, fallback) => (await setBaseModelFallback(db, id, fallback)) !== null,

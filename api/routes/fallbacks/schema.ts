@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import type { FallbackUpstream } from "../../../db/schema/columns.ts";
+import { ValidationError } from "../../../lib/errors.ts";
 import { sealSecret } from "../../../lib/secrets.ts";
 import { microsToUsd, UsdAmount, usdToMicros } from "../common.ts";
 
@@ -57,21 +58,42 @@ export const Fallback = z
   })
   .openapi("Fallback");
 
-/** The stored form; `previous` keeps the sealed key when the body leaves `api_key` out. */
+const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/**
+ * The stored form. A body that leaves `api_key` out keeps the previous key, but only for the same
+ * origin: a key is never sent to a host it was not given for. A key travels only over https (or to
+ * a loopback host, such as a sidecar proxy).
+ */
 export function fallbackFromBody(
   body: PutFallbackBody,
   previous: FallbackUpstream | null,
   keyEncryptionKey: Buffer,
 ): FallbackUpstream {
+  const url = new URL(body.url);
+  let apiKeySealed: string | null;
+  if (body.api_key === undefined) {
+    if (previous?.apiKeySealed && new URL(previous.url).origin !== url.origin) {
+      throw new ValidationError("the request body is invalid: api_key: give the key again for a new host", [
+        {
+          path: "api_key",
+          message: `required when the URL's origin changes (was ${new URL(previous.url).origin})`,
+        },
+      ]);
+    }
+    apiKeySealed = previous?.apiKeySealed ?? null;
+  } else {
+    apiKeySealed = body.api_key === null ? null : sealSecret(body.api_key, keyEncryptionKey);
+  }
+  if (apiKeySealed !== null && url.protocol !== "https:" && !LOOPBACK_HOSTS.has(url.hostname)) {
+    throw new ValidationError("the request body is invalid: url: an API key is only sent over https", [
+      { path: "url", message: "must be https when an api_key is set (http only to a loopback host)" },
+    ]);
+  }
   return {
     url: body.url,
     model: body.model,
-    apiKeySealed:
-      body.api_key === undefined
-        ? (previous?.apiKeySealed ?? null)
-        : body.api_key === null
-          ? null
-          : sealSecret(body.api_key, keyEncryptionKey),
+    apiKeySealed,
     inputMicrosPerMtok: Number(usdToMicros(body.price.input_per_mtok_usd)),
     outputMicrosPerMtok: Number(usdToMicros(body.price.output_per_mtok_usd)),
     maxWaitMs: body.max_wait_ms,

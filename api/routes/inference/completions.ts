@@ -248,6 +248,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       chosen = { targets: [], ticket: null };
     }
     const { targets, ticket } = chosen;
+    let reroutedTicket: RouteTicket | null = null;
     annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
     const pricesFor = (servedBy: ServedBy) =>
       servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
@@ -271,8 +272,15 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       span,
       reroute: async () => {
         await gateway.router.sync();
-        return (await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs }))
-          .targets;
+        const again = await chooseTargets(c, {
+          requested,
+          versionId,
+          baseModelId,
+          maxWaitMs: fallback?.maxWaitMs,
+        });
+        // The second route is counted in flight too: released with the first when the request ends.
+        reroutedTicket = again.ticket;
+        return again.targets;
       },
       ...(fallback && {
         fallback: async () => {
@@ -289,10 +297,17 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
       },
       onFinish: async (outcome) => {
+        if (outcome.status === "error" && outcome.servedBy === "fallback") {
+          c.var.logger.warn(
+            { detail: outcome.error, http_status: outcome.httpStatus },
+            "the fallback upstream failed",
+          );
+        }
         if (first !== null) {
           gateway.router.finished(first);
         }
         gateway.router.release(ticket);
+        gateway.router.release(reroutedTicket);
         const priced = pricesFor(outcome.servedBy);
         const actual =
           priced && outcome.usage
