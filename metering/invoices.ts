@@ -114,13 +114,14 @@ export const INVOICE_CSV_COLUMNS = [
   "base_model",
   "adapter",
   "adapter_id",
-  "served_by",
   "requests",
   "prompt_tokens",
   "completion_tokens",
   "input_price_per_mtok_usd",
   "output_price_per_mtok_usd",
   "cost_usd",
+  // Last, so that readers of the columns before it by position are unaffected.
+  "served_by",
 ] as const;
 
 function csvField(value: string): string {
@@ -143,13 +144,13 @@ export function invoiceToCsv(invoice: Invoice): string {
         line.baseModelId,
         line.adapterName ?? line.adapterId,
         line.adapterId,
-        line.servedBy,
         line.requests,
         line.promptTokens,
         line.completionTokens,
         line.inputMicrosPerMtok === null ? null : microsToDecimal(line.inputMicrosPerMtok),
         line.outputMicrosPerMtok === null ? null : microsToDecimal(line.outputMicrosPerMtok),
         picosToDecimal(line.costPicos),
+        line.servedBy,
       ]),
     );
   }
@@ -161,13 +162,13 @@ export function invoiceToCsv(invoice: Invoice): string {
       null,
       null,
       null,
-      null,
       t.requests,
       t.promptTokens,
       t.completionTokens,
       null,
       null,
       picosToDecimal(t.costPicos),
+      null,
     ]),
   );
   return `${lines.join("\r\n")}\r\n`;

@@ -6,7 +6,7 @@ const HOUR_MS = 3_600_000;
 
 export type UsageField = keyof UsageTotals;
 
-/** A rollup row that disagrees with the raw events of its tenant × hour × base × adapter. */
+/** A rollup row that disagrees with the raw events of its tenant × hour × base × adapter × served by. */
 export interface UsageDifference extends RollupKey {
   /** Null: events exist but no rollup row does. */
   rollup: UsageTotals | null;
@@ -79,6 +79,7 @@ export async function runUsageReconciliation(
         bucket_start: d.bucketStart.toISOString(),
         base_model_id: d.baseModelId,
         adapter_id: d.adapterId,
+        served_by: d.servedBy,
         fields: d.fields,
         rollup: totalsForLog(d.rollup),
         events: totalsForLog(d.events),
