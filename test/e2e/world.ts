@@ -7,7 +7,12 @@ import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { startHttp } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
-import { createReplicaSim, type ReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
+import {
+  createReplicaSim,
+  type LatencyModel,
+  type ReplicaSim,
+  type RunningReplicaSim,
+} from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, closeAll } from "../../lib/shutdown.ts";
 import { EventBus } from "../../scheduler/events.ts";
@@ -72,11 +77,14 @@ export function useE2EWorld(
     /** Registration budget per replica (the API's default when absent). */
     maxRegistered?: number;
     policyConfig?: PolicyConfig;
+    /** The replicas' latency model (FAST_LATENCY by default). */
+    latency?: Partial<LatencyModel>;
+    coldStartTimeoutMs?: number;
   } = {},
 ): E2EWorld {
   const h = useHarness({
     PORT: "0",
-    GATEWAY_COLD_START_TIMEOUT_MS: "15000",
+    GATEWAY_COLD_START_TIMEOUT_MS: String(options.coldStartTimeoutMs ?? 15_000),
     SCHEDULER_RECONCILE_MS: "200",
     FLEET_POLL_INTERVAL_MS: "100",
     FLEET_DOWN_AFTER_MS: "600",
@@ -94,7 +102,7 @@ export function useE2EWorld(
     maxLoras: options.maxLoras ?? 2,
     maxCpuLoras: options.maxCpuLoras ?? 4,
     maxLoraRank: 16,
-    latency: FAST_LATENCY,
+    latency: { ...FAST_LATENCY, ...options.latency },
   });
 
   world.newScheduler = () => {

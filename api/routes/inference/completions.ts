@@ -9,7 +9,7 @@ import { worstCaseCostPicos } from "../../../metering/budgets.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
 import { fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
-import { forwardCompletion, type UpstreamTarget } from "../../gateway/proxy.ts";
+import { forwardCompletion, type ProxyOutcome, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
 import { requireScope } from "../../middleware/auth.ts";
@@ -234,6 +234,20 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       );
     }
     const reservation = budget.reservation;
+    const pricesFor = (servedBy: ServedBy) =>
+      servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
+    const routingStarted = performance.now();
+    const usageOf = (outcome: Omit<ProxyOutcome, "totalMs">, totalMs: number) => ({
+      requestId: c.var.requestId,
+      tenantId,
+      adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
+      adapterVersionId: versionId,
+      baseModelId,
+      model: requested,
+      prices: pricesFor(outcome.servedBy),
+      outcome: { ...outcome, totalMs },
+      occurredAt: new Date(),
+    });
     let chosen: { targets: UpstreamTarget[]; ticket: RouteTicket | null };
     try {
       chosen = await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs });
@@ -241,6 +255,24 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       if (!(fallback && error instanceof AppError && error.code === "UNAVAILABLE")) {
         // Nothing ran: the reservation goes back.
         await gateway.budgets.settle(reservation, 0n);
+        if (error instanceof AppError && error.code === "UNAVAILABLE") {
+          // Admitted but not served in time: a failed request, recorded like one that failed upstream.
+          await usage.record(
+            usageOf(
+              {
+                status: "error",
+                httpStatus: error.status,
+                usage: null,
+                servedBy: "fleet",
+                replicaId: null,
+                attempts: 0,
+                ttftMs: null,
+                error: error.message,
+              },
+              performance.now() - routingStarted,
+            ),
+          );
+        }
         throw error;
       }
       // No replica can take it in time: the fallback answers (the proxy goes to it when no target is left).
@@ -250,8 +282,6 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
     const { targets, ticket } = chosen;
     let reroutedTicket: RouteTicket | null = null;
     annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
-    const pricesFor = (servedBy: ServedBy) =>
-      servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
 
     const first = targets[0]?.replicaId ?? null;
     if (first !== null) {
@@ -322,17 +352,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
             .spendTokens(tenant, used)
             .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
         }
-        await usage.record({
-          requestId: c.var.requestId,
-          tenantId,
-          adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
-          adapterVersionId: versionId,
-          baseModelId,
-          model: requested,
-          prices: priced,
-          outcome,
-          occurredAt: new Date(),
-        });
+        await usage.record(usageOf(outcome, outcome.totalMs));
         endInferenceSpan(span, outcome);
       },
     });
