@@ -3,14 +3,12 @@ import type { Queue } from "bullmq";
 import type { Dispatcher } from "undici";
 import type { AdapterStore } from "../adapters/storage.ts";
 import type { Database } from "../db/client.ts";
-import type { TenantRow } from "../db/queries/tenants.ts";
-import type { FallbackUpstream } from "../db/schema/columns.ts";
+import type { BaseModelRow } from "../db/queries/base-models.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { Redis } from "../lib/redis.ts";
 import type { BudgetGuard } from "../metering/budgets.ts";
-import type { Prices } from "../metering/pricing.ts";
 import type { EventBus } from "../scheduler/events.ts";
 import type { KeyRing, Principal } from "./auth/key-ring.ts";
 import type { ModelResolver } from "./gateway/model-resolver.ts";
@@ -36,10 +34,8 @@ export interface AppDeps {
     dispatcher: Dispatcher;
     limiter: RateLimiter;
     budgets: BudgetGuard;
-    /** A base model's prices, from the resolver's cache. */
-    prices: (baseModelId: string) => Promise<Prices | null>;
-    /** The fallback upstream for a tenant's request on a base (the tenant's, else the base's), cached. */
-    fallback: (tenant: TenantRow, baseModelId: string) => Promise<FallbackUpstream | null>;
+    /** A base model (its prices, its fallback), from the resolver's cache; undefined if unknown. */
+    baseModel: (baseModelId: string) => Promise<BaseModelRow | undefined>;
   };
   usage: UsageSink;
 }

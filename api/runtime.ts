@@ -5,7 +5,6 @@ import { createS3Storage } from "../adapters/storage.ts";
 import { createDbHandle } from "../db/client.ts";
 import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
 import { upsertBaseModel } from "../db/queries/base-models.ts";
-import type { TenantRow } from "../db/queries/tenants.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
@@ -18,7 +17,6 @@ import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
-import { applicableFallback } from "./gateway/fallback.ts";
 import { registerFleetMetrics } from "./gateway/fleet-metrics.ts";
 import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
@@ -60,17 +58,8 @@ export async function buildDeps(
       metrics.activity.placement(event.state === "loaded" ? "load" : "evict", event.replicaId);
     }
   });
-  const prices = async (baseModelId: string) => {
-    const base = (await resolver.baseModels()).find((b) => b.id === baseModelId);
-    return base
-      ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
-      : null;
-  };
-  const fallback = async (tenant: TenantRow, baseModelId: string) =>
-    applicableFallback(
-      tenant,
-      (await resolver.baseModels()).find((b) => b.id === baseModelId),
-    );
+  const baseModel = async (baseModelId: string) =>
+    (await resolver.baseModels()).find((b) => b.id === baseModelId);
   const limiter = new RateLimiter({
     redis,
     db: dbHandle.db,
@@ -110,8 +99,7 @@ export async function buildDeps(
       dispatcher,
       limiter,
       budgets,
-      prices,
-      fallback,
+      baseModel,
     },
     usage: new MeteringUsageSink({
       emitter: new UsageEmitter({ redis, db: dbHandle.db, logger, config: config.redis }),

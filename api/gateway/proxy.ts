@@ -70,7 +70,7 @@ export interface ForwardOptions {
   span?: Span;
   /**
    * Asked once when no replica target is left (or none was given) before the first byte: the
-   * fallback upstream to try, after re-pricing the request for it; null skips it.
+   * fallback upstream to try; null skips it.
    */
   fallback?: () => Promise<UpstreamTarget | null>;
 }
@@ -333,16 +333,11 @@ async function jsonResponse(
   try {
     // The model name is swapped and usage read with string edits: no parse and re-serialise of the body.
     const text = await res.body.text();
-    const reported = usageFromBody(text);
-    const estimated =
-      reported === null && target.fallback ? estimatedUsage(options.body, contentTokens(text)) : null;
-    const usage = reported ?? estimated;
     const body = text.replace(MODEL_FIELD, `"model":${JSON.stringify(options.clientModel)}`);
     await finish({
       status: "ok",
       httpStatus: 200,
-      usage,
-      ...(estimated !== null && { usageEstimated: true }),
+      ...billedUsage(options, target, usageFromBody(text), () => contentTokens(text)),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
@@ -378,9 +373,27 @@ async function jsonResponse(
 const errorEvent = (message: string, code: string) =>
   `data: ${JSON.stringify({ error: { message, type: "upstream_error", param: null, code } })}\n\n`;
 
-/** A fallback's usage it did not report: an estimated prompt, and the completion tokens counted. */
-function estimatedUsage(body: Record<string, unknown>, completionTokens: number): UsageCounts {
-  return { promptTokens: typicalPromptTokens(body), completionTokens, cachedTokens: 0 };
+/**
+ * The usage to bill: what the upstream reported; for a fallback that reported none, an estimated
+ * prompt and `completionTokens()` (replicas always report it, so theirs is never estimated).
+ */
+function billedUsage(
+  options: ForwardOptions,
+  target: UpstreamTarget,
+  reported: UsageCounts | null,
+  completionTokens: () => number,
+): Pick<ProxyOutcome, "usage" | "usageEstimated"> {
+  if (reported !== null || !target.fallback) {
+    return { usage: reported };
+  }
+  return {
+    usage: {
+      promptTokens: typicalPromptTokens(options.body),
+      completionTokens: completionTokens(),
+      cachedTokens: 0,
+    },
+    usageEstimated: true,
+  };
 }
 
 /** A complete answer's generated text in tokens, at about 4 characters a token. */
@@ -415,22 +428,18 @@ function streamResponse(
     clientModel: options.clientModel,
     replicaName: upstreamModelName(target),
     wanted: clientStreamOptions(options.body),
+    countContent: target.fallback !== undefined,
   });
   const source = res.body;
   let ttftMs: number | null = null;
   let ended = false;
   const done = (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
-    const reported = rewriter.usage();
-    // A fallback reports usage only at the end: a stream cut before it is billed one completion
-    // token per content event received and an estimated prompt.
-    const estimated =
-      reported === null && target.fallback ? estimatedUsage(options.body, rewriter.contentEvents) : null;
     return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
-      usage: reported ?? estimated,
-      ...(estimated !== null && { usageEstimated: true }),
+      // A fallback's stream cut before its final chunk: one completion token per content event.
+      ...billedUsage(options, target, rewriter.usage(), () => rewriter.contentEvents),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
@@ -477,6 +486,9 @@ function streamResponse(
             },
           );
         };
+        // The upstream failed mid-stream: the client gets an error event, then the end.
+        const breakOff = (message: string, tail = "") =>
+          complete("error", message, tail + errorEvent(message, "upstream_stream_error"));
         source.on("data", (chunk: Buffer) => {
           if (ended) {
             return;
@@ -487,8 +499,7 @@ function streamResponse(
           }
           if (rewriter.broken) {
             source.destroy();
-            const message = rewriter.streamError ?? "unreadable stream";
-            complete("error", message, out + errorEvent(message, "upstream_stream_error"));
+            breakOff(rewriter.streamError ?? "unreadable stream", out);
             return;
           }
           if (rewriter.sawDone) {
@@ -514,17 +525,14 @@ function streamResponse(
             complete("ok", undefined, tail);
             return;
           }
-          const message = `${describeTarget(target)} ended its stream without [DONE]`;
-          complete("error", message, tail + errorEvent(message, "upstream_stream_error"));
+          breakOff(`${describeTarget(target)} ended its stream without [DONE]`, tail);
         });
         source.once("error", (error: Error) => {
           if (options.clientSignal.aborted || upstreamAbort.signal.aborted) {
             complete("cancelled");
             return;
           }
-          // The replica went silent or away mid-stream: the client gets an error event, then the end.
-          const message = `the stream of ${describeTarget(target)} broke off: ${error.message}`;
-          complete("error", message, errorEvent(message, "upstream_stream_error"));
+          breakOff(`the stream of ${describeTarget(target)} broke off: ${error.message}`);
         });
       },
       pull() {

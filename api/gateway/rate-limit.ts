@@ -120,9 +120,10 @@ interface Lease {
  * own recent traffic (doubling while it is used up, at most 1 % of the tenant's requests per minute
  * and 1 s of use) and admits locally until the lease runs out or expires. Tokens are taken
  * atomically, so all copies together never admit more than the bucket holds; a lease's unused
- * tokens go back with the next renewal. Under 200 rpm a lease is one token (one Redis call per
- * request, taken ahead of need while the tenant is active). The tpm bucket is read with each lease and the tokens this copy charges since
- * are counted locally; a local estimate in debt asks Redis again.
+ * tokens go back with the next renewal or the sweep of expired leases. Under 200 rpm a lease is one
+ * token, taken only when a request needs it (one Redis call per request). The tpm bucket is read
+ * with each lease and the tokens this copy charges since are counted locally; a local estimate in
+ * debt asks Redis again.
  */
 export class RateLimiter {
   private readonly limits = new Map<string, { row: TenantRow | null; expiresAt: number }>();
@@ -183,17 +184,7 @@ export class RateLimiter {
         continue;
       }
       if (lease.rpm !== null && Number.isFinite(lease.remaining) && lease.remaining >= 1) {
-        returns.push(
-          this.scripts.loraplaneLease(
-            this.key(tenantId, "rpm"),
-            this.key(tenantId, "tpm"),
-            lease.rpm,
-            lease.tpm ?? -1,
-            now,
-            0,
-            Math.floor(lease.remaining),
-          ),
-        );
+        returns.push(this.lease(tenantId, lease.rpm, lease.tpm, now, 0, Math.floor(lease.remaining)));
       }
       this.leases.delete(tenantId);
     }
@@ -311,16 +302,7 @@ export class RateLimiter {
     lease.used = 0;
     // Charges made while the script runs may not be in the bucket it reads: they stay counted here.
     const spentBefore = lease.tpmSpent;
-    const renewing = this.scripts
-      .loraplaneLease(
-        this.key(tenant.id, "rpm"),
-        this.key(tenant.id, "tpm"),
-        rpm ?? -1,
-        tenant.tpmLimit ?? -1,
-        now,
-        want,
-        giveBack,
-      )
+    const renewing = this.lease(tenant.id, rpm, tenant.tpmLimit, now, want, giveBack)
       .then(([verdict, wait, granted, tpmTokens]) => {
         lease.rpm = rpm;
         lease.tpm = tenant.tpmLimit;
@@ -345,6 +327,26 @@ export class RateLimiter {
       });
     lease.renewing = renewing;
     return renewing;
+  }
+
+  /** One LEASE script call: takes up to `want` request tokens after giving `giveBack` back. */
+  private lease(
+    tenantId: string,
+    rpm: number | null,
+    tpm: number | null,
+    now: number,
+    want: number,
+    giveBack: number,
+  ): Promise<[number, number, number, string]> {
+    return this.scripts.loraplaneLease(
+      this.key(tenantId, "rpm"),
+      this.key(tenantId, "tpm"),
+      rpm ?? -1,
+      tpm ?? -1,
+      now,
+      want,
+      giveBack,
+    );
   }
 
   private key(tenantId: string, kind: "rpm" | "tpm"): string {

@@ -104,7 +104,7 @@ export class SseRewriter {
   sawDone = false;
   /** The first event that carried a token (or anything but the usage-only chunk) was seen. */
   sawToken = false;
-  /** Events that carried generated text: a fallback's cut stream is billed one token each. */
+  /** Events that carried generated text (with `countContent`): a fallback's cut stream bills one token each. */
   contentEvents = 0;
   /** The upstream's bytes cannot be read as SSE: the stream must end with an error. */
   broken = false;
@@ -117,11 +117,19 @@ export class SseRewriter {
   private readonly clientModel: string;
   private readonly replicaName: string | null;
   private readonly wanted: ClientStreamOptions;
+  private readonly countContent: boolean;
 
-  constructor(options: { clientModel: string; replicaName: string | null; wanted: ClientStreamOptions }) {
+  /** `countContent`: count `contentEvents` (only a fallback needs them: replicas report usage on every chunk). */
+  constructor(options: {
+    clientModel: string;
+    replicaName: string | null;
+    wanted: ClientStreamOptions;
+    countContent?: boolean;
+  }) {
     this.clientModel = options.clientModel;
     this.replicaName = options.replicaName;
     this.wanted = options.wanted;
+    this.countContent = options.countContent ?? false;
     this.modelField = `"model":${JSON.stringify(options.clientModel)}`;
   }
 
@@ -184,7 +192,7 @@ export class SseRewriter {
       return this.wanted.includeUsage ? `data: ${out}\n\n` : "";
     }
     this.sawToken = true;
-    if (CONTENT_FIELD.test(out)) {
+    if (this.countContent && CONTENT_FIELD.test(out)) {
       this.contentEvents++;
     }
     if (usageField && !this.wanted.continuousUsage) {

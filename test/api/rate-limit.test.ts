@@ -5,9 +5,17 @@ import { useHarness } from "../harness.ts";
 
 const h = useHarness();
 
+const freshPrefix = () => `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`;
+
 /** A gateway copy's limiter; copies made with the same prefix share the tenants' Redis buckets. */
-function limiter(prefix = `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`) {
+function limiter(prefix = freshPrefix()) {
   return new RateLimiter({ redis: h.deps.redis, db: h.deps.db, prefix, cacheTtlMs: 1_000 });
+}
+
+/** `count` gateway copies sharing one set of buckets. */
+function copies(count: number): RateLimiter[] {
+  const prefix = freshPrefix();
+  return Array.from({ length: count }, () => limiter(prefix));
 }
 
 async function admitted(rl: RateLimiter, tenant: TenantRow, times: number, now: number): Promise<number> {
@@ -58,12 +66,13 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("admits exactly the limit across gateway copies that take tokens in leases, concurrently", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 6_000 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const copies = [limiter(prefix), limiter(prefix), limiter(prefix)];
+    const gateways = copies(3);
     const now = 3_000_000;
     // 9,000 requests in the same millisecond: no refill, so exactly the bucket's 6,000 get in.
     const verdicts = await Promise.all(
-      Array.from({ length: 9_000 }, (_, i) => (copies[i % copies.length] as RateLimiter).admit(tenant, now)),
+      Array.from({ length: 9_000 }, (_, i) =>
+        (gateways[i % gateways.length] as RateLimiter).admit(tenant, now),
+      ),
     );
     expect(verdicts.filter((v) => v.allowed)).toHaveLength(6_000);
     const refused = verdicts.find((v) => !v.allowed);
@@ -82,9 +91,7 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("loses no tokens to a copy that idles: its unused lease goes back with its next renewal", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 1_000 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const quiet = limiter(prefix);
-    const busy = limiter(prefix);
+    const [quiet, busy] = copies(2) as [RateLimiter, RateLimiter];
     const t0 = 5_000_000;
     // Drain the bucket, then ask for 960 requests a minute (the bucket refills 1,000): 1 a second on
     // the quiet copy, 15 on the busy one. Tokens the quiet copy leased and did not use must come back.
@@ -105,9 +112,7 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("hands an idle copy's expired lease back on its sweep, for another copy to use", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 1_000 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const idle = limiter(prefix);
-    const busy = limiter(prefix);
+    const [idle, busy] = copies(2) as [RateLimiter, RateLimiter];
     const t0 = 9_000_000;
     expect(await admitted(idle, tenant, 12, t0)).toBe(12);
     // Let the idle copy's background renewal land, then drain the rest from the busy copy.
@@ -122,21 +127,18 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("asks Redis for every request of a small-limit tenant, taking no token ahead of need", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 10 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const copies = Array.from({ length: 10 }, () => limiter(prefix));
+    const gateways = copies(10);
     const now = 9_500_000;
     // One request on each of ten copies: the tenant's ten requests a minute, none refused.
-    for (const copy of copies) {
+    for (const copy of gateways) {
       expect(await copy.admit(tenant, now)).toEqual({ allowed: true });
     }
-    expect((await (copies[0] as RateLimiter).admit(tenant, now)).allowed).toBe(false);
+    expect((await (gateways[0] as RateLimiter).admit(tenant, now)).allowed).toBe(false);
   });
 
   it("does not refill twice when a copy's clock runs behind the bucket's", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 60 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const ahead = limiter(prefix);
-    const behind = limiter(prefix);
+    const [ahead, behind] = copies(2) as [RateLimiter, RateLimiter];
     const t = 9_800_000;
     expect(await admitted(ahead, tenant, 59, t)).toBe(59);
     // A copy whose clock is a second behind takes the last token; the bucket's time must not go back.
@@ -167,9 +169,7 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("sees another copy's token charges when it renews its lease", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 10_000, tpm: 1_000 } })).row;
-    const prefix = `${h.config.redis.prefix}shared-${Math.random().toString(36).slice(2)}:`;
-    const a = limiter(prefix);
-    const b = limiter(prefix);
+    const [a, b] = copies(2) as [RateLimiter, RateLimiter];
     const t0 = 7_000_000;
     expect((await a.admit(tenant, t0)).allowed).toBe(true);
     await b.spendTokens(tenant, 1_500, t0);

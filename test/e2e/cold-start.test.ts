@@ -1,21 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
-import { createLogger } from "../../lib/logger.ts";
-import { startMetering } from "../../metering/service.ts";
 import { eventually } from "../eventually.ts";
-import { useE2EWorld } from "./world.ts";
+import { useE2EWorld, useMetering } from "./world.ts";
 
 // Loads take 1.5 s on these replicas; a request waits at most 300 ms for one.
 const world = useE2EWorld({ replicas: 1, latency: { loadBaseMs: 1_500 }, coldStartTimeoutMs: 300 });
-const silent = createLogger({ level: "silent" });
-let metering: Awaited<ReturnType<typeof startMetering>>;
-
-beforeAll(async () => {
-  metering = await startMetering({ db: world.h.deps.db, logger: silent, config: world.h.config });
-});
-afterAll(async () => {
-  await metering.close();
-});
+useMetering(world);
 
 describe("a cold adapter that cannot be loaded in time", () => {
   it("answers 503 with Retry-After in OpenAI's shape, records the failed request, and serves once loaded", async () => {

@@ -3,12 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTenant } from "../../db/queries/tenants.ts";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { createReplicaSim, type ReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
-import { createLogger } from "../../lib/logger.ts";
 import { costPicos } from "../../metering/pricing.ts";
-import { startMetering } from "../../metering/service.ts";
 import { eventually } from "../eventually.ts";
 import type { TestTenant } from "../harness.ts";
-import { BASE, FAST_LATENCY, streamThenCut, useE2EWorld } from "./world.ts";
+import { BASE, FAST_LATENCY, streamThenCut, useE2EWorld, useMetering } from "./world.ts";
 
 // A frontier API stands in for OpenAI: an OpenAI-compatible server (our vLLM simulator) that knows
 // only its own model name and refuses requests without its key.
@@ -18,10 +16,9 @@ const FRONTIER_PRICE = { input_per_mtok_usd: 2.5, output_per_mtok_usd: 10 };
 const FRONTIER_PRICES = { inputMicrosPerMtok: 2_500_000, outputMicrosPerMtok: 10_000_000 };
 
 const world = useE2EWorld({ replicas: 1 });
-const silent = createLogger({ level: "silent" });
 let frontierSim: ReplicaSim;
 let frontier: RunningReplicaSim;
-let metering: Awaited<ReturnType<typeof startMetering>>;
+useMetering(world);
 
 beforeAll(async () => {
   frontierSim = createReplicaSim({
@@ -31,10 +28,8 @@ beforeAll(async () => {
     latency: FAST_LATENCY,
   });
   frontier = await frontierSim.start(0);
-  metering = await startMetering({ db: world.h.deps.db, logger: silent, config: world.h.config });
 });
 afterAll(async () => {
-  await metering.close();
   await frontier.close();
 });
 

@@ -1,22 +1,12 @@
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
-import { createLogger } from "../../lib/logger.ts";
-import { startMetering } from "../../metering/service.ts";
 import { eventually } from "../eventually.ts";
-import { BASE, streamThenCut, useE2EWorld } from "./world.ts";
+import { BASE, streamThenCut, useE2EWorld, useMetering } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2 });
-const silent = createLogger({ level: "silent" });
-let metering: Awaited<ReturnType<typeof startMetering>>;
-
-beforeAll(async () => {
-  metering = await startMetering({ db: world.h.deps.db, logger: silent, config: world.h.config });
-});
-afterAll(async () => {
-  await metering.close();
-});
+useMetering(world);
 
 async function eventsOf(tenantId: string) {
   return listTenantUsageEvents(world.h.deps.db, tenantId);

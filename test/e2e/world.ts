@@ -15,6 +15,7 @@ import {
 } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, closeAll } from "../../lib/shutdown.ts";
+import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
 import type { PolicyConfig } from "../../scheduler/policy/index.ts";
 import { SchedulerService } from "../../scheduler/service.ts";
@@ -246,4 +247,15 @@ export async function streamThenCut(
     // the SDK throws on abort
   }
   return received;
+}
+
+/** A metering worker for the file's world, so that usage events reach Postgres (call after useE2EWorld). */
+export function useMetering(world: E2EWorld): void {
+  let metering: Awaited<ReturnType<typeof startMetering>> | undefined;
+  beforeAll(async () => {
+    metering = await startMetering({ db: world.h.deps.db, logger: silent, config: world.h.config });
+  });
+  afterAll(async () => {
+    await metering?.close();
+  });
 }

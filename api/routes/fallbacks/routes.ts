@@ -19,8 +19,8 @@ interface FallbackOwner {
   path: string;
   tag: string;
   idSchema: z.ZodString;
-  /** undefined: no such owner; null: it has no fallback. */
-  read: (db: Executor, id: string) => Promise<FallbackUpstream | null | undefined>;
+  /** undefined: no such owner; null: it has no fallback. `lock`: FOR UPDATE, inside a transaction. */
+  read: (db: Executor, id: string, lock: boolean) => Promise<FallbackUpstream | null | undefined>;
   write: (db: Executor, id: string, fallback: FallbackUpstream | null) => Promise<boolean>;
   auditTenant: (id: string) => string | null;
   changed: (id: string) => FleetEvent;
@@ -32,8 +32,8 @@ const OWNERS: FallbackOwner[] = [
     path: "/admin/tenants/{id}/fallback",
     tag: "tenants",
     idSchema: TenantId,
-    read: async (db, id) => {
-      const row = await getTenant(db, id, { forUpdate: true });
+    read: async (db, id, lock) => {
+      const row = await getTenant(db, id, { forUpdate: lock });
       return row === null ? undefined : row.fallback;
     },
     write: async (db, id, fallback) => (await setTenantFallback(db, id, fallback)) !== null,
@@ -45,8 +45,8 @@ const OWNERS: FallbackOwner[] = [
     path: "/admin/base-models/{id}/fallback",
     tag: "base models",
     idSchema: BaseModelId,
-    read: async (db, id) => {
-      const row = await getBaseModel(db, id, { forUpdate: true });
+    read: async (db, id, lock) => {
+      const row = await getBaseModel(db, id, { forUpdate: lock });
       return row === null ? undefined : row.fallback;
     },
     write: async (db, id, fallback) => (await setBaseModelFallback(db, id, fallback)) !== null,
@@ -88,7 +88,7 @@ export function registerFallbackRoutes(app: OpenAPIHono<AppEnv>) {
         const body = c.req.valid("json");
         const { db, config, bus } = c.var.deps;
         const stored = await db.transaction(async (tx) => {
-          const previous = await owner.read(tx, id);
+          const previous = await owner.read(tx, id, true);
           if (previous === undefined) {
             return null;
           }
@@ -127,7 +127,7 @@ export function registerFallbackRoutes(app: OpenAPIHono<AppEnv>) {
       }),
       async (c) => {
         const { id } = c.req.valid("param");
-        const fallback = await owner.read(c.var.deps.db, id);
+        const fallback = await owner.read(c.var.deps.db, id, false);
         if (fallback === undefined) {
           throw notFound(id);
         }

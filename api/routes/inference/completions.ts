@@ -6,9 +6,10 @@ import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
 import type { Metrics } from "../../../lib/metrics.ts";
 import { worstCaseCostPicos } from "../../../metering/budgets.ts";
+import type { Prices } from "../../../metering/pricing.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
-import { fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
+import { applicableFallback, fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
 import { forwardCompletion, type ProxyOutcome, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
@@ -211,11 +212,14 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
 
     const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
     const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
-    const prices = await gateway.prices(baseModelId);
+    const base = await gateway.baseModel(baseModelId);
+    const prices: Prices | null = base
+      ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
+      : null;
     const fleetWorstCase = prices ? worstCaseCostPicos(prices, body) : 0n;
     // With a fallback, the reservation covers the dearer of the two upstreams, so that either can
     // serve; a budget that cannot cover the fallback keeps this request on the fleet.
-    let fallback = await gateway.fallback(tenant, baseModelId);
+    let fallback = applicableFallback(tenant, base);
     let budget = fallback
       ? await gateway.budgets.reserve(
           tenant,
@@ -252,10 +256,11 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
     try {
       chosen = await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs });
     } catch (error) {
-      if (!(fallback && error instanceof AppError && error.code === "UNAVAILABLE")) {
+      const unavailable = error instanceof AppError && error.code === "UNAVAILABLE";
+      if (!(unavailable && fallback)) {
         // Nothing ran: the reservation goes back.
         await gateway.budgets.settle(reservation, 0n);
-        if (error instanceof AppError && error.code === "UNAVAILABLE") {
+        if (unavailable) {
           // Admitted but not served in time: a failed request, recorded like one that failed upstream.
           await usage.record(
             usageOf(
