@@ -1,5 +1,5 @@
 import type { Database } from "../db/client.ts";
-import { listReplicas, type ReplicaRow, recordReplicaPoll } from "../db/queries/replicas.ts";
+import { listReplicas, markReplicaDown, type ReplicaRow, recordReplicaSeen } from "../db/queries/replicas.ts";
 import type { ReplicaLiveState } from "../db/schema/replicas.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
@@ -115,22 +115,19 @@ export class FleetPoller {
         waiting: metrics.kind === "ok" ? (metrics.value.waiting ?? 0) : 0,
         kvCacheUsage: metrics.kind === "ok" ? metrics.value.kvCacheUsage : null,
       };
-      const status = row.status === "draining" ? "draining" : "up";
-      await recordReplicaPoll(this.db, row.id, { status, liveState, seenAt: at });
+      const status = (await recordReplicaSeen(this.db, row.id, { liveState, seenAt: at })) ?? row.status;
       if (row.status === "down" || row.status === "unknown") {
         this.logger.info({ replica_id: row.id, url: row.url }, "replica is up");
       }
       return { replicaId: row.id, ok: true, status };
     }
     const error = health.kind !== "ok" ? describe(health) : describe(models);
-    const lastSeen = row.lastSeenAt ?? row.createdAt;
-    const overdue = at.getTime() - lastSeen.getTime() >= this.options.downAfterMs;
-    const status = overdue && row.status !== "draining" ? "down" : row.status;
-    if (status !== row.status) {
-      await recordReplicaPoll(this.db, row.id, { status });
+    const unseenSince = new Date(at.getTime() - this.options.downAfterMs);
+    if (await markReplicaDown(this.db, row.id, unseenSince)) {
       this.logger.warn({ replica_id: row.id, url: row.url, error }, "replica marked down");
+      return { replicaId: row.id, ok: false, status: "down", error };
     }
-    return { replicaId: row.id, ok: false, status, error };
+    return { replicaId: row.id, ok: false, status: row.status, error };
   }
 }
 

@@ -19,7 +19,7 @@ import { request } from "undici";
 import { KeyRing } from "../../api/auth/key-ring.ts";
 import { prepareDatabase } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
-import { recordReplicaPoll } from "../../db/queries/replicas.ts";
+import { recordReplicaSeen } from "../../db/queries/replicas.ts";
 import { S3RVER_CREDENTIALS } from "../../infra/dev/s3-server.ts";
 import { ensureServices } from "../../infra/dev/services.ts";
 import { parseConfig } from "../../lib/env.ts";
@@ -427,8 +427,7 @@ try {
     max_lora_rank: 64,
   });
   // No fleet poller runs in this bench: mark the replica up as one would, then wait for the gateway's sync.
-  await recordReplicaPoll(dbHandle.db, replica.id, {
-    status: "up",
+  await recordReplicaSeen(dbHandle.db, replica.id, {
     liveState: { registeredAdapters: [], running: 0, waiting: 0, kvCacheUsage: null },
     seenAt: new Date(),
   });

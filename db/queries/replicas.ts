@@ -1,7 +1,8 @@
-import { asc, eq } from "drizzle-orm";
+import { and, asc, eq, isNull, lte, notInArray, or, sql } from "drizzle-orm";
 import { newId } from "../../lib/ids.ts";
 import type { Executor } from "../client.ts";
 import { replicas } from "../schema/index.ts";
+import type { ReplicaLiveState } from "../schema/replicas.ts";
 
 export type ReplicaRow = typeof replicas.$inferSelect;
 export type NewReplica = Omit<typeof replicas.$inferInsert, "id" | "createdAt" | "updatedAt">;
@@ -27,21 +28,50 @@ export async function getReplica(db: Executor, id: string): Promise<ReplicaRow |
 
 export type ReplicaStatus = ReplicaRow["status"];
 
-/** Records a poll: live state and last-seen on success; a status change either way. */
-export async function recordReplicaPoll(
+/**
+ * Records a good poll: live state, last seen, and `up` — unless an operator drains it meanwhile.
+ * The status is decided in the UPDATE itself: a poll that read the row before a drain must not
+ * write `up` over it. Returns the status now stored, or null if the replica was removed.
+ */
+export async function recordReplicaSeen(
   db: Executor,
   id: string,
-  update: { status: ReplicaStatus; liveState?: ReplicaRow["liveState"]; seenAt?: Date },
-): Promise<void> {
-  await db
+  seen: { liveState: ReplicaLiveState; seenAt: Date },
+): Promise<ReplicaStatus | null> {
+  const [row] = await db
     .update(replicas)
     .set({
-      status: update.status,
-      ...(update.liveState !== undefined && { liveState: update.liveState }),
-      ...(update.seenAt !== undefined && { lastSeenAt: update.seenAt }),
+      status: sql`case when ${replicas.status} = 'draining' then 'draining' else 'up' end`,
+      liveState: seen.liveState,
+      lastSeenAt: seen.seenAt,
       updatedAt: new Date(),
     })
-    .where(eq(replicas.id, id));
+    .where(eq(replicas.id, id))
+    .returning({ status: replicas.status });
+  return row?.status ?? null;
+}
+
+/**
+ * Marks a replica down if it has not been seen since `unseenSince` (nor created since, if never
+ * seen). A draining replica keeps its status, and so does one that a later good poll saw.
+ * True if this call changed the status.
+ */
+export async function markReplicaDown(db: Executor, id: string, unseenSince: Date): Promise<boolean> {
+  const rows = await db
+    .update(replicas)
+    .set({ status: "down", updatedAt: new Date() })
+    .where(
+      and(
+        eq(replicas.id, id),
+        notInArray(replicas.status, ["down", "draining"]),
+        or(
+          lte(replicas.lastSeenAt, unseenSince),
+          and(isNull(replicas.lastSeenAt), lte(replicas.createdAt, unseenSince)),
+        ),
+      ),
+    )
+    .returning({ id: replicas.id });
+  return rows.length > 0;
 }
 
 /** Null if no replica has this id. */

@@ -1,3 +1,5 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { createReplicaSim } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
@@ -12,6 +14,40 @@ interface ReplicaDto {
   status: string;
   last_seen_at: string | null;
   live: { registered_adapters: string[]; running: number; waiting: number } | null;
+}
+
+/**
+ * A front for a replica whose /health answers only when `open()` is called: a poll is caught between
+ * reading the replica's row and writing what it saw.
+ */
+async function gatedHealth(upstream: string) {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let asked!: () => void;
+  const healthAsked = new Promise<void>((resolve) => {
+    asked = resolve;
+  });
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      if (req.url === "/health") {
+        asked();
+        await gate;
+      }
+      const answer = await fetch(`${upstream}${req.url ?? "/"}`, { method: req.method ?? "GET" });
+      res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/plain" });
+      res.end(Buffer.from(await answer.arrayBuffer()));
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    healthAsked,
+    open,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 function replicaBody(url: string) {
@@ -103,6 +139,38 @@ describe("fleet registry", () => {
       }
     } finally {
       await poller.stop();
+    }
+  });
+
+  it("keeps a drain that lands while a poll is in flight (the poll does not write up over it)", async () => {
+    const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
+    const front = await gatedHealth(running.url);
+    const token = await h.adminToken();
+    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: replicaBody(front.url),
+    });
+    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
+      intervalMs: 50,
+      downAfterMs: 300,
+      timeoutMs: 5_000,
+    });
+    try {
+      const poll = poller.pollOnce();
+      await front.healthAsked; // the poll has read the row (status unknown) and waits on the replica
+      const drained = await h.request("POST", `/admin/replicas/${created.body.id}/drain`, { token });
+      expect(drained.status).toBe(202);
+      front.open();
+      const outcome = (await poll).find((o) => o.replicaId === created.body.id);
+      expect(outcome).toMatchObject({ ok: true, status: "draining" });
+      const after = (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token }))
+        .body;
+      expect(after.status).toBe("draining");
+      expect(after.live?.registered_adapters).toEqual([]); // the poll's live state was still recorded
+    } finally {
+      await poller.stop();
+      await front.close();
+      await running.close();
     }
   });
 });
