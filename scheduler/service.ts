@@ -135,6 +135,13 @@ class LeaderWork {
   private poller: FleetPoller | null = null;
   private reconcileTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /**
+   * Placement decisions, fleet re-reads and the writes that commit a load or unload take turns.
+   * A snapshot read while a decision was being written would otherwise be applied over it: the
+   * policy would forget a load it had just started, and with it that the adapter is hot, so a
+   * drain would unload that adapter instead of moving it.
+   */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(service: SchedulerService) {
     this.service = service;
@@ -150,6 +157,12 @@ class LeaderWork {
     return this.service.internals.policy;
   }
 
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(work, work);
+    this.turn = run.catch(() => {});
+    return run;
+  }
+
   async start(): Promise<void> {
     const { db, logger } = this.deps;
     this.poller = new FleetPoller(db, logger, {
@@ -159,7 +172,7 @@ class LeaderWork {
     await this.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
     this.poller.start();
     await this.service.sync();
-    this.placementWorker = new Worker(PLACEMENT_QUEUE, (job) => this.place(job), {
+    this.placementWorker = new Worker(PLACEMENT_QUEUE, (job) => this.exclusive(() => this.place(job)), {
       connection: createRedis(this.deps.redis, "worker"),
       prefix: bullPrefix(this.deps.redis),
       concurrency: 1,
@@ -330,13 +343,13 @@ class LeaderWork {
       if (result.kind === "transient" && result.code !== "not_found") {
         throw new Error(`${result.code}: ${result.message}`);
       }
-      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+      await this.exclusive(() => deletePlacement(db, { replicaId: replica.id, adapterVersionId }));
       await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "unloaded" });
       return "unloaded";
     }
     const version = await getVersionForScheduler(db, adapterVersionId);
     if (version?.status !== "ready") {
-      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+      await this.exclusive(() => deletePlacement(db, { replicaId: replica.id, adapterVersionId }));
       throw new UnrecoverableError(`version ${adapterVersionId} is no longer ready`);
     }
     const started = Date.now();
@@ -348,9 +361,16 @@ class LeaderWork {
       sizeBytes: version.sizeBytes,
     });
     if (result.kind === "permanent") {
-      await markVersionFailed(db, adapterVersionId);
-      await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
-      this.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: false });
+      await this.exclusive(async () => {
+        await markVersionFailed(db, adapterVersionId);
+        await deletePlacement(db, { replicaId: replica.id, adapterVersionId });
+        this.policy.observe({
+          kind: "loaded",
+          adapterId: adapterVersionId,
+          replicaId: replica.id,
+          ok: false,
+        });
+      });
       await bus.publish({
         type: "placement",
         adapterVersionId,
@@ -364,13 +384,15 @@ class LeaderWork {
     if (result.kind === "transient") {
       throw new Error(`${result.code}: ${result.message}`);
     }
-    await setPlacementState(db, {
-      replicaId: replica.id,
-      adapterVersionId,
-      state: "loaded",
-      lastError: null,
+    await this.exclusive(async () => {
+      await setPlacementState(db, {
+        replicaId: replica.id,
+        adapterVersionId,
+        state: "loaded",
+        lastError: null,
+      });
+      this.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: true });
     });
-    this.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: true });
     await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "loaded" });
     logger.info(
       { adapter_version_id: adapterVersionId, replica_id: replica.id, ms: Date.now() - started },
@@ -389,7 +411,9 @@ class LeaderWork {
       return;
     }
     const { replicaId, adapterVersionId } = job.data;
-    await deletePlacement(this.deps.db, { replicaId, adapterVersionId }).catch(() => {});
+    await this.exclusive(() => deletePlacement(this.deps.db, { replicaId, adapterVersionId })).catch(
+      () => {},
+    );
     await this.deps.bus
       .publish({ type: "placement", adapterVersionId, replicaId, state: "failed", message: error.message })
       .catch(() => {});
@@ -481,10 +505,12 @@ class LeaderWork {
         }
       }
     }
-    await this.service.sync(changed ? 0 : 1_000);
-    const planned = this.policy.plan(Date.now());
-    if (planned.length > 0) {
-      await this.enqueue(planned);
-    }
+    await this.exclusive(async () => {
+      await this.service.sync(changed ? 0 : 1_000);
+      const planned = this.policy.plan(Date.now());
+      if (planned.length > 0) {
+        await this.enqueue(planned);
+      }
+    });
   }
 }
