@@ -1,5 +1,11 @@
 import type { Database } from "../db/client.ts";
-import { listReplicas, markReplicaDown, type ReplicaRow, recordReplicaSeen } from "../db/queries/replicas.ts";
+import {
+  listReplicas,
+  markReplicaDown,
+  type ReplicaRow,
+  recordReplicaSeen,
+  replicaDisplayStatus,
+} from "../db/queries/replicas.ts";
 import type { ReplicaLiveState } from "../db/schema/replicas.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
@@ -12,6 +18,8 @@ export interface FleetPollerOptions {
   /** Per-call timeout; a poll must not outlast its interval. */
   timeoutMs: number;
   replicaApiKey?: string;
+  /** A replica went down or came back: routers should re-read the fleet now. */
+  onHealthChange?: (replicaId: string, status: "up" | "down") => void;
 }
 
 export interface PollOutcome {
@@ -115,9 +123,11 @@ export class FleetPoller {
         waiting: metrics.kind === "ok" ? (metrics.value.waiting ?? 0) : 0,
         kvCacheUsage: metrics.kind === "ok" ? metrics.value.kvCacheUsage : null,
       };
-      const status = (await recordReplicaSeen(this.db, row.id, { liveState, seenAt: at })) ?? row.status;
+      const seen = await recordReplicaSeen(this.db, row.id, { liveState, seenAt: at });
+      const status = replicaDisplayStatus(seen ?? row);
       if (row.status === "down" || row.status === "unknown") {
         this.logger.info({ replica_id: row.id, url: row.url }, "replica is up");
+        this.options.onHealthChange?.(row.id, "up");
       }
       return { replicaId: row.id, ok: true, status };
     }
@@ -125,9 +135,10 @@ export class FleetPoller {
     const unseenSince = new Date(at.getTime() - this.options.downAfterMs);
     if (await markReplicaDown(this.db, row.id, unseenSince)) {
       this.logger.warn({ replica_id: row.id, url: row.url, error }, "replica marked down");
+      this.options.onHealthChange?.(row.id, "down");
       return { replicaId: row.id, ok: false, status: "down", error };
     }
-    return { replicaId: row.id, ok: false, status: row.status, error };
+    return { replicaId: row.id, ok: false, status: replicaDisplayStatus(row), error };
   }
 }
 

@@ -1,4 +1,5 @@
 import type { FleetSnapshot } from "../db/queries/fleet.ts";
+import { replicaIsDraining, replicaIsUp } from "../db/queries/replicas.ts";
 import type { FleetState } from "./policy/index.ts";
 
 /**
@@ -19,8 +20,8 @@ export function toFleetState(snapshot: FleetSnapshot): FleetState {
       maxLoraRank: r.maxLoraRank,
       maxRegistered: r.maxRegistered,
       diskBudgetBytes: r.diskBudgetBytes,
-      healthy: r.status === "up" || r.status === "draining",
-      draining: r.status === "draining",
+      healthy: replicaIsUp(r),
+      draining: replicaIsDraining(r),
     })),
     adapters: snapshot.versions.map((v) => ({
       id: v.versionId,

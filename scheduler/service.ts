@@ -5,7 +5,7 @@ import type { Database } from "../db/client.ts";
 import { getVersionForScheduler, markVersionFailed } from "../db/queries/adapters.ts";
 import { loadFleetSnapshot } from "../db/queries/fleet.ts";
 import { deletePlacement, setPlacementState, upsertPlacement } from "../db/queries/placements.ts";
-import { getReplica } from "../db/queries/replicas.ts";
+import { getReplica, replicaIsUp } from "../db/queries/replicas.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
@@ -168,6 +168,11 @@ class LeaderWork {
     this.poller = new FleetPoller(db, logger, {
       ...this.options.poll,
       ...(this.options.replicaApiKey !== undefined && { replicaApiKey: this.options.replicaApiKey }),
+      onHealthChange: () => {
+        void this.deps.bus
+          .publish({ type: "fleet-changed" })
+          .catch((error) => logger.warn({ err: error }, "fleet change not published"));
+      },
     });
     await this.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
     this.poller.start();
@@ -464,11 +469,17 @@ class LeaderWork {
       if (replica.status === "down") {
         for (const p of placed) {
           await deletePlacement(db, { replicaId: replica.id, adapterVersionId: p.adapterVersionId });
+          await bus.publish({
+            type: "placement",
+            adapterVersionId: p.adapterVersionId,
+            replicaId: replica.id,
+            state: "unloaded",
+          });
           changed = true;
         }
         continue;
       }
-      if (replica.status !== "up" && replica.status !== "draining") {
+      if (!replicaIsUp(replica)) {
         continue;
       }
       const models = await this.replicaClientFor(replica.url).listModels();

@@ -1,6 +1,6 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Database } from "../../db/client.ts";
-import { listReplicas } from "../../db/queries/replicas.ts";
+import { listReplicas, replicaDisplayStatus } from "../../db/queries/replicas.ts";
 import type { EventBus } from "../../scheduler/events.ts";
 import type { GatewayRouter } from "./router.ts";
 
@@ -66,7 +66,8 @@ export async function registerFleetMetrics(deps: {
     }
     for (const row of rows) {
       const labels = { replica: row.id, base_model: row.baseModelId };
-      up.set({ ...labels, status: row.status }, row.status === "up" ? 1 : 0);
+      const status = replicaDisplayStatus(row);
+      up.set({ ...labels, status }, status === "up" ? 1 : 0);
       requests.set({ ...labels, state: "running" }, row.liveState?.running ?? 0);
       requests.set({ ...labels, state: "waiting" }, row.liveState?.waiting ?? 0);
       slots.set({ ...labels, level: "gpu" }, row.maxLoras);

@@ -57,8 +57,9 @@ export interface ForwardOptions {
   bodyTimeoutMs: number;
   onReplicaFailure: (replicaId: string, reason: FailureReason, detail: string) => void;
   /**
-   * When every target answered that it does not have the adapter (replicas restarted), gets fresh
-   * targets after a reload. Used once per request, and only before any byte went to the client.
+   * When every target is gone for this request — it answered that it does not have the adapter
+   * (restarted) or refused the connection (died) — gets fresh targets, after a reload elsewhere if
+   * none is left. Used once per request, and only before any byte went to the client.
    */
   reroute?: () => Promise<UpstreamTarget[]>;
   /**
@@ -159,15 +160,16 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   let attempts = 0;
   let lastError = "no replica could take the request";
   const queue = [...options.targets];
-  let lostEverywhere = false;
+  // Every attempt so far failed because the replica no longer has the adapter or is not there.
+  let goneEverywhere = false;
   let rerouted = false;
   let fallbackTried = false;
   let lastTried: UpstreamTarget | null = null;
   const suffix = options.path.slice("/v1".length);
   for (;;) {
     let target = queue.shift();
-    if (!target && lostEverywhere && !rerouted && options.reroute && !options.clientSignal.aborted) {
-      // Every replica we knew of had lost the adapter (restarted): it is loaded again, then retried once.
+    if (!target && goneEverywhere && !rerouted && options.reroute && !options.clientSignal.aborted) {
+      // Every replica we knew of lost the adapter or died: it is loaded again, then retried once.
       rerouted = true;
       queue.push(...(await options.reroute().catch(() => [])));
       target = queue.shift();
@@ -205,8 +207,10 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       lastError = `${describeTarget(target)}: ${(error as Error).message}`;
       span.end(null, lastError);
       upstreamSpan = null;
+      const reason = classify(error);
+      goneEverywhere = reason === "unreachable" && (attempts === 1 || goneEverywhere);
       if (target.replicaId !== null) {
-        options.onReplicaFailure(target.replicaId, classify(error), lastError);
+        options.onReplicaFailure(target.replicaId, reason, lastError);
       }
       continue;
     }
@@ -215,7 +219,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       const text = await res.body.text().catch(() => "");
       const lost = res.statusCode === 404 && text.includes("does not exist");
       if (res.statusCode >= 500 || lost) {
-        lostEverywhere = lost && (attempts === 1 || lostEverywhere);
+        goneEverywhere = lost && (attempts === 1 || goneEverywhere);
         lastError = `${describeTarget(target)} answered ${res.statusCode}`;
         span.end(res.statusCode, lastError);
         upstreamSpan = null;

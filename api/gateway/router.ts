@@ -1,7 +1,7 @@
 import type { Queue } from "bullmq";
 import type { Database } from "../../db/client.ts";
 import { loadFleetSnapshot } from "../../db/queries/fleet.ts";
-import type { ReplicaRow } from "../../db/queries/replicas.ts";
+import { type ReplicaRow, replicaIsDraining, replicaIsUp } from "../../db/queries/replicas.ts";
 import type { Logger } from "../../lib/logger.ts";
 import type { EventBus, FleetEvent } from "../../scheduler/events.ts";
 import { toFleetState } from "../../scheduler/fleet-state.ts";
@@ -46,6 +46,8 @@ export class GatewayRouter {
   private replicas = new Map<string, ReplicaRow>();
   private loadedOn = new Map<string, string[]>();
   private readonly inFlight = new Map<string, number>();
+  /** Replicas that failed a request before its first byte, and when: avoided until polled good since. */
+  private readonly suspects = new Map<string, number>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private timer: NodeJS.Timeout | null = null;
   private syncing: Promise<void> | null = null;
@@ -127,7 +129,23 @@ export class GatewayRouter {
   }
 
   private serving(replica: ReplicaRow | undefined): replica is ReplicaRow {
-    return replica !== undefined && (replica.status === "up" || replica.status === "draining");
+    if (replica === undefined || !replicaIsUp(replica)) {
+      return false;
+    }
+    const suspectSince = this.suspects.get(replica.id);
+    if (suspectSince === undefined) {
+      return true;
+    }
+    if ((replica.lastSeenAt?.getTime() ?? 0) > suspectSince) {
+      this.suspects.delete(replica.id); // the fleet poller has had a good answer since
+      return true;
+    }
+    return false;
+  }
+
+  /** Replicas that have the version registered and can be sent requests now. */
+  private holders(versionId: string): string[] {
+    return (this.loadedOn.get(versionId) ?? []).filter((id) => this.serving(this.replicas.get(id)));
   }
 
   private byLoad(ids: string[]): string[] {
@@ -136,7 +154,7 @@ export class GatewayRouter {
 
   /** Replicas that have the version registered now, the policy's choice first. */
   routeAdapter(versionId: string, now = Date.now()): AdapterRoute {
-    const holders = (this.loadedOn.get(versionId) ?? []).filter((id) => this.serving(this.replicas.get(id)));
+    const holders = this.holders(versionId);
     const decision = this.policy.route({ adapterId: versionId }, now);
     if (!("replicaId" in decision)) {
       if (decision.reason === "unknown-adapter") {
@@ -176,7 +194,7 @@ export class GatewayRouter {
   /** Healthy replicas of a base, least busy first. */
   routeBase(baseModelId: string): UpstreamTarget[] {
     const ids = [...this.replicas.values()]
-      .filter((r) => r.baseModelId === baseModelId && r.status === "up")
+      .filter((r) => r.baseModelId === baseModelId && this.serving(r) && !replicaIsDraining(r))
       .map((r) => r.id);
     return this.byLoad(ids).map((id) => this.target(id, null));
   }
@@ -200,7 +218,12 @@ export class GatewayRouter {
     }
   }
 
-  /** A replica failed a request before its first byte: stop sending there until the next sync says otherwise. */
+  /**
+   * A replica failed a request before its first byte. One that lost the adapter (it restarted) is
+   * not asked for it until the next sync; one that refused or failed is not sent anything until the
+   * fleet poller has had a good answer from it since, so that a re-read of the fleet that still
+   * shows it up does not send the next requests there.
+   */
   markSuspect(replicaId: string, versionId: string | null, lostAdapter: boolean): void {
     if (lostAdapter && versionId !== null) {
       this.loadedOn.set(
@@ -209,10 +232,7 @@ export class GatewayRouter {
       );
       return;
     }
-    const replica = this.replicas.get(replicaId);
-    if (replica) {
-      this.replicas.set(replicaId, { ...replica, status: "down" });
-    }
+    this.suspects.set(replicaId, Date.now());
   }
 
   /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
@@ -251,11 +271,25 @@ export class GatewayRouter {
       await this.requestPlacement(versionId);
       // It may have been loaded between our miss and the subscription-backed wait.
       await this.sync();
-      if ((this.loadedOn.get(versionId) ?? []).length > 0) {
+      if (this.holders(versionId).length > 0) {
         this.settle(versionId, { kind: "loaded" });
       }
     }
     return result;
+  }
+
+  private askAgainForWaited(): void {
+    for (const versionId of this.waiters.keys()) {
+      if (this.holders(versionId).length === 0) {
+        this.askAgain(versionId);
+      }
+    }
+  }
+
+  private askAgain(versionId: string): void {
+    void this.requestPlacement(versionId).catch((error) =>
+      this.logger.warn({ err: error, version_id: versionId }, "placement request not sent"),
+    );
   }
 
   private settle(versionId: string, result: PlacementWait): void {
@@ -273,16 +307,25 @@ export class GatewayRouter {
     }
     void this.sync()
       .then(() => {
+        if (event.type === "fleet-changed") {
+          this.askAgainForWaited();
+          return;
+        }
         if (event.type !== "placement" || !this.waiters.has(event.adapterVersionId)) {
           return;
         }
-        if ((this.loadedOn.get(event.adapterVersionId) ?? []).length > 0) {
+        if (this.holders(event.adapterVersionId).length > 0) {
           this.settle(event.adapterVersionId, { kind: "loaded" });
         } else if (event.state === "failed") {
           this.settle(event.adapterVersionId, {
             kind: "failed",
             message: event.message ?? "the load failed",
           });
+        } else if (event.state === "unloaded") {
+          // Dropped from the replica a waiting request could not reach (it went down): the leader
+          // is asked again and places it where it can be served. Not on `loaded`: the leader would
+          // answer "already placed" with another `loaded`, back and forth.
+          this.askAgain(event.adapterVersionId);
         }
       })
       .catch((error) => this.logger.warn({ err: error }, "gateway fleet sync failed"));

@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull, lte, notInArray, or, sql } from "drizzle-orm";
+import { and, asc, eq, isNull, lte, ne, or, sql } from "drizzle-orm";
 import { newId } from "../../lib/ids.ts";
 import type { Executor } from "../client.ts";
 import { replicas } from "../schema/index.ts";
@@ -27,43 +27,67 @@ export async function getReplica(db: Executor, id: string): Promise<ReplicaRow |
 }
 
 export type ReplicaStatus = ReplicaRow["status"];
+type Health = Pick<ReplicaRow, "status">;
+type Drain = Pick<ReplicaRow, "status" | "drainingSince">;
+
+/** It answers its health checks (a drain does not change that). */
+export function replicaIsUp(row: Health): boolean {
+  return row.status === "up" || row.status === "draining";
+}
+
+/** An operator drains it: it takes no new placements, whether up or down. */
+export function replicaIsDraining(row: Drain): boolean {
+  return row.drainingSince !== null || row.status === "draining";
+}
+
+/** The one word operators see: `down` when it is down, else `draining` while it drains, else its health. */
+export function replicaDisplayStatus(row: Drain): ReplicaStatus {
+  return row.status !== "down" && replicaIsDraining(row) ? "draining" : row.status;
+}
 
 /**
- * Records a good poll: live state, last seen, and `up` — unless an operator drains it meanwhile.
- * The status is decided in the UPDATE itself: a poll that read the row before a drain must not
- * write `up` over it. Returns the status now stored, or null if the replica was removed.
+ * A drain written as a status (API processes older than migration 0005) moves into draining_since
+ * whenever the poller writes the row, so that the drain survives the replica going down.
+ */
+const keptDrain = sql`coalesce(${replicas.drainingSince}, case when ${replicas.status} = 'draining' then now() end)`;
+
+/**
+ * Records a good poll: live state, last seen, and `up`. Returns the row now stored, or null if the
+ * replica was removed. A drain is never touched, so a poll that read the row before a drain
+ * landed cannot write over it.
  */
 export async function recordReplicaSeen(
   db: Executor,
   id: string,
   seen: { liveState: ReplicaLiveState; seenAt: Date },
-): Promise<ReplicaStatus | null> {
+): Promise<ReplicaRow | null> {
   const [row] = await db
     .update(replicas)
     .set({
-      status: sql`case when ${replicas.status} = 'draining' then 'draining' else 'up' end`,
+      status: "up",
+      drainingSince: keptDrain,
       liveState: seen.liveState,
       lastSeenAt: seen.seenAt,
       updatedAt: new Date(),
     })
     .where(eq(replicas.id, id))
-    .returning({ status: replicas.status });
-  return row?.status ?? null;
+    .returning();
+  return row ?? null;
 }
 
 /**
  * Marks a replica down if it has not been seen since `unseenSince` (nor created since, if never
- * seen). A draining replica keeps its status, and so does one that a later good poll saw.
+ * seen): a later good poll wins. A draining replica goes down too and stays draining.
  * True if this call changed the status.
  */
 export async function markReplicaDown(db: Executor, id: string, unseenSince: Date): Promise<boolean> {
   const rows = await db
     .update(replicas)
-    .set({ status: "down", updatedAt: new Date() })
+    .set({ status: "down", drainingSince: keptDrain, updatedAt: new Date() })
     .where(
       and(
         eq(replicas.id, id),
-        notInArray(replicas.status, ["down", "draining"]),
+        ne(replicas.status, "down"),
         or(
           lte(replicas.lastSeenAt, unseenSince),
           and(isNull(replicas.lastSeenAt), lte(replicas.createdAt, unseenSince)),
@@ -74,11 +98,11 @@ export async function markReplicaDown(db: Executor, id: string, unseenSince: Dat
   return rows.length > 0;
 }
 
-/** Null if no replica has this id. */
+/** Starts a drain (a second call keeps the first one's time). Null if no replica has this id. */
 export async function setReplicaDraining(db: Executor, id: string): Promise<ReplicaRow | null> {
   const [row] = await db
     .update(replicas)
-    .set({ status: "draining", updatedAt: new Date() })
+    .set({ drainingSince: sql`coalesce(${replicas.drainingSince}, now())`, updatedAt: new Date() })
     .where(eq(replicas.id, id))
     .returning();
   return row ?? null;

@@ -9,7 +9,11 @@ export interface ReplicaLiveState {
   kvCacheUsage: number | null;
 }
 
-/** A vLLM replica serving one base. `status` is kept by the fleet poller; `draining` is an operator's. */
+/**
+ * A vLLM replica serving one base. `status` is its health, kept by the fleet poller; `drainingSince`
+ * is an operator's drain, which outlives a crash and a restart. The status `draining` is what API
+ * processes older than migration 0005 write for a drain: read it through `replicaIsDraining`.
+ */
 export const replicas = pgTable("replicas", {
   id: text().primaryKey(),
   baseModelId: text()
@@ -29,5 +33,6 @@ export const replicas = pgTable("replicas", {
     .default("unknown"),
   liveState: jsonb().$type<ReplicaLiveState>(),
   lastSeenAt: timestamp({ withTimezone: true }),
+  drainingSince: timestamp({ withTimezone: true }),
   ...timestamps(),
 });

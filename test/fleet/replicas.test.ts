@@ -1,6 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
+import { replicas } from "../../db/schema/index.ts";
 import { createReplicaSim } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { FleetPoller } from "../../scheduler/fleet-poller.ts";
@@ -13,6 +15,7 @@ interface ReplicaDto {
   id: string;
   status: string;
   last_seen_at: string | null;
+  draining_since: string | null;
   live: { registered_adapters: string[]; running: number; waiting: number } | null;
 }
 
@@ -171,6 +174,37 @@ describe("fleet registry", () => {
       await poller.stop();
       await front.close();
       await running.close();
+    }
+  });
+
+  it("reads a drain written as a status by an older release, and keeps it through the replica going down", async () => {
+    const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
+    const token = await h.adminToken();
+    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: replicaBody(running.url),
+    });
+    // What an API process from before migration 0005 writes for POST /admin/replicas/{id}/drain.
+    await h.deps.db.update(replicas).set({ status: "draining" }).where(eq(replicas.id, created.body.id));
+    const read = async () =>
+      (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token })).body;
+    expect(await read()).toMatchObject({ status: "draining" });
+    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
+      intervalMs: 50,
+      downAfterMs: 200,
+      timeoutMs: 200,
+    });
+    try {
+      await poller.pollOnce();
+      const polled = await read();
+      expect(polled.status).toBe("draining");
+      expect(polled.draining_since).not.toBeNull();
+      await running.close();
+      await new Promise((r) => setTimeout(r, 250));
+      await poller.pollOnce();
+      expect(await read()).toMatchObject({ status: "down", draining_since: polled.draining_since });
+    } finally {
+      await poller.stop();
     }
   });
 });

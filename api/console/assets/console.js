@@ -186,7 +186,11 @@ async function refreshFleet() {
         [
           { key: "id", label: "Replica", value: (r) => r.id },
           { key: "base", label: "Base", value: (r) => r.base_model },
-          { key: "status", label: "Health", value: (r) => r.status },
+          {
+            key: "status",
+            label: "Health",
+            value: (r) => (r.status !== "draining" && r.draining_since ? `${r.status}, draining` : r.status),
+          },
           { key: "gpu", label: "GPU slots", value: (r) => `${r.occ?.gpu_slots_used ?? 0} / ${r.max_loras}` },
           {
             key: "cpu",
@@ -212,7 +216,7 @@ async function refreshFleet() {
                 el("button", {
                   type: "button",
                   "data-action": "drain",
-                  disabled: r.status === "draining" ? "" : null,
+                  disabled: r.draining_since ? "" : null,
                   text: "Drain",
                   onclick: () => act(`/admin/replicas/${r.id}/drain`, "POST", `Drain ${r.id}?`),
                 }),

@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { recordAudit } from "../../../db/queries/audit-log.ts";
 import { getBaseModel } from "../../../db/queries/base-models.ts";
 import {
@@ -115,6 +116,7 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
     if (!row) {
       throw new ConflictError(`a replica at ${body.url} is already registered`);
     }
+    await publishFleetChanged(c);
     return c.json(toReplicaDto(row), 201);
   });
 
@@ -133,32 +135,52 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(drainReplicaRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const row = await setReplicaDraining(c.var.deps.db, id);
+    const row = await c.var.deps.db.transaction(async (tx) => {
+      const drained = await setReplicaDraining(tx, id);
+      if (drained) {
+        await recordAudit(tx, {
+          tenantId: null,
+          actor: c.var.principal.subject,
+          action: "replica.drain",
+          target: id,
+          requestId: c.var.requestId,
+        });
+      }
+      return drained;
+    });
     if (!row) {
       throw new NotFoundError("replica", id);
     }
-    await recordAudit(c.var.deps.db, {
-      tenantId: null,
-      actor: c.var.principal.subject,
-      action: "replica.drain",
-      target: id,
-      requestId: c.var.requestId,
-    });
+    await publishFleetChanged(c);
     return c.json(toReplicaDto(row), 202);
   });
 
   app.openapi(deleteReplicaRoute, async (c) => {
     const { id } = c.req.valid("param");
-    if (!(await deleteReplica(c.var.deps.db, id))) {
+    const deleted = await c.var.deps.db.transaction(async (tx) => {
+      if (!(await deleteReplica(tx, id))) {
+        return false;
+      }
+      await recordAudit(tx, {
+        tenantId: null,
+        actor: c.var.principal.subject,
+        action: "replica.delete",
+        target: id,
+        requestId: c.var.requestId,
+      });
+      return true;
+    });
+    if (!deleted) {
       throw new NotFoundError("replica", id);
     }
-    await recordAudit(c.var.deps.db, {
-      tenantId: null,
-      actor: c.var.principal.subject,
-      action: "replica.delete",
-      target: id,
-      requestId: c.var.requestId,
-    });
+    await publishFleetChanged(c);
     return c.body(null, 204);
   });
+}
+
+/** Routers re-read the fleet at once (else within their sync interval); the write stands either way. */
+async function publishFleetChanged(c: Context<AppEnv>): Promise<void> {
+  await c.var.deps.bus
+    .publish({ type: "fleet-changed" })
+    .catch((error) => c.var.logger.warn({ err: error }, "fleet change not published"));
 }

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { ReplicaRow } from "../../../db/queries/replicas.ts";
+import { type ReplicaRow, replicaDisplayStatus } from "../../../db/queries/replicas.ts";
 import { VLLM_LORA_RANKS } from "../base-models/schema.ts";
 
 const httpUrl = z
@@ -58,7 +58,13 @@ export const Replica = z
     max_lora_rank: z.number(),
     max_registered: z.number(),
     disk_budget_bytes: z.number(),
-    status: z.enum(["unknown", "up", "down", "draining"]),
+    status: z.enum(["unknown", "up", "down", "draining"]).openapi({
+      description: "Health from the fleet poller; `draining` while it is up and an operator drains it",
+    }),
+    draining_since: z
+      .string()
+      .nullable()
+      .openapi({ description: "When an operator drained it (kept while it is down); null if not draining" }),
     last_seen_at: z.string().nullable(),
     live: z
       .object({
@@ -83,7 +89,8 @@ export function toReplicaDto(row: ReplicaRow): z.infer<typeof Replica> {
     max_lora_rank: row.maxLoraRank,
     max_registered: row.maxRegistered,
     disk_budget_bytes: row.diskBudgetBytes,
-    status: row.status,
+    status: replicaDisplayStatus(row),
+    draining_since: row.drainingSince?.toISOString() ?? null,
     last_seen_at: row.lastSeenAt?.toISOString() ?? null,
     live: row.liveState
       ? {
