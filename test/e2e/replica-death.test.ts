@@ -11,19 +11,24 @@ interface ReplicaDto {
   draining_since: string | null;
 }
 
+/** A tenant whose adapter `name` has just been loaded on one replica (`holder`) by a first request. */
+async function loadedOnOne(name: string) {
+  const tenant = await world.tenant();
+  await world.uploadAdapter(tenant, name);
+  const openai = world.client(await tenant.token());
+  await openai.chat.completions.create({ model: name, messages: [ask], max_tokens: 2 });
+  const [placement] = await listTenantPlacements(world.h.deps.db, tenant.id);
+  const holder = world.replicas.find((r) => r.id === placement?.replicaId);
+  const other = world.replicas.find((r) => r.id !== placement?.replicaId);
+  if (!holder || !other) {
+    throw new Error(`${name} is not placed on exactly one of the world's replicas`);
+  }
+  return { tenant, openai, holder, other };
+}
+
 describe("a replica that dies", () => {
   it("holding the only copy of an adapter, before the first byte: the request waits for a reload elsewhere and is served", async () => {
-    const tenant = await world.tenant();
-    await world.uploadAdapter(tenant, "lonely");
-    const openai = world.client(await tenant.token());
-    await openai.chat.completions.create({ model: "lonely", messages: [ask], max_tokens: 2 });
-    const [held] = await listTenantPlacements(world.h.deps.db, tenant.id);
-    const dead = world.replicas.find((r) => r.id === held?.replicaId);
-    const alive = world.replicas.find((r) => r.id !== held?.replicaId);
-    expect(dead && alive).toBeTruthy();
-    if (!dead || !alive) {
-      return;
-    }
+    const { tenant, openai, holder: dead, other: alive } = await loadedOnOne("lonely");
     const loadsBefore = alive.agent.agent.downloads;
     // Killed, and not yet noticed by the fleet poller: the gateway still sends the request there.
     await dead.running.close();
@@ -42,17 +47,7 @@ describe("a replica that dies", () => {
   });
 
   it("while draining: it is down (its placements dropped, requests served by the others) and still draining when it returns", async () => {
-    const tenant = await world.tenant();
-    await world.uploadAdapter(tenant, "survivor");
-    const openai = world.client(await tenant.token());
-    await openai.chat.completions.create({ model: "survivor", messages: [ask], max_tokens: 2 });
-    const [first] = await listTenantPlacements(world.h.deps.db, tenant.id);
-    const doomed = world.replicas.find((r) => r.id === first?.replicaId);
-    const other = world.replicas.find((r) => r.id !== first?.replicaId);
-    expect(doomed && other).toBeTruthy();
-    if (!doomed || !other) {
-      return;
-    }
+    const { tenant, openai, holder: doomed, other } = await loadedOnOne("survivor");
     const admin = await world.h.adminToken();
     const read = async () =>
       (await world.h.request<ReplicaDto>("GET", `/admin/replicas/${doomed.id}`, { token: admin })).body;

@@ -1,8 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { eq } from "drizzle-orm";
+import postgres from "postgres";
 import { describe, expect, it } from "vitest";
-import { replicas } from "../../db/schema/index.ts";
 import { createReplicaSim } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { FleetPoller } from "../../scheduler/fleet-poller.ts";
@@ -53,6 +52,19 @@ async function gatedHealth(upstream: string) {
   };
 }
 
+function poller(options: { downAfterMs: number; timeoutMs: number }): FleetPoller {
+  return new FleetPoller(h.deps.db, createLogger({ level: "silent" }), { intervalMs: 50, ...options });
+}
+
+/** Registers a replica at `url` through the admin API; returns it and a reader of its current DTO. */
+async function register(url: string) {
+  const token = await h.adminToken();
+  const created = await h.request<ReplicaDto>("POST", "/admin/replicas", { token, body: replicaBody(url) });
+  const read = async () =>
+    (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token })).body;
+  return { id: created.body.id, token, read };
+}
+
 function replicaBody(url: string) {
   return { url, base_model: BASE, max_loras: 2, max_cpu_loras: 4, max_lora_rank: 16 };
 }
@@ -97,22 +109,11 @@ describe("fleet registry", () => {
   });
 
   it("marks a replica up with its live state, down within the grace after it dies, and up when it returns", async () => {
-    const sim = createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 });
-    const running = await sim.start(0);
-    const token = await h.adminToken();
-    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
-      token,
-      body: replicaBody(running.url),
-    });
-    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
-      intervalMs: 50,
-      downAfterMs: 300,
-      timeoutMs: 200,
-    });
-    const read = async () =>
-      (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token })).body;
+    const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
+    const { read } = await register(running.url);
+    const fleet = poller({ downAfterMs: 300, timeoutMs: 200 });
     try {
-      await poller.pollOnce();
+      await fleet.pollOnce();
       const up = await read();
       expect(up.status).toBe("up");
       expect(up.live).toEqual({
@@ -123,17 +124,17 @@ describe("fleet registry", () => {
       });
 
       await running.close();
-      await poller.pollOnce();
+      await fleet.pollOnce();
       expect((await read()).status).toBe("up"); // within the grace
       await new Promise((r) => setTimeout(r, 350));
-      await poller.pollOnce();
+      await fleet.pollOnce();
       expect((await read()).status).toBe("down");
 
       const back = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(
         running.port,
       );
       try {
-        await poller.pollOnce();
+        await fleet.pollOnce();
         const again = await read();
         expect(again.status).toBe("up");
         expect(Date.parse(again.last_seen_at ?? "")).toBeGreaterThan(Date.parse(up.last_seen_at ?? ""));
@@ -141,37 +142,28 @@ describe("fleet registry", () => {
         await back.close();
       }
     } finally {
-      await poller.stop();
+      await fleet.stop();
     }
   });
 
   it("keeps a drain that lands while a poll is in flight (the poll does not write up over it)", async () => {
     const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
     const front = await gatedHealth(running.url);
-    const token = await h.adminToken();
-    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
-      token,
-      body: replicaBody(front.url),
-    });
-    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
-      intervalMs: 50,
-      downAfterMs: 300,
-      timeoutMs: 5_000,
-    });
+    const { id, token, read } = await register(front.url);
+    const fleet = poller({ downAfterMs: 300, timeoutMs: 5_000 });
     try {
-      const poll = poller.pollOnce();
+      const poll = fleet.pollOnce();
       await front.healthAsked; // the poll has read the row (status unknown) and waits on the replica
-      const drained = await h.request("POST", `/admin/replicas/${created.body.id}/drain`, { token });
+      const drained = await h.request("POST", `/admin/replicas/${id}/drain`, { token });
       expect(drained.status).toBe(202);
       front.open();
-      const outcome = (await poll).find((o) => o.replicaId === created.body.id);
+      const outcome = (await poll).find((o) => o.replicaId === id);
       expect(outcome).toMatchObject({ ok: true, status: "draining" });
-      const after = (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token }))
-        .body;
+      const after = await read();
       expect(after.status).toBe("draining");
       expect(after.live?.registered_adapters).toEqual([]); // the poll's live state was still recorded
     } finally {
-      await poller.stop();
+      await fleet.stop();
       await front.close();
       await running.close();
     }
@@ -179,32 +171,24 @@ describe("fleet registry", () => {
 
   it("reads a drain written as a status by an older release, and keeps it through the replica going down", async () => {
     const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
-    const token = await h.adminToken();
-    const created = await h.request<ReplicaDto>("POST", "/admin/replicas", {
-      token,
-      body: replicaBody(running.url),
-    });
+    const { id, read } = await register(running.url);
     // What an API process from before migration 0005 writes for POST /admin/replicas/{id}/drain.
-    await h.deps.db.update(replicas).set({ status: "draining" }).where(eq(replicas.id, created.body.id));
-    const read = async () =>
-      (await h.request<ReplicaDto>("GET", `/admin/replicas/${created.body.id}`, { token })).body;
+    const oldRelease = postgres(h.config.db.url, { max: 1 });
+    await oldRelease`update replicas set status = 'draining', updated_at = now() where id = ${id}`;
+    await oldRelease.end();
     expect(await read()).toMatchObject({ status: "draining" });
-    const poller = new FleetPoller(h.deps.db, createLogger({ level: "silent" }), {
-      intervalMs: 50,
-      downAfterMs: 200,
-      timeoutMs: 200,
-    });
+    const fleet = poller({ downAfterMs: 200, timeoutMs: 200 });
     try {
-      await poller.pollOnce();
+      await fleet.pollOnce();
       const polled = await read();
       expect(polled.status).toBe("draining");
       expect(polled.draining_since).not.toBeNull();
       await running.close();
       await new Promise((r) => setTimeout(r, 250));
-      await poller.pollOnce();
+      await fleet.pollOnce();
       expect(await read()).toMatchObject({ status: "down", draining_since: polled.draining_since });
     } finally {
-      await poller.stop();
+      await fleet.stop();
     }
   });
 });
