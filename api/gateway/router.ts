@@ -121,6 +121,18 @@ export class GatewayRouter {
           }
         }
         this.loadedOn = loadedOn;
+        for (const id of this.suspects.keys()) {
+          if (!this.replicas.has(id)) {
+            this.suspects.delete(id);
+          }
+        }
+        // Any re-read may make a waited-for adapter servable: loaded somewhere, or its replica
+        // trusted again (a suspect seen good by the poller since), with no event to say so.
+        for (const versionId of [...this.waiters.keys()]) {
+          if (this.holders(versionId).length > 0) {
+            this.settle(versionId, { kind: "loaded" });
+          }
+        }
       } finally {
         this.syncing = null;
       }
@@ -269,11 +281,8 @@ export class GatewayRouter {
     });
     if (first) {
       await this.requestPlacement(versionId);
-      // It may have been loaded between our miss and the subscription-backed wait.
+      // It may have been loaded between our miss and the subscription-backed wait (the sync settles it).
       await this.sync();
-      if (this.holders(versionId).length > 0) {
-        this.settle(versionId, { kind: "loaded" });
-      }
     }
     return result;
   }
@@ -315,8 +324,9 @@ export class GatewayRouter {
           return;
         }
         if (this.holders(event.adapterVersionId).length > 0) {
-          this.settle(event.adapterVersionId, { kind: "loaded" });
-        } else if (event.state === "failed") {
+          return; // settled by the sync
+        }
+        if (event.state === "failed") {
           this.settle(event.adapterVersionId, {
             kind: "failed",
             message: event.message ?? "the load failed",

@@ -81,6 +81,8 @@ export function useE2EWorld(
     /** The replicas' latency model (FAST_LATENCY by default). */
     latency?: Partial<LatencyModel>;
     coldStartTimeoutMs?: number;
+    /** How often the leader's fleet poller polls each replica (100 ms by default). */
+    pollIntervalMs?: number;
   } = {},
 ): E2EWorld {
   const h = useHarness({
@@ -116,7 +118,7 @@ export function useE2EWorld(
         agentToken: AGENT_TOKEN,
         leaseTtlMs: h.config.scheduler.leaseTtlMs,
         reconcileEveryMs: h.config.scheduler.reconcileEveryMs,
-        poll: { intervalMs: 100, downAfterMs: 600, timeoutMs: 300 },
+        poll: { intervalMs: options.pollIntervalMs ?? 100, downAfterMs: 600, timeoutMs: 300 },
         agentTimeoutMs: 10_000,
       },
     );
