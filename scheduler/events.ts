@@ -18,7 +18,17 @@ export type FleetEvent =
   /** A tenant's limits, budget or fallback changed: drop cached tenant rows. */
   | { type: "tenant-changed"; tenantId: string }
   /** A base model was added or its fallback changed: drop cached base models. */
-  | { type: "base-models-changed" };
+  | { type: "base-models-changed" }
+  /**
+   * A gateway's request failed at a replica before its first byte: the leader checks the replica at
+   * once instead of at its next poll (or, for a lost adapter, its next reconcile).
+   */
+  | {
+      type: "replica-failed";
+      replicaId: string;
+      reason: "unreachable" | "timeout" | "server_error" | "lost_adapter";
+      adapterVersionId: string | null;
+    };
 
 export class EventBus {
   private readonly publisher: Redis;

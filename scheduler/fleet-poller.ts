@@ -26,6 +26,8 @@ export interface PollOutcome {
   replicaId: string;
   ok: boolean;
   status: ReplicaRow["status"];
+  /** On a good poll: the LoRA names the replica has registered. */
+  registered?: string[];
   error?: string;
 }
 
@@ -85,6 +87,11 @@ export class FleetPoller {
     return this.running;
   }
 
+  /** Polls one replica now, outside the schedule (a gateway reported it failing). */
+  pollNow(row: ReplicaRow): Promise<PollOutcome> {
+    return this.pollReplica(row, () => new Date());
+  }
+
   private clientFor(row: ReplicaRow): ReplicaClient {
     let client = this.clients.get(row.url);
     if (!client) {
@@ -129,7 +136,7 @@ export class FleetPoller {
         this.logger.info({ replica_id: row.id, url: row.url }, "replica is up");
         this.options.onHealthChange?.(row.id, "up");
       }
-      return { replicaId: row.id, ok: true, status };
+      return { replicaId: row.id, ok: true, status, registered: liveState.registeredAdapters };
     }
     const error = health.kind !== "ok" ? describe(health) : describe(models);
     const unseenSince = new Date(at.getTime() - this.options.downAfterMs);

@@ -4,13 +4,19 @@ import { type Job, Queue, UnrecoverableError, Worker } from "bullmq";
 import type { Database } from "../db/client.ts";
 import { getVersionForScheduler, markVersionFailed } from "../db/queries/adapters.ts";
 import { loadFleetSnapshot } from "../db/queries/fleet.ts";
-import { deletePlacement, setPlacementState, upsertPlacement } from "../db/queries/placements.ts";
-import { getReplica, replicaIsUp } from "../db/queries/replicas.ts";
+import {
+  deletePlacement,
+  listReplicaPlacements,
+  type PlacementRow,
+  setPlacementState,
+  upsertPlacement,
+} from "../db/queries/placements.ts";
+import { getReplica, markReplicaDown, replicaIsUp } from "../db/queries/replicas.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
 import { AgentClient } from "./agent-client.ts";
-import type { EventBus } from "./events.ts";
+import type { EventBus, FleetEvent } from "./events.ts";
 import { FleetPoller } from "./fleet-poller.ts";
 import { toFleetState } from "./fleet-state.ts";
 import { LeaderElection } from "./lease.ts";
@@ -135,6 +141,9 @@ class LeaderWork {
   private poller: FleetPoller | null = null;
   private reconcileTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private unsubscribe: (() => void) | null = null;
+  /** Replicas a gateway reported, being checked now: one check at a time each. */
+  private readonly checking = new Set<string>();
   /**
    * Placement decisions, fleet re-reads and the writes that commit a load or unload take turns.
    * A snapshot read while a decision was being written would otherwise be applied over it: the
@@ -176,6 +185,13 @@ class LeaderWork {
     });
     await this.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
     this.poller.start();
+    this.unsubscribe = await this.deps.bus.subscribe((event) => {
+      if (event.type === "replica-failed" && !this.stopped) {
+        void this.checkReported(event).catch((error) =>
+          logger.warn({ err: error, replica_id: event.replicaId }, "reported replica not checked"),
+        );
+      }
+    });
     await this.service.sync();
     this.placementWorker = new Worker(PLACEMENT_QUEUE, (job) => this.exclusive(() => this.place(job)), {
       connection: createRedis(this.deps.redis, "worker"),
@@ -198,6 +214,7 @@ class LeaderWork {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unsubscribe?.();
     if (this.reconcileTimer) {
       clearTimeout(this.reconcileTimer);
     }
@@ -207,6 +224,78 @@ class LeaderWork {
     await Promise.all([...this.opQueues.values()].map((q) => q.close()));
     await Promise.all([...this.agents.values()].map((a) => a.close()));
     await Promise.all([...this.replicaClients.values()].map((c) => c.close()));
+  }
+
+  /**
+   * A gateway's request failed at this replica before its first byte. The leader polls it at once:
+   * if the gateway could not reach it and the poll cannot either, it is down now rather than after
+   * the poller's grace; if it answers without the adapter the gateway asked for, that placement is
+   * dropped now rather than at the next reconcile. Either way gateways hear of it (fleet-changed,
+   * unloaded), and the requests waiting on that adapter get it loaded elsewhere.
+   */
+  private async checkReported(report: Extract<FleetEvent, { type: "replica-failed" }>): Promise<void> {
+    const { replicaId, adapterVersionId } = report;
+    if (this.checking.has(replicaId) || this.poller === null) {
+      return;
+    }
+    this.checking.add(replicaId);
+    try {
+      const { db, bus, logger } = this.deps;
+      const replica = await getReplica(db, replicaId);
+      if (!replica || replica.status === "down") {
+        return;
+      }
+      // Read before the poll: a placement loaded by then is registered by then, unless it was lost.
+      const heldBefore = (await listReplicaPlacements(db, replicaId)).some(
+        (p) => p.adapterVersionId === adapterVersionId && p.state === "loaded",
+      );
+      const outcome = await this.poller.pollNow(replica);
+      if (!outcome.ok && report.reason === "unreachable") {
+        // Refused by the gateway and by us: not a slow replica (a timeout or a 5xx keeps the grace).
+        if (await markReplicaDown(db, replicaId, new Date())) {
+          logger.warn(
+            { replica_id: replicaId, error: outcome.error },
+            "replica marked down: a gateway reported it failing and it does not answer",
+          );
+          await bus.publish({ type: "fleet-changed" });
+          await this.dropPlacements(replicaId, () => true);
+        }
+        return;
+      }
+      if (
+        outcome.ok &&
+        heldBefore &&
+        adapterVersionId !== null &&
+        !outcome.registered?.includes(adapterVersionId)
+      ) {
+        await this.dropPlacements(
+          replicaId,
+          (p) => p.adapterVersionId === adapterVersionId && p.state === "loaded",
+        );
+      }
+    } finally {
+      this.checking.delete(replicaId);
+    }
+  }
+
+  /** Drops the replica's placements that `which` picks, tells the gateways, and re-reads the fleet. */
+  private async dropPlacements(replicaId: string, which: (p: PlacementRow) => boolean): Promise<void> {
+    const { db, bus } = this.deps;
+    const dropped = (await listReplicaPlacements(db, replicaId)).filter(which);
+    await this.exclusive(async () => {
+      for (const p of dropped) {
+        await deletePlacement(db, { replicaId, adapterVersionId: p.adapterVersionId });
+      }
+      await this.service.sync();
+    });
+    for (const p of dropped) {
+      await bus.publish({
+        type: "placement",
+        adapterVersionId: p.adapterVersionId,
+        replicaId,
+        state: "unloaded",
+      });
+    }
   }
 
   /** A gateway missed: decide where the adapter goes (evicting if needed) and queue the work. */

@@ -48,6 +48,8 @@ export class GatewayRouter {
   private readonly inFlight = new Map<string, number>();
   /** Replicas that failed a request before its first byte, and when: avoided until polled good since. */
   private readonly suspects = new Map<string, number>();
+  /** When this API copy last reported each replica to the leader: one report a second at most. */
+  private readonly reported = new Map<string, number>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private timer: NodeJS.Timeout | null = null;
   private syncing: Promise<void> | null = null;
@@ -121,9 +123,11 @@ export class GatewayRouter {
           }
         }
         this.loadedOn = loadedOn;
-        for (const id of this.suspects.keys()) {
-          if (!this.replicas.has(id)) {
-            this.suspects.delete(id);
+        for (const known of [this.suspects, this.reported]) {
+          for (const id of known.keys()) {
+            if (!this.replicas.has(id)) {
+              known.delete(id);
+            }
           }
         }
         // Any re-read may make a waited-for adapter servable: loaded somewhere, or its replica
@@ -247,6 +251,24 @@ export class GatewayRouter {
     this.suspects.set(replicaId, Date.now());
   }
 
+  /** Tells the scheduler leader, which checks the replica at once (see the `replica-failed` event). */
+  reportFailure(
+    replicaId: string,
+    reason: "unreachable" | "timeout" | "server_error" | "lost_adapter",
+    versionId: string | null,
+  ): void {
+    const now = Date.now();
+    if (now - (this.reported.get(replicaId) ?? 0) < 1_000) {
+      return;
+    }
+    this.reported.set(replicaId, now);
+    void this.bus
+      .publish({ type: "replica-failed", replicaId, reason, adapterVersionId: versionId })
+      .catch((error) =>
+        this.logger.warn({ err: error, replica_id: replicaId }, "replica failure not reported"),
+      );
+  }
+
   /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
   async requestPlacement(versionId: string): Promise<void> {
     const data: PlacementRequest = { adapterVersionId: versionId };
@@ -308,7 +330,11 @@ export class GatewayRouter {
   }
 
   private onEvent(event: FleetEvent): void {
-    if (event.type === "tenant-changed" || event.type === "base-models-changed") {
+    if (
+      event.type === "tenant-changed" ||
+      event.type === "base-models-changed" ||
+      event.type === "replica-failed"
+    ) {
       return;
     }
     if (event.type === "adapters-changed") {

@@ -83,6 +83,8 @@ export function useE2EWorld(
     coldStartTimeoutMs?: number;
     /** How often the leader's fleet poller polls each replica (100 ms by default). */
     pollIntervalMs?: number;
+    /** How long a replica may not answer polls before the poller marks it down (600 ms by default). */
+    downAfterMs?: number;
   } = {},
 ): E2EWorld {
   const h = useHarness({
@@ -118,7 +120,11 @@ export function useE2EWorld(
         agentToken: AGENT_TOKEN,
         leaseTtlMs: h.config.scheduler.leaseTtlMs,
         reconcileEveryMs: h.config.scheduler.reconcileEveryMs,
-        poll: { intervalMs: options.pollIntervalMs ?? 100, downAfterMs: 600, timeoutMs: 300 },
+        poll: {
+          intervalMs: options.pollIntervalMs ?? 100,
+          downAfterMs: options.downAfterMs ?? 600,
+          timeoutMs: 300,
+        },
         agentTimeoutMs: 10_000,
       },
     );

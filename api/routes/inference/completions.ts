@@ -330,6 +330,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       onReplicaFailure: (replicaId, reason, detail) => {
         c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
+        gateway.router.reportFailure(replicaId, reason, versionId);
       },
       onFinish: async (outcome) => {
         if (outcome.status === "error" && outcome.servedBy === "fallback") {
