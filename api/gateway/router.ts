@@ -29,6 +29,8 @@ export type AdapterRoute =
   | { kind: "stale" }
   | { kind: "unavailable"; detail: string };
 
+const LOST_MARK_MS = 60_000;
+
 export type PlacementWait = { kind: "loaded" } | { kind: "failed"; message: string } | { kind: "timeout" };
 
 interface Waiter {
@@ -48,6 +50,11 @@ export class GatewayRouter {
   private readonly inFlight = new Map<string, number>();
   /** Replicas that failed a request before its first byte, and when: avoided until polled good since. */
   private readonly suspects = new Map<string, number>();
+  /**
+   * Versions a replica answered it does not have (it restarted), keyed `replica version`: not asked
+   * there again while the placement row stands (until the leader drops it), or for a minute at most.
+   */
+  private readonly lost = new Map<string, number>();
   /** When this API copy last reported each replica to the leader: one report a second at most. */
   private readonly reported = new Map<string, number>();
   private readonly waiters = new Map<string, Set<Waiter>>();
@@ -123,6 +130,13 @@ export class GatewayRouter {
           }
         }
         this.loadedOn = loadedOn;
+        const now = Date.now();
+        for (const [key, at] of this.lost) {
+          const [replicaId = "", versionId = ""] = key.split(" ");
+          if (now - at > LOST_MARK_MS || !(loadedOn.get(versionId) ?? []).includes(replicaId)) {
+            this.lost.delete(key);
+          }
+        }
         for (const known of [this.suspects, this.reported]) {
           for (const id of known.keys()) {
             if (!this.replicas.has(id)) {
@@ -161,7 +175,9 @@ export class GatewayRouter {
 
   /** Replicas that have the version registered and can be sent requests now. */
   private holders(versionId: string): string[] {
-    return (this.loadedOn.get(versionId) ?? []).filter((id) => this.serving(this.replicas.get(id)));
+    return (this.loadedOn.get(versionId) ?? []).filter(
+      (id) => this.serving(this.replicas.get(id)) && !this.lost.has(`${id} ${versionId}`),
+    );
   }
 
   private byLoad(ids: string[]): string[] {
@@ -236,16 +252,13 @@ export class GatewayRouter {
 
   /**
    * A replica failed a request before its first byte. One that lost the adapter (it restarted) is
-   * not asked for it until the next sync; one that refused or failed is not sent anything until the
-   * fleet poller has had a good answer from it since, so that a re-read of the fleet that still
-   * shows it up does not send the next requests there.
+   * not asked for it again until the leader has dropped that placement; one that refused or failed
+   * is not sent anything until the fleet poller has had a good answer from it since. Either way a
+   * re-read of the fleet that still shows the old state does not send the next requests there.
    */
   markSuspect(replicaId: string, versionId: string | null, lostAdapter: boolean): void {
     if (lostAdapter && versionId !== null) {
-      this.loadedOn.set(
-        versionId,
-        (this.loadedOn.get(versionId) ?? []).filter((id) => id !== replicaId),
-      );
+      this.lost.set(`${replicaId} ${versionId}`, Date.now());
       return;
     }
     this.suspects.set(replicaId, Date.now());

@@ -2,12 +2,14 @@ import { describe, expect, it } from "vitest";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
 import { useE2EWorld } from "./world.ts";
 
-// Timings as in production (polls 2 s apart, down after 10 s unanswered, cold starts waited 60 s),
-// so that what the tests see comes from the report and the re-reads, not from fast polling.
+// Timings as slow as production's or slower (polls 2 s apart, down after 10 s unanswered, reconcile
+// every 5 s, cold starts waited 60 s), so that what the tests see comes from the report and the
+// re-reads, not from fast polling or reconciling.
 const world = useE2EWorld({
   replicas: 2,
   pollIntervalMs: 1_500,
   downAfterMs: 30_000,
+  reconcileEveryMs: 30_000,
   coldStartTimeoutMs: 60_000,
   policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY },
 });
@@ -61,5 +63,19 @@ describe("replicas that fail a request before its first byte", () => {
       token: admin,
     });
     expect(replica.body.status).toBe("down");
+  });
+
+  it("one that restarted and lost the only copy has that placement dropped on the gateway's report, not at the next reconcile", async () => {
+    const { tenant, openai, holder } = await loadedOnOne("forgotten");
+    await world.restartReplica(holder); // back at once, with nothing registered
+    const answer = await openai.chat.completions.create(
+      { model: "forgotten", messages: [ask], max_tokens: 2 },
+      { timeout: 10_000 },
+    );
+    expect(answer.model).toBe("forgotten");
+    const placements = await listTenantPlacements(world.h.deps.db, tenant.id);
+    expect(placements.map((p) => p.state)).toEqual(["loaded"]);
+    const where = world.replicas.find((r) => r.id === placements[0]?.replicaId);
+    expect(where?.sim.inspect().registered.map((r) => r.name)).toContain(placements[0]?.loraName);
   });
 });

@@ -85,12 +85,14 @@ export function useE2EWorld(
     pollIntervalMs?: number;
     /** How long a replica may not answer polls before the poller marks it down (600 ms by default). */
     downAfterMs?: number;
+    /** How often the leader reconciles placements with the replicas and plans (200 ms by default). */
+    reconcileEveryMs?: number;
   } = {},
 ): E2EWorld {
   const h = useHarness({
     PORT: "0",
     GATEWAY_COLD_START_TIMEOUT_MS: String(options.coldStartTimeoutMs ?? 15_000),
-    SCHEDULER_RECONCILE_MS: "200",
+    SCHEDULER_RECONCILE_MS: String(options.reconcileEveryMs ?? 200),
     FLEET_POLL_INTERVAL_MS: "100",
     FLEET_DOWN_AFTER_MS: "600",
     SCHEDULER_LEASE_TTL_MS: "1500",
