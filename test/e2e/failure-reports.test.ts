@@ -15,24 +15,9 @@ const world = useE2EWorld({
 });
 const ask = { role: "user" as const, content: "ping" };
 
-/** A tenant whose adapter `name` has just been loaded on one replica by a first request. */
-async function loadedOnOne(name: string) {
-  const tenant = await world.tenant();
-  await world.uploadAdapter(tenant, name);
-  const openai = world.client(await tenant.token());
-  await openai.chat.completions.create({ model: name, messages: [ask], max_tokens: 2 });
-  const [placement] = await listTenantPlacements(world.h.deps.db, tenant.id);
-  const holder = world.replicas.find((r) => r.id === placement?.replicaId);
-  const other = world.replicas.find((r) => r.id !== placement?.replicaId);
-  if (!holder || !other) {
-    throw new Error(`${name} is not placed on exactly one of the world's replicas`);
-  }
-  return { tenant, openai, holder, other };
-}
-
 describe("replicas that fail a request before its first byte", () => {
   it("one that failed once is trusted again once the poller has seen it, and serves the adapter only it holds", async () => {
-    const { tenant, openai, holder } = await loadedOnOne("blip");
+    const { tenant, openai, holder } = await world.adapterOnOneReplica("blip");
     const loadsBefore = world.downloads();
     // What the proxy does locally when a replica fails a request before its first byte.
     world.h.deps.gateway.router.markSuspect(holder.id, null, false);
@@ -47,7 +32,7 @@ describe("replicas that fail a request before its first byte", () => {
   });
 
   it("one that died holding the only copy is marked down on the gateway's report, not after the grace", async () => {
-    const { tenant, openai, holder: dead, other: alive } = await loadedOnOne("orphan");
+    const { tenant, openai, holder: dead, other: alive } = await world.adapterOnOneReplica("orphan");
     const admin = await world.h.adminToken();
     await dead.running.close();
     // The poller would wait 30 s before marking it down; the gateway's report and the leader's own
@@ -66,7 +51,7 @@ describe("replicas that fail a request before its first byte", () => {
   });
 
   it("one that restarted and lost the only copy has that placement dropped on the gateway's report, not at the next reconcile", async () => {
-    const { tenant, openai, holder } = await loadedOnOne("forgotten");
+    const { tenant, openai, holder } = await world.adapterOnOneReplica("forgotten");
     await world.restartReplica(holder); // back at once, with nothing registered
     const answer = await openai.chat.completions.create(
       { model: "forgotten", messages: [ask], max_tokens: 2 },

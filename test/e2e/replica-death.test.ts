@@ -11,24 +11,9 @@ interface ReplicaDto {
   draining_since: string | null;
 }
 
-/** A tenant whose adapter `name` has just been loaded on one replica (`holder`) by a first request. */
-async function loadedOnOne(name: string) {
-  const tenant = await world.tenant();
-  await world.uploadAdapter(tenant, name);
-  const openai = world.client(await tenant.token());
-  await openai.chat.completions.create({ model: name, messages: [ask], max_tokens: 2 });
-  const [placement] = await listTenantPlacements(world.h.deps.db, tenant.id);
-  const holder = world.replicas.find((r) => r.id === placement?.replicaId);
-  const other = world.replicas.find((r) => r.id !== placement?.replicaId);
-  if (!holder || !other) {
-    throw new Error(`${name} is not placed on exactly one of the world's replicas`);
-  }
-  return { tenant, openai, holder, other };
-}
-
 describe("a replica that dies", () => {
   it("holding the only copy of an adapter, before the first byte: the request waits for a reload elsewhere and is served", async () => {
-    const { tenant, openai, holder: dead, other: alive } = await loadedOnOne("lonely");
+    const { tenant, openai, holder: dead, other: alive } = await world.adapterOnOneReplica("lonely");
     const loadsBefore = alive.agent.agent.downloads;
     // Killed, and not yet noticed by the fleet poller: the gateway still sends the request there.
     await dead.running.close();
@@ -47,7 +32,7 @@ describe("a replica that dies", () => {
   });
 
   it("while draining: it is down (its placements dropped, requests served by the others) and still draining when it returns", async () => {
-    const { tenant, openai, holder: doomed, other } = await loadedOnOne("survivor");
+    const { tenant, openai, holder: doomed, other } = await world.adapterOnOneReplica("survivor");
     const admin = await world.h.adminToken();
     const read = async () =>
       (await world.h.request<ReplicaDto>("GET", `/admin/replicas/${doomed.id}`, { token: admin })).body;

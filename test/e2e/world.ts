@@ -7,6 +7,7 @@ import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { startHttp } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
+import { listTenantPlacements } from "../../db/queries/placements.ts";
 import {
   createReplicaSim,
   type LatencyModel,
@@ -62,6 +63,13 @@ export interface E2EWorld {
   /** POSTs a raw JSON body to /v1/chat/completions with a bearer token (for status codes and headers). */
   chat: (token: string, body: Record<string, unknown>) => Promise<Response>;
   uploadAdapter: (tenant: TestTenant, name: string, seed?: number) => Promise<void>;
+  /**
+   * A new tenant whose adapter `name` a first request has just loaded on one replica (`holder`);
+   * `other` is another replica. Throws if the adapter did not land on exactly one of them.
+   */
+  adapterOnOneReplica: (
+    name: string,
+  ) => Promise<{ tenant: TestTenant; openai: OpenAI; holder: ReplicaNode; other: ReplicaNode }>;
   /** Restarts a replica on the same port with nothing loaded (a crashed vLLM pod coming back). */
   restartReplica: (node: ReplicaNode) => Promise<void>;
 }
@@ -220,6 +228,23 @@ export function useE2EWorld(
       body: adapterForm(buildAdapter(BASE, { rank: 8, seed })),
     });
     expect(version.status).toBe(201);
+  };
+  world.adapterOnOneReplica = async (name) => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, name);
+    const openai = world.client(await tenant.token());
+    await openai.chat.completions.create({
+      model: name,
+      messages: [{ role: "user", content: "ping" }],
+      max_tokens: 2,
+    });
+    const placements = await listTenantPlacements(h.deps.db, tenant.id);
+    const holder = world.replicas.find((r) => r.id === placements[0]?.replicaId);
+    const other = world.replicas.find((r) => r.id !== placements[0]?.replicaId);
+    if (placements.length !== 1 || !holder || !other) {
+      throw new Error(`${name} is not placed on exactly one of the world's replicas`);
+    }
+    return { tenant, openai, holder, other };
   };
   world.restartReplica = async (node) => {
     await node.running.close();
