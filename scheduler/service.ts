@@ -7,7 +7,6 @@ import { loadFleetSnapshot } from "../db/queries/fleet.ts";
 import {
   deletePlacement,
   listReplicaPlacements,
-  type PlacementRow,
   setPlacementState,
   upsertPlacement,
 } from "../db/queries/placements.ts";
@@ -258,7 +257,11 @@ class LeaderWork {
             "replica marked down: a gateway reported it failing and it does not answer",
           );
           await bus.publish({ type: "fleet-changed" });
-          await this.dropPlacements(replicaId, () => true);
+          const placed = await listReplicaPlacements(db, replicaId);
+          await this.dropPlacements(
+            replicaId,
+            placed.map((p) => p.adapterVersionId),
+          );
         }
         return;
       }
@@ -268,33 +271,27 @@ class LeaderWork {
         adapterVersionId !== null &&
         !outcome.registered?.includes(adapterVersionId)
       ) {
-        await this.dropPlacements(
-          replicaId,
-          (p) => p.adapterVersionId === adapterVersionId && p.state === "loaded",
-        );
+        await this.dropPlacements(replicaId, [adapterVersionId]);
       }
     } finally {
       this.checking.delete(replicaId);
     }
   }
 
-  /** Drops the replica's placements that `which` picks, tells the gateways, and re-reads the fleet. */
-  private async dropPlacements(replicaId: string, which: (p: PlacementRow) => boolean): Promise<void> {
+  /** Drops these placements of the replica, re-reads the fleet, and tells the gateways (`unloaded`). */
+  private async dropPlacements(replicaId: string, adapterVersionIds: readonly string[]): Promise<void> {
+    if (adapterVersionIds.length === 0) {
+      return;
+    }
     const { db, bus } = this.deps;
-    const dropped = (await listReplicaPlacements(db, replicaId)).filter(which);
     await this.exclusive(async () => {
-      for (const p of dropped) {
-        await deletePlacement(db, { replicaId, adapterVersionId: p.adapterVersionId });
+      for (const adapterVersionId of adapterVersionIds) {
+        await deletePlacement(db, { replicaId, adapterVersionId });
       }
       await this.service.sync();
     });
-    for (const p of dropped) {
-      await bus.publish({
-        type: "placement",
-        adapterVersionId: p.adapterVersionId,
-        replicaId,
-        state: "unloaded",
-      });
+    for (const adapterVersionId of adapterVersionIds) {
+      await bus.publish({ type: "placement", adapterVersionId, replicaId, state: "unloaded" });
     }
   }
 
@@ -532,9 +529,8 @@ class LeaderWork {
    * Then runs the policy's background plan (pins, replication of hot adapters, draining moves).
    */
   async reconcile(): Promise<void> {
-    const { db, bus, logger } = this.deps;
+    const { db, logger } = this.deps;
     const snapshot = await loadFleetSnapshot(db);
-    let changed = false;
     const routable = new Set(snapshot.versions.map((v) => v.versionId));
     for (const p of snapshot.placements) {
       // A deleted adapter (or a failed version) is unloaded; its objects go once no replica holds it.
@@ -556,16 +552,10 @@ class LeaderWork {
     for (const replica of snapshot.replicas) {
       const placed = snapshot.placements.filter((p) => p.replicaId === replica.id);
       if (replica.status === "down") {
-        for (const p of placed) {
-          await deletePlacement(db, { replicaId: replica.id, adapterVersionId: p.adapterVersionId });
-          await bus.publish({
-            type: "placement",
-            adapterVersionId: p.adapterVersionId,
-            replicaId: replica.id,
-            state: "unloaded",
-          });
-          changed = true;
-        }
+        await this.dropPlacements(
+          replica.id,
+          placed.map((p) => p.adapterVersionId),
+        );
         continue;
       }
       if (!replicaIsUp(replica)) {
@@ -576,22 +566,17 @@ class LeaderWork {
         continue;
       }
       const registered = new Set(models.value.adapters.map((a) => a.id));
-      for (const p of placed) {
-        if (p.state === "loaded" && !registered.has(p.loraName)) {
-          logger.warn(
-            { replica_id: replica.id, lora: p.loraName },
-            "replica lost an adapter (restart?): placement dropped",
-          );
-          await deletePlacement(db, { replicaId: replica.id, adapterVersionId: p.adapterVersionId });
-          await bus.publish({
-            type: "placement",
-            adapterVersionId: p.adapterVersionId,
-            replicaId: replica.id,
-            state: "unloaded",
-          });
-          changed = true;
-        }
+      const lost = placed.filter((p) => p.state === "loaded" && !registered.has(p.loraName));
+      for (const p of lost) {
+        logger.warn(
+          { replica_id: replica.id, lora: p.loraName },
+          "replica lost an adapter (restart?): placement dropped",
+        );
       }
+      await this.dropPlacements(
+        replica.id,
+        lost.map((p) => p.adapterVersionId),
+      );
       const known = new Set(placed.map((p) => p.loraName));
       for (const name of registered) {
         if (!known.has(name) && replica.agentUrl) {
@@ -606,7 +591,7 @@ class LeaderWork {
       }
     }
     await this.exclusive(async () => {
-      await this.service.sync(changed ? 0 : 1_000);
+      await this.service.sync(1_000); // a drop above has re-read the fleet already
       const planned = this.policy.plan(Date.now());
       if (planned.length > 0) {
         await this.enqueue(planned);

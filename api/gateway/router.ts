@@ -176,7 +176,9 @@ export class GatewayRouter {
   /** Replicas that have the version registered and can be sent requests now. */
   private holders(versionId: string): string[] {
     return (this.loadedOn.get(versionId) ?? []).filter(
-      (id) => this.serving(this.replicas.get(id)) && !this.lost.has(`${id} ${versionId}`),
+      // The lost map is empty but for restarts: no key is built per request otherwise.
+      (id) =>
+        this.serving(this.replicas.get(id)) && (this.lost.size === 0 || !this.lost.has(`${id} ${versionId}`)),
     );
   }
 

@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
+import type { Executor } from "../../../db/client.ts";
 import { recordAudit } from "../../../db/queries/audit-log.ts";
 import { getBaseModel } from "../../../db/queries/base-models.ts";
 import {
@@ -90,33 +91,25 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
         errors: [{ path: "base_model", message: "unknown base model" }],
       });
     }
-    const row = await db.transaction(async (tx) => {
-      const created = await createReplica(tx, {
-        url: body.url,
-        agentUrl: body.agent_url ?? null,
-        baseModelId: body.base_model,
-        maxLoras: body.max_loras,
-        maxCpuLoras: body.max_cpu_loras,
-        maxLoraRank: body.max_lora_rank,
-        maxRegistered: body.max_registered ?? Math.max(body.max_cpu_loras * 4, 8),
-        diskBudgetBytes: body.disk_budget_bytes ?? DEFAULT_DISK_BUDGET_BYTES,
-      });
-      if (created) {
-        await recordAudit(tx, {
-          tenantId: null,
-          actor: c.var.principal.subject,
-          action: "replica.create",
-          target: created.id,
-          details: { url: created.url },
-          requestId: c.var.requestId,
-        });
-      }
-      return created;
-    });
+    const row = await changeFleet(
+      c,
+      "replica.create",
+      (tx) =>
+        createReplica(tx, {
+          url: body.url,
+          agentUrl: body.agent_url ?? null,
+          baseModelId: body.base_model,
+          maxLoras: body.max_loras,
+          maxCpuLoras: body.max_cpu_loras,
+          maxLoraRank: body.max_lora_rank,
+          maxRegistered: body.max_registered ?? Math.max(body.max_cpu_loras * 4, 8),
+          diskBudgetBytes: body.disk_budget_bytes ?? DEFAULT_DISK_BUDGET_BYTES,
+        }),
+      (created) => ({ target: created.id, details: { url: created.url } }),
+    );
     if (!row) {
       throw new ConflictError(`a replica at ${body.url} is already registered`);
     }
-    await publishFleetChanged(c);
     return c.json(toReplicaDto(row), 201);
   });
 
@@ -135,52 +128,61 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(drainReplicaRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const row = await c.var.deps.db.transaction(async (tx) => {
-      const drained = await setReplicaDraining(tx, id);
-      if (drained) {
-        await recordAudit(tx, {
-          tenantId: null,
-          actor: c.var.principal.subject,
-          action: "replica.drain",
-          target: id,
-          requestId: c.var.requestId,
-        });
-      }
-      return drained;
-    });
+    const row = await changeFleet(
+      c,
+      "replica.drain",
+      (tx) => setReplicaDraining(tx, id),
+      () => ({ target: id }),
+    );
     if (!row) {
       throw new NotFoundError("replica", id);
     }
-    await publishFleetChanged(c);
     return c.json(toReplicaDto(row), 202);
   });
 
   app.openapi(deleteReplicaRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const deleted = await c.var.deps.db.transaction(async (tx) => {
-      if (!(await deleteReplica(tx, id))) {
-        return false;
-      }
-      await recordAudit(tx, {
-        tenantId: null,
-        actor: c.var.principal.subject,
-        action: "replica.delete",
-        target: id,
-        requestId: c.var.requestId,
-      });
-      return true;
-    });
+    const deleted = await changeFleet(
+      c,
+      "replica.delete",
+      async (tx) => ((await deleteReplica(tx, id)) ? id : null),
+      () => ({ target: id }),
+    );
     if (!deleted) {
       throw new NotFoundError("replica", id);
     }
-    await publishFleetChanged(c);
     return c.body(null, 204);
   });
 }
 
-/** Routers re-read the fleet at once (else within their sync interval); the write stands either way. */
-async function publishFleetChanged(c: Context<AppEnv>): Promise<void> {
-  await c.var.deps.bus
-    .publish({ type: "fleet-changed" })
-    .catch((error) => c.var.logger.warn({ err: error }, "fleet change not published"));
+/**
+ * An operator's change to the fleet: `write` and its audit row in one transaction, then every router
+ * is told to re-read the fleet (else it would within its sync interval; the write stands either way).
+ * Null, with nothing audited or told, when `write` found nothing to change.
+ */
+async function changeFleet<T>(
+  c: Context<AppEnv>,
+  action: string,
+  write: (tx: Executor) => Promise<T | null>,
+  audited: (row: T) => { target: string; details?: Record<string, unknown> },
+): Promise<T | null> {
+  const row = await c.var.deps.db.transaction(async (tx) => {
+    const written = await write(tx);
+    if (written !== null) {
+      await recordAudit(tx, {
+        tenantId: null,
+        actor: c.var.principal.subject,
+        action,
+        requestId: c.var.requestId,
+        ...audited(written),
+      });
+    }
+    return written;
+  });
+  if (row !== null) {
+    await c.var.deps.bus
+      .publish({ type: "fleet-changed" })
+      .catch((error) => c.var.logger.warn({ err: error }, "fleet change not published"));
+  }
+  return row;
 }
