@@ -12,10 +12,17 @@ export interface DbHandle {
   close: () => Promise<void>;
 }
 
+/**
+ * Every connection runs in UTC, whatever the server's or database's default: hourly buckets, monthly
+ * partitions and `::date` casts must not move with a session time zone (a half-hour zone splits hours).
+ */
+export const SESSION_PARAMETERS = { TimeZone: "UTC" } as const;
+
 export function createDbHandle(config: { url: string; poolSize: number }) {
   const sql = postgres(config.url, {
     max: config.poolSize,
     onnotice: () => {},
+    connection: SESSION_PARAMETERS,
     connect_timeout: 5,
     idle_timeout: 30,
   });

@@ -75,12 +75,18 @@ export function isolatedConfig(databaseName: string, overrides: Record<string, s
   });
 }
 
-/** Clones the migrated template into a fresh database for one test file. */
-export async function cloneDatabase(): Promise<string> {
+/**
+ * Clones the migrated template into a fresh database for one test file. `timezone`: the database's
+ * default session time zone (what a connection gets unless it sets its own).
+ */
+export async function cloneDatabase(options: { timezone?: string } = {}): Promise<string> {
   const name = `${inject("runId")}_${suffix()}`;
   const sql = postgres(inject("pgBaseUrl"), { max: 1, onnotice: () => {} });
   try {
     await sql.unsafe(`create database "${name}" template "${inject("templateDb")}"`);
+    if (options.timezone !== undefined) {
+      await sql.unsafe(`alter database "${name}" set timezone to '${options.timezone.replaceAll("'", "")}'`);
+    }
   } finally {
     await sql.end();
   }
@@ -91,10 +97,13 @@ export async function cloneDatabase(): Promise<string> {
  * The per-file test world: real Postgres (own database), Redis (own prefix), S3 (own bucket), the
  * real app served in-process through `app.request`. Call at the top of a test file.
  */
-export function useHarness(overrides: Record<string, string> = {}): Harness {
+export function useHarness(
+  overrides: Record<string, string> = {},
+  database: { timezone?: string } = {},
+): Harness {
   const state = {} as { h: Harness; close: () => Promise<void> };
   beforeAll(async () => {
-    const databaseName = await cloneDatabase();
+    const databaseName = await cloneDatabase(database);
     const config = isolatedConfig(databaseName, overrides);
     const logger = createLogger(config.log);
     const { deps, closers } = await buildDeps(config, logger, { defaultMetrics: false });

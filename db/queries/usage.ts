@@ -74,7 +74,7 @@ export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): 
         tenant_id, bucket_start, base_model_id, adapter_id, served_by,
         requests, prompt_tokens, completion_tokens, cost_picos
       )
-      select tenant_id, date_trunc('hour', occurred_at), base_model_id, coalesce(adapter_id, ''), served_by,
+      select tenant_id, date_trunc('hour', occurred_at, 'UTC'), base_model_id, coalesce(adapter_id, ''), served_by,
         count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_picos)
       from inserted
       group by 1, 2, 3, 4, 5
