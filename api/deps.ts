@@ -45,7 +45,10 @@ export interface AppEnv {
   Bindings: { incoming?: IncomingMessage };
   Variables: {
     deps: AppDeps;
+    /** The response's x-request-id: the client's when it sent a valid one, else generated (`req_…`). */
     requestId: string;
+    /** True when `requestId` is the client's own: then it is a correlation label, never an identity. */
+    requestIdFromClient: boolean;
     logger: Logger;
     principal: Principal;
   };

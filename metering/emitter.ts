@@ -1,18 +1,10 @@
 import type { Database } from "../db/client.ts";
-import { ingestUsageEvents, type UsageEventRow } from "../db/queries/usage.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Redis } from "../lib/redis.ts";
 import type { UsageEvent } from "./events.ts";
+import { storeUsageEvents, toRow } from "./store.ts";
 import { usageStreamKey } from "./stream.ts";
-
-export function toRow(event: UsageEvent): UsageEventRow {
-  return {
-    ...event,
-    costPicos: BigInt(event.costPicos),
-    occurredAt: new Date(event.occurredAt),
-  };
-}
 
 /**
  * Makes a usage event durable before the gateway finishes the response: appended to a Redis stream
@@ -41,7 +33,14 @@ export class UsageEmitter {
         { err: error, request_id: event.id },
         "usage stream unavailable: writing the event to Postgres",
       );
-      await ingestUsageEvents(this.db, [toRow(event)]);
+      const payload = JSON.stringify(event);
+      const stored = await storeUsageEvents(this.db, [{ row: toRow(event), payload }], "gateway");
+      if (stored.quarantined.length > 0) {
+        this.logger.error(
+          { request_id: event.requestId, event_id: event.id, reason: stored.quarantined[0]?.reason },
+          "usage event quarantined in usage_dead_letters",
+        );
+      }
       return "postgres";
     }
   }

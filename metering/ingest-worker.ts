@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Database } from "../db/client.ts";
-import { ensureUsagePartitions, ingestUsageEvents, type UsageEventRow } from "../db/queries/usage.ts";
+import { ensureUsagePartitions } from "../db/queries/usage.ts";
+import { insertUsageDeadLetters, type NewUsageDeadLetter } from "../db/queries/usage-dead-letters.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createRedis, type Redis } from "../lib/redis.ts";
-import { toRow } from "./emitter.ts";
-import { UsageEvent } from "./events.ts";
+import { deadLetter, type PendingUsageEvent, parseUsagePayload, storeUsageEvents } from "./store.ts";
 import { USAGE_CONSUMER_GROUP, usageStreamKey } from "./stream.ts";
 
 export interface IngestOptions {
@@ -22,7 +22,10 @@ export interface IngestStats {
   batches: number;
   ingested: number;
   duplicates: number;
+  /** Malformed entries, quarantined in usage_dead_letters. */
   rejected: number;
+  /** Well-formed events Postgres refused, quarantined in usage_dead_letters. */
+  refused: number;
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -34,7 +37,7 @@ type StreamEntry = [id: string, fields: string[]];
  */
 export class UsageIngestWorker {
   readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-  readonly stats: IngestStats = { batches: 0, ingested: 0, duplicates: 0, rejected: 0 };
+  readonly stats: IngestStats = { batches: 0, ingested: 0, duplicates: 0, rejected: 0, refused: 0 };
   private readonly redis: Redis;
   private readonly stream: string;
   private running = false;
@@ -53,6 +56,17 @@ export class UsageIngestWorker {
 
   async start(): Promise<void> {
     await ensureUsagePartitions(this.db);
+    await this.ensureGroup();
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /**
+   * Creates the consumer group (and the stream) unless it exists. From "0": a group lost with its
+   * Redis (restarted without its data, flushed) is made again over whatever the stream holds now,
+   * so events written since are read, not skipped.
+   */
+  private async ensureGroup(): Promise<void> {
     try {
       await this.redis.xgroup("CREATE", this.stream, USAGE_CONSUMER_GROUP, "0", "MKSTREAM");
     } catch (error) {
@@ -60,8 +74,6 @@ export class UsageIngestWorker {
         throw error;
       }
     }
-    this.running = true;
-    this.loop = this.run();
   }
 
   async stop(): Promise<void> {
@@ -109,8 +121,17 @@ export class UsageIngestWorker {
           await this.process(entries);
         }
       } catch (error) {
+        // NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocked read.
+        if (this.running && /NOGROUP|UNBLOCKED/.test(String(error))) {
+          this.logger.warn(
+            "the usage stream's consumer group is gone (Redis lost its data): making it again",
+          );
+          await this.ensureGroup().catch(() => {});
+          continue;
+        }
         if (this.running) {
-          this.logger.error({ err: error }, "usage ingest failed; retrying");
+          // Not the error object: a failed batch's message carries every event of it.
+          this.logger.error({ error: String(error).slice(0, 1_000) }, "usage ingest failed; retrying");
           await new Promise((r) => setTimeout(r, 500));
         }
       }
@@ -142,31 +163,52 @@ export class UsageIngestWorker {
     } while (cursor !== "0-0" && this.running);
   }
 
-  /** Stores a batch, then acknowledges it: never the other way round. */
+  /**
+   * Stores a batch, then acknowledges it: never the other way round. Entries that cannot be billed
+   * (malformed, or refused by Postgres) are quarantined in the same pass, so they never hold up the
+   * events behind them.
+   */
   async process(entries: StreamEntry[]): Promise<void> {
-    const rows: UsageEventRow[] = [];
+    const events: PendingUsageEvent[] = [];
+    const malformed: NewUsageDeadLetter[] = [];
     const ids: string[] = [];
     for (const [id, fields] of entries) {
       ids.push(id);
-      const raw = fields[fields.indexOf("e") + 1] ?? "null";
-      let json: unknown = null;
-      try {
-        json = JSON.parse(raw);
-      } catch {
-        // reported below as malformed
+      const at = fields.indexOf("e");
+      const raw = at >= 0 ? (fields[at + 1] ?? "") : "";
+      const parsed = parseUsagePayload(raw);
+      if ("row" in parsed) {
+        events.push({ row: parsed.row, payload: raw, streamEntryId: id });
+        continue;
       }
-      const parsed = UsageEvent.safeParse(json);
-      if (parsed.success) {
-        rows.push(toRow(parsed.data));
-      } else {
-        this.stats.rejected++;
-        this.logger.error({ entry: id, error: parsed.error.message }, "malformed usage event dropped");
-      }
+      const tenantMatch = /"tenantId":"(ten_[0-9a-z]{1,64})"/.exec(raw);
+      malformed.push(
+        deadLetter("stream", {
+          payload: raw || JSON.stringify(fields),
+          reason: parsed.error,
+          tenantId: tenantMatch?.[1] ?? null,
+          streamEntryId: id,
+        }),
+      );
     }
-    const inserted = await ingestUsageEvents(this.db, rows);
+    const stored = await storeUsageEvents(this.db, events, "stream");
+    await insertUsageDeadLetters(this.db, malformed);
+    for (const letter of [...malformed, ...stored.quarantined]) {
+      this.logger.error(
+        {
+          entry: letter.streamEntryId,
+          event_id: letter.eventId,
+          tenant_id: letter.tenantId,
+          reason: letter.reason,
+        },
+        "usage event quarantined in usage_dead_letters",
+      );
+    }
     this.stats.batches++;
-    this.stats.ingested += inserted;
-    this.stats.duplicates += rows.length - inserted;
+    this.stats.ingested += stored.inserted;
+    this.stats.rejected += malformed.length;
+    this.stats.refused += stored.quarantined.length;
+    this.stats.duplicates += events.length - stored.inserted - stored.quarantined.length;
     await this.redis
       .multi()
       .xack(this.stream, USAGE_CONSUMER_GROUP, ...ids)

@@ -6,7 +6,8 @@ import { costPicos } from "../../metering/pricing.ts";
 import type { UsageRecord, UsageSink } from "./usage.ts";
 
 /**
- * Turns each finished, failed or cancelled request into exactly one usage event (id = request id)
+ * Turns each finished, failed or cancelled request into exactly one usage event (id = the request's
+ * server-generated usage id; its x-request-id rides along for correlation)
  * and makes it durable before the gateway releases the response; counts tokens in /metrics.
  */
 export class MeteringUsageSink implements UsageSink {
@@ -43,7 +44,8 @@ export class MeteringUsageSink implements UsageSink {
     );
     const { prices } = usage;
     const event: UsageEvent = {
-      id: usage.requestId,
+      id: usage.usageId,
+      requestId: usage.requestId,
       tenantId: usage.tenantId,
       adapterId: usage.adapterId,
       adapterVersionId: usage.adapterVersionId,
@@ -63,6 +65,7 @@ export class MeteringUsageSink implements UsageSink {
     this.logger.info(
       {
         request_id: usage.requestId,
+        usage_id: usage.usageId,
         tenant_id: usage.tenantId,
         model: usage.model,
         replica_id: outcome.replicaId,

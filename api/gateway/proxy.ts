@@ -47,7 +47,11 @@ export interface ForwardOptions {
   /** Replicas to try, best first; a failure before the first byte moves to the next. */
   targets: UpstreamTarget[];
   maxAttempts: number;
-  requestId: string;
+  /**
+   * Sent to the upstream as its x-request-id (vLLM names its request after it): the gateway's own
+   * unique id, never the client's, which many requests may share.
+   */
+  upstreamRequestId: string;
   clientSignal: AbortSignal;
   dispatcher: Dispatcher;
   replicaApiKey?: string;
@@ -106,11 +110,17 @@ function upstreamBody(options: ForwardOptions, target: UpstreamTarget): string {
   return JSON.stringify(body);
 }
 
-function upstreamHeaders(options: ForwardOptions, target: UpstreamTarget, tracing: Record<string, string>) {
+function upstreamHeaders(
+  options: ForwardOptions,
+  target: UpstreamTarget,
+  tracing: Record<string, string>,
+  attempt: number,
+) {
   const key = target.fallback ? target.fallback.apiKey : (options.replicaApiKey ?? null);
   return {
     "content-type": "application/json",
-    "x-request-id": options.requestId,
+    // Each attempt is a request of its own to the engine.
+    "x-request-id": attempt === 1 ? options.upstreamRequestId : `${options.upstreamRequestId}-${attempt}`,
     ...tracing,
     ...(key !== null && { authorization: `Bearer ${key}` }),
   };
@@ -197,7 +207,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
         signal: upstreamAbort.signal,
         headersTimeout: options.headersTimeoutMs,
         bodyTimeout: options.bodyTimeoutMs,
-        headers: upstreamHeaders(options, target, span.headers),
+        headers: upstreamHeaders(options, target, span.headers, attempts),
         body: upstreamBody(options, target),
       });
     } catch (error) {

@@ -3,6 +3,9 @@ import type { ProxyOutcome } from "./proxy.ts";
 
 /** One finished, failed or cancelled inference request: what metering bills. */
 export interface UsageRecord {
+  /** The billing identity: generated once per request, unique whatever the client sends. */
+  usageId: string;
+  /** The request's x-request-id (possibly the client's, possibly shared by many requests): correlation only. */
   requestId: string;
   tenantId: string;
   adapterId: string | null;

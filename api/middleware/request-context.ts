@@ -10,10 +10,12 @@ export function requestContext(deps: AppDeps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
     const incoming = c.req.header("x-request-id");
-    const requestId = incoming && VALID_REQUEST_ID.test(incoming) ? incoming : newId("req");
+    const fromClient = incoming !== undefined && VALID_REQUEST_ID.test(incoming);
+    const requestId = fromClient ? incoming : newId("req");
     const logger = deps.logger.child({ request_id: requestId });
     c.set("deps", deps);
     c.set("requestId", requestId);
+    c.set("requestIdFromClient", fromClient);
     c.set("logger", logger);
     await next();
     c.res.headers.set("x-request-id", requestId);

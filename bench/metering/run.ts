@@ -14,8 +14,8 @@ import { ingestUsageEvents } from "../../db/queries/usage.ts";
 import { ensureServices } from "../../infra/dev/services.ts";
 import { parseConfig } from "../../lib/env.ts";
 import { createRedis } from "../../lib/redis.ts";
-import { toRow } from "../../metering/emitter.ts";
 import type { UsageEvent } from "../../metering/events.ts";
+import { toRow } from "../../metering/store.ts";
 import { USAGE_CONSUMER_GROUP, usageStreamKey } from "../../metering/stream.ts";
 import { machineLine, median, writeBenchmarkSection } from "../lib/report.ts";
 
@@ -33,6 +33,7 @@ await ensureServices({ databaseUrl: PG, redisUrl: "redis://127.0.0.1:6379" });
 function makeEvent(run: string, i: number): UsageEvent {
   return {
     id: `req_${run}_${i}`,
+    requestId: `client-${i % 1000}`,
     tenantId: `ten_bench_${i % 200}`,
     adapterId: `adp_${i % 5000}`,
     adapterVersionId: `ver_${i % 5000}`,

@@ -23,11 +23,11 @@ export async function listObservedRequests(
     rank: number;
     size: string;
     at: Date | string;
-    p: number;
-    c: number;
+    p: string;
+    c: string;
   }>(sql`
     select e.adapter_version_id as v, av.rank, av.size_bytes::text as size, e.occurred_at as at,
-      e.prompt_tokens as p, e.completion_tokens as c
+      e.prompt_tokens::text as p, e.completion_tokens::text as c
     from usage_events e join adapter_versions av on av.id = e.adapter_version_id
     where e.occurred_at >= ${params.from.toISOString()} and e.occurred_at < ${params.to.toISOString()}
     order by e.occurred_at, e.id
@@ -38,8 +38,8 @@ export async function listObservedRequests(
     rank: r.rank,
     sizeBytes: Number(r.size),
     occurredAt: new Date(r.at),
-    promptTokens: r.p,
-    completionTokens: r.c,
+    promptTokens: Number(r.p),
+    completionTokens: Number(r.c),
   }));
 }
 

@@ -4,6 +4,8 @@ import type { ServedBy } from "../schema/usage.ts";
 
 export interface UsageEventRow {
   id: string;
+  /** The request's x-request-id, for correlation (null on events made before it was kept). */
+  requestId: string | null;
   tenantId: string;
   adapterId: string | null;
   adapterVersionId: string | null;
@@ -32,6 +34,7 @@ export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): 
   const payload = JSON.stringify(
     events.map((e) => ({
       id: e.id,
+      request_id: e.requestId,
       tenant_id: e.tenantId,
       adapter_id: e.adapterId,
       adapter_version_id: e.adapterVersionId,
@@ -52,17 +55,17 @@ export async function ingestUsageEvents(db: Executor, events: UsageEventRow[]): 
     with incoming as (
       select distinct on (x.id, x.occurred_at) x.*
       from jsonb_to_recordset(${payload}::jsonb) as x(
-        id text, tenant_id text, adapter_id text, adapter_version_id text, base_model_id text,
-        replica_id text, status text, served_by text, prompt_tokens int, completion_tokens int, cached_tokens int,
-        cost_picos bigint, ttft_ms int, total_ms int, occurred_at timestamptz
+        id text, request_id text, tenant_id text, adapter_id text, adapter_version_id text, base_model_id text,
+        replica_id text, status text, served_by text, prompt_tokens bigint, completion_tokens bigint,
+        cached_tokens bigint, cost_picos bigint, ttft_ms int, total_ms int, occurred_at timestamptz
       )
     ),
     inserted as (
       insert into usage_events (
-        id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
+        id, request_id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
         prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
       )
-      select id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
+      select id, request_id, tenant_id, adapter_id, adapter_version_id, base_model_id, replica_id, status, served_by,
         prompt_tokens, completion_tokens, cached_tokens, cost_picos, ttft_ms, total_ms, occurred_at
       from incoming
       on conflict (id, occurred_at) do nothing
@@ -137,6 +140,7 @@ export async function monthCostPicos(db: Executor, tenantId: string, monthStart:
 
 export type TenantUsageEvent = {
   id: string;
+  request_id: string | null;
   status: string;
   served_by: ServedBy;
   prompt_tokens: number;
@@ -146,8 +150,10 @@ export type TenantUsageEvent = {
 
 /** One tenant's raw usage events, oldest first (never another tenant's). */
 export async function listTenantUsageEvents(db: Executor, tenantId: string): Promise<TenantUsageEvent[]> {
+  // Token counts are 64-bit in Postgres; float8 keeps them numbers here, exact below 2^53.
   return db.execute<TenantUsageEvent>(sql`
-    select id, status, served_by, prompt_tokens, completion_tokens, cost_picos::text as cost_picos
+    select id, request_id, status, served_by, prompt_tokens::float8 as prompt_tokens,
+      completion_tokens::float8 as completion_tokens, cost_picos::text as cost_picos
     from usage_events where tenant_id = ${tenantId} order by occurred_at, id
   `);
 }
@@ -171,4 +177,86 @@ export async function tenantUsageTotals(db: Executor, tenantId: string) {
 /** The first instant of `now`'s UTC month. */
 export function monthStart(now: Date): Date {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+}
+
+export interface UsageEventListRow {
+  id: string;
+  requestId: string | null;
+  occurredAt: Date;
+  status: string;
+  servedBy: ServedBy;
+  baseModelId: string;
+  adapterId: string | null;
+  adapterName: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  costPicos: bigint;
+}
+
+/**
+ * One tenant's usage events in [from, to), newest first, `limit` at a time; `before` is the last row
+ * of the previous page. `requestId` keeps the events whose x-request-id was that (events stored
+ * before request ids were kept apart match on their id).
+ */
+export async function listUsageEventsPage(
+  db: Executor,
+  params: {
+    tenantId: string;
+    from: Date;
+    to: Date;
+    limit: number;
+    requestId?: string | undefined;
+    before?: { occurredAt: Date; id: string } | undefined;
+  },
+): Promise<UsageEventListRow[]> {
+  const byRequest =
+    params.requestId === undefined
+      ? sql``
+      : sql`and (e.request_id = ${params.requestId} or (e.request_id is null and e.id = ${params.requestId}))`;
+  const after =
+    params.before === undefined
+      ? sql``
+      : sql`and (e.occurred_at, e.id) < (${params.before.occurredAt.toISOString()}::timestamptz, ${params.before.id})`;
+  const rows = await db.execute<{
+    id: string;
+    request_id: string | null;
+    occurred_at: string;
+    status: string;
+    served_by: ServedBy;
+    base_model_id: string;
+    adapter_id: string | null;
+    adapter_name: string | null;
+    prompt_tokens: string;
+    completion_tokens: string;
+    cached_tokens: string;
+    cost_picos: string;
+  }>(sql`
+    select e.id, e.request_id, to_char(e.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as occurred_at,
+      e.status, e.served_by, e.base_model_id, e.adapter_id, a.name as adapter_name,
+      e.prompt_tokens::text as prompt_tokens, e.completion_tokens::text as completion_tokens,
+      e.cached_tokens::text as cached_tokens, e.cost_picos::text as cost_picos
+    from usage_events e
+    left join adapters a on a.id = e.adapter_id and a.tenant_id = e.tenant_id
+    where e.tenant_id = ${params.tenantId}
+      and e.occurred_at >= ${params.from.toISOString()}::timestamptz
+      and e.occurred_at < ${params.to.toISOString()}::timestamptz
+      ${byRequest} ${after}
+    order by e.occurred_at desc, e.id desc
+    limit ${params.limit}
+  `);
+  return rows.map((r) => ({
+    id: r.id,
+    requestId: r.request_id,
+    occurredAt: new Date(r.occurred_at),
+    status: r.status,
+    servedBy: r.served_by,
+    baseModelId: r.base_model_id,
+    adapterId: r.adapter_id,
+    adapterName: r.adapter_name,
+    promptTokens: Number(r.prompt_tokens),
+    completionTokens: Number(r.completion_tokens),
+    cachedTokens: Number(r.cached_tokens),
+    costPicos: BigInt(r.cost_picos),
+  }));
 }

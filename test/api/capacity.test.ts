@@ -23,6 +23,7 @@ interface Plan {
 function event(tenantId: string, at: Date, prompt: number, completion: number): UsageEventRow {
   return {
     id: `req_${randomBytes(8).toString("hex")}`,
+    requestId: null,
     tenantId,
     adapterId: null,
     adapterVersionId: null,

@@ -133,6 +133,7 @@ describe("tenant isolation of the adapter, model, placement and usage queries", 
     await usage.ingestUsageEvents(h.deps.db, [
       {
         id: `req_iso_${a.id}`,
+        requestId: null,
         tenantId: a.id,
         adapterId: null,
         adapterVersionId: null,

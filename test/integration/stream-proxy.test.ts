@@ -57,7 +57,7 @@ function forward(
     clientModel: "support-bot",
     targets: [{ replicaId: "rep_test", baseUrl, loraName: "ver_replica_name" }],
     maxAttempts: 1,
-    requestId: "req_stream_test",
+    upstreamRequestId: "req_stream_test",
     clientSignal,
     dispatcher,
     headersTimeoutMs: 5_000,

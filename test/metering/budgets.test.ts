@@ -47,6 +47,7 @@ describe("monthly budgets", () => {
     await ingestUsageEvents(h.deps.db, [
       {
         id: "req_billed_before",
+        requestId: null,
         tenantId: tenantRow.id,
         adapterId: null,
         adapterVersionId: null,

@@ -17,6 +17,7 @@ afterAll(async () => {
 function event(tenantId: string, id: string, occurredAt: string): UsageEventRow {
   return {
     id,
+    requestId: id,
     tenantId,
     adapterId: null,
     adapterVersionId: null,

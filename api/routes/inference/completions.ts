@@ -4,6 +4,7 @@ import type { Context } from "hono";
 import type { ServedBy } from "../../../db/schema/usage.ts";
 import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
+import { newId } from "../../../lib/ids.ts";
 import type { Metrics } from "../../../lib/metrics.ts";
 import { worstCaseCostPicos } from "../../../metering/budgets.ts";
 import type { Prices } from "../../../metering/pricing.ts";
@@ -238,10 +239,13 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       );
     }
     const reservation = budget.reservation;
+    // The billing identity is ours: a client's x-request-id may be reused by any number of requests.
+    const usageId = c.var.requestIdFromClient ? newId("req") : c.var.requestId;
     const pricesFor = (servedBy: ServedBy) =>
       servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
     const routingStarted = performance.now();
     const usageOf = (outcome: Omit<ProxyOutcome, "totalMs">, totalMs: number) => ({
+      usageId,
       requestId: c.var.requestId,
       tenantId,
       adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
@@ -298,7 +302,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       clientModel: requested,
       targets,
       maxAttempts: config.gateway.maxAttempts,
-      requestId: c.var.requestId,
+      upstreamRequestId: usageId,
       clientSignal: c.req.raw.signal,
       dispatcher: gateway.dispatcher,
       ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
