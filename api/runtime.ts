@@ -81,6 +81,7 @@ export async function buildDeps(
     logger,
     prefix: config.redis.prefix,
     onAlert: (alert) => void sendBudgetAlert(limiter, logger, alert),
+    leaseMs: config.budgets.reservationLeaseMs,
   });
   const deps: AppDeps = {
     config,
@@ -110,6 +111,7 @@ export async function buildDeps(
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
     { name: "rate-limiter", close: async () => limiter.close() },
+    { name: "budget-leases", close: async () => budgets.close() },
     { name: "upstream-pool", close: () => dispatcher.close() },
     { name: "queues", close: () => Promise.all([adapterCleanup.close(), placement.close()]) },
     { name: "events", close: () => bus.close() },

@@ -71,6 +71,7 @@ export const EnvSchema = z.object({
     z.string().min(16, "must be at least 16 characters").optional(),
   ),
   VLLM_API_KEY: optionalString,
+  BUDGET_RESERVATION_LEASE_MS: z.coerce.number().int().min(200).max(3_600_000).default(60_000),
   METERING_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
   METERING_CLAIM_IDLE_MS: z.coerce.number().int().min(50).default(30_000),
   USAGE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(120).default(13),
@@ -127,6 +128,8 @@ export interface Config {
   /** vLLM's --api-key, when the replicas are started with one. */
   replicaApiKey: string | undefined;
   metering: { batchSize: number; claimIdleMs: number; retentionMonths: number; metricsPort: number };
+  /** A budget reservation lives this long past its process's last renewal (renewed every third of it). */
+  budgets: { reservationLeaseMs: number };
   tracing: TracingConfig;
 }
 
@@ -283,6 +286,7 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       retentionMonths: env.USAGE_RETENTION_MONTHS,
       metricsPort: env.METERING_METRICS_PORT,
     },
+    budgets: { reservationLeaseMs: env.BUDGET_RESERVATION_LEASE_MS },
     tracing: {
       endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT,
       headers: parseOtlpHeaders(env.OTEL_EXPORTER_OTLP_HEADERS),

@@ -1,28 +1,54 @@
+import { randomUUID } from "node:crypto";
 import type { Database } from "../db/client.ts";
 import { monthCostPicos, monthStart } from "../db/queries/usage.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Redis } from "../lib/redis.ts";
-import { costPicos, type Prices } from "./pricing.ts";
 
 /**
  * Monthly budgets enforced from Redis, in micro-dollars (Lua numbers are doubles: exact to $9e9).
  * A request reserves its worst-case cost before it runs and settles the real cost after, so
  * concurrent requests can overshoot the budget by at most what is reserved in flight, and only when
- * a request costs more than its reservation. KEYS[1] the tenant-month hash.
+ * a request costs more than its reservation.
+ *
+ * Per tenant and month, two keys in one hash slot: KEYS[1] a hash {spent, reserved, r:<id> = the
+ * amount of each live reservation}, KEYS[2] a sorted set of reservation ids scored by when their
+ * lease ends. `spent` is a cache of Postgres: when the hash is missing (a new month, a Redis restart,
+ * an eviction) the next reserve reloads it from the billed usage, and settle never makes a partial
+ * hash. A reservation whose lease ran out (its process died) is given back by the next reserve.
  */
 const RESERVE = `
 if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then return -1 end
+local now = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 256)
+for _, id in ipairs(expired) do
+  local amount = redis.call('HGET', KEYS[1], 'r:' .. id)
+  if amount then
+    redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))
+    redis.call('HDEL', KEYS[1], 'r:' .. id)
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local budget = tonumber(ARGV[1])
 local estimate = tonumber(ARGV[2])
 if spent + reserved + estimate > budget then return 0 end
 redis.call('HINCRBY', KEYS[1], 'reserved', estimate)
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[3], estimate)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 1
 `;
 
+/** Returns the month's spend after settling, or -1 when the hash is gone (Postgres has the cost). */
 const SETTLE = `
-redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(ARGV[1]))
+if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then return -1 end
+local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+if amount then
+  redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))
+  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('HINCRBY', KEYS[1], 'spent', tonumber(ARGV[2]))
 `;
 
@@ -34,11 +60,25 @@ end
 return 1
 `;
 
-/** Completion tokens assumed when a request sets no max_tokens: a reservation must bound the cost. */
-export const DEFAULT_COMPLETION_RESERVATION = 4096;
+type BudgetScripts = {
+  loraplaneBudgetReserve(
+    hash: string,
+    leases: string,
+    budget: number,
+    estimate: number,
+    id: string,
+    now: number,
+    leaseMs: number,
+    ttlMs: number,
+  ): Promise<number>;
+  loraplaneBudgetSettle(hash: string, leases: string, id: string, actual: number): Promise<number>;
+  loraplaneBudgetSeed(hash: string, spent: number, ttlMs: number): Promise<number>;
+};
+
 const MONTH_KEY_TTL_MS = 40 * 24 * 3600 * 1000;
 
 export interface Reservation {
+  id: string;
   key: string;
   micros: number;
   budgetMicros: number;
@@ -51,45 +91,19 @@ export type ReserveResult =
 
 const picosToMicrosCeil = (picos: bigint) => Number((picos + 999_999n) / 1_000_000n);
 
-/** Chat templates wrap each message in role headers and add a preamble the raw text does not show. */
-const TEMPLATE_TOKENS_PER_MESSAGE = 16;
-const TEMPLATE_TOKENS_BASE = 64;
-
-/** A request's prompt tokens, erring high: ≈ 1 token per 3 characters, plus the chat template's overhead. */
-export function estimatePromptTokens(body: Record<string, unknown>): number {
-  const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
-  const messages = Array.isArray(body.messages) ? body.messages.length : 1;
-  return Math.ceil(promptChars / 3) + TEMPLATE_TOKENS_BASE + TEMPLATE_TOKENS_PER_MESSAGE * messages;
-}
-
-/**
- * A request's prompt tokens as billed when the upstream did not count them (a fallback's stream cut
- * short): about 4 characters a token, the usual rate of BPE tokenizers on English, and a few tokens
- * of chat template per message. Neither high nor low on purpose.
- */
-export function typicalPromptTokens(body: Record<string, unknown>): number {
-  const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
-  const messages = Array.isArray(body.messages) ? body.messages.length : 1;
-  return Math.ceil(promptChars / 4) + 4 * messages;
-}
-
-/**
- * The cost a request can reach: its estimated prompt and its max_tokens. Erring high only holds
- * budget back until settlement.
- */
-export function worstCaseCostPicos(prices: Prices, body: Record<string, unknown>): bigint {
-  const promptTokens = estimatePromptTokens(body);
-  const maxTokens = [body.max_completion_tokens, body.max_tokens].find(
-    (v) => typeof v === "number" && v > 0,
-  ) as number | undefined;
-  return costPicos(prices, promptTokens, maxTokens ?? DEFAULT_COMPLETION_RESERVATION);
-}
+/** How long a reservation outlives its process by default: renewed every third of it while alive. */
+export const DEFAULT_RESERVATION_LEASE_MS = 60_000;
 
 export class BudgetGuard {
   private readonly redis: Redis;
+  private readonly scripts: BudgetScripts;
   private readonly db: Database;
   private readonly logger: Logger;
   private readonly prefix: string;
+  private readonly leaseMs: number;
+  /** This process's reservations still in flight: their leases are renewed until they settle. */
+  private readonly live = new Map<string, Reservation>();
+  private readonly renewer: NodeJS.Timeout | null;
   private readonly onAlert: (alert: {
     tenantId: string;
     threshold: 80 | 100;
@@ -97,22 +111,73 @@ export class BudgetGuard {
     budgetMicros: number;
   }) => void;
 
+  /** `renew: false` never renews (tests of a process that died). */
   constructor(options: {
     redis: Redis;
     db: Database;
     logger: Logger;
     prefix: string;
     onAlert: BudgetGuard["onAlert"];
+    leaseMs?: number;
+    renew?: boolean;
   }) {
     this.redis = options.redis;
+    if (!("loraplaneBudgetReserve" in this.redis)) {
+      this.redis.defineCommand("loraplaneBudgetReserve", { numberOfKeys: 2, lua: RESERVE });
+      this.redis.defineCommand("loraplaneBudgetSettle", { numberOfKeys: 2, lua: SETTLE });
+      this.redis.defineCommand("loraplaneBudgetSeed", { numberOfKeys: 1, lua: SEED });
+    }
+    this.scripts = this.redis as unknown as BudgetScripts;
     this.db = options.db;
     this.logger = options.logger;
     this.prefix = options.prefix;
     this.onAlert = options.onAlert;
+    this.leaseMs = options.leaseMs ?? DEFAULT_RESERVATION_LEASE_MS;
+    this.renewer =
+      options.renew === false
+        ? null
+        : setInterval(
+            () => {
+              void this.renew().catch((error) =>
+                this.logger.warn({ err: error }, "budget leases not renewed"),
+              );
+            },
+            Math.max(50, Math.floor(this.leaseMs / 3)),
+          );
+    this.renewer?.unref();
+  }
+
+  close(): void {
+    if (this.renewer) {
+      clearInterval(this.renewer);
+    }
   }
 
   private key(tenantId: string, now: Date): string {
     return `${this.prefix}budget:{${tenantId}}:${monthStart(now).toISOString().slice(0, 7)}`;
+  }
+
+  private static leasesKey(key: string): string {
+    return `${key}:leases`;
+  }
+
+  /** Pushes the lease of every reservation still in flight here; one ZADD per tenant-month. */
+  async renew(now = Date.now()): Promise<void> {
+    const byKey = new Map<string, string[]>();
+    for (const r of this.live.values()) {
+      const ids = byKey.get(r.key) ?? [];
+      ids.push(r.id);
+      byKey.set(r.key, ids);
+    }
+    const until = now + this.leaseMs;
+    const pipeline = this.redis.pipeline();
+    for (const [key, ids] of byKey) {
+      // XX: a reservation already given back (its lease ran out meanwhile) is not brought back.
+      pipeline.zadd(BudgetGuard.leasesKey(key), "XX", ...ids.flatMap((id) => [until, id]));
+    }
+    if (byKey.size > 0) {
+      await pipeline.exec();
+    }
   }
 
   /** Reserves `worstCase`; null reservation when the tenant has no budget. */
@@ -127,17 +192,31 @@ export class BudgetGuard {
     const budgetMicros = Number(tenant.monthlyBudgetMicros);
     const key = this.key(tenant.id, now);
     const micros = picosToMicrosCeil(worstCase);
-    let result = (await this.redis.eval(RESERVE, 1, key, budgetMicros, micros)) as number;
+    const id = randomUUID();
+    const attempt = () =>
+      this.scripts.loraplaneBudgetReserve(
+        key,
+        BudgetGuard.leasesKey(key),
+        budgetMicros,
+        micros,
+        id,
+        now.getTime(),
+        this.leaseMs,
+        MONTH_KEY_TTL_MS,
+      );
+    let result = await attempt();
     if (result === -1) {
-      // First request this month on this Redis: start from what Postgres has billed.
+      // No counter (a new month, or Redis lost it): start from what Postgres has billed.
       const billed = picosToMicrosCeil(await monthCostPicos(this.db, tenant.id, monthStart(now)));
-      await this.redis.eval(SEED, 1, key, billed, MONTH_KEY_TTL_MS);
-      result = (await this.redis.eval(RESERVE, 1, key, budgetMicros, micros)) as number;
+      await this.scripts.loraplaneBudgetSeed(key, billed, MONTH_KEY_TTL_MS);
+      result = await attempt();
     }
     if (result !== 1) {
       return { ok: false, budgetMicros };
     }
-    return { ok: true, reservation: { key, micros, budgetMicros, tenantId: tenant.id } };
+    const reservation = { id, key, micros, budgetMicros, tenantId: tenant.id };
+    this.live.set(id, reservation);
+    return { ok: true, reservation };
   }
 
   /** Replaces the reservation with the real cost and raises the 80 % and 100 % alerts once each. */
@@ -145,8 +224,20 @@ export class BudgetGuard {
     if (!reservation) {
       return;
     }
+    this.live.delete(reservation.id);
     const actualMicros = picosToMicrosCeil(actual);
-    const spent = Number(await this.redis.eval(SETTLE, 1, reservation.key, reservation.micros, actualMicros));
+    const spent = Number(
+      await this.scripts.loraplaneBudgetSettle(
+        reservation.key,
+        BudgetGuard.leasesKey(reservation.key),
+        reservation.id,
+        actualMicros,
+      ),
+    );
+    if (spent < 0) {
+      // The counter is gone: the cost is in this request's usage event, and the next reserve reloads it.
+      return;
+    }
     for (const threshold of [80, 100] as const) {
       if (spent * 100 >= reservation.budgetMicros * threshold) {
         const first = await this.redis.set(

@@ -129,6 +129,7 @@ export class FleetPoller {
         running: metrics.kind === "ok" ? (metrics.value.running ?? 0) : 0,
         waiting: metrics.kind === "ok" ? (metrics.value.waiting ?? 0) : 0,
         kvCacheUsage: metrics.kind === "ok" ? metrics.value.kvCacheUsage : null,
+        maxModelLen: models.value.base[0]?.maxModelLen ?? null,
       };
       const seen = await recordReplicaSeen(this.db, row.id, { liveState, seenAt: at });
       const status = replicaDisplayStatus(seen ?? row);

@@ -6,6 +6,8 @@ export interface BaseModelArchitectureSpec {
   num_key_value_heads: number;
   head_dim?: number | undefined;
   vocab_size: number;
+  /** The longest sequence (prompt + completion) the model takes: what a replica's max_model_len defaults to. */
+  max_position_embeddings?: number | undefined;
 }
 
 /** What validation needs to know about a base model; mirrors the `base_models` row. */
@@ -125,6 +127,7 @@ export const SEEDED_BASE_MODELS: readonly BaseModelSpec[] = [
       num_key_value_heads: 4,
       head_dim: 128,
       vocab_size: 152064,
+      max_position_embeddings: 32768,
     },
     loraMaxRank: 64,
     loraTargetModules: ALL_LINEAR,
@@ -141,6 +144,7 @@ export const SEEDED_BASE_MODELS: readonly BaseModelSpec[] = [
       num_key_value_heads: 8,
       head_dim: 128,
       vocab_size: 128256,
+      max_position_embeddings: 131072,
     },
     loraMaxRank: 64,
     loraTargetModules: ALL_LINEAR,
@@ -157,6 +161,7 @@ export const SEEDED_BASE_MODELS: readonly BaseModelSpec[] = [
       num_key_value_heads: 8,
       head_dim: 128,
       vocab_size: 32768,
+      max_position_embeddings: 32768,
     },
     loraMaxRank: 64,
     loraTargetModules: ALL_LINEAR,

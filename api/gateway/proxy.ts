@@ -1,7 +1,8 @@
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import type { ServedBy } from "../../db/schema/usage.ts";
-import { typicalPromptTokens } from "../../metering/budgets.ts";
+import { DEFAULT_CONTEXT_TOKENS } from "../../metering/estimates.ts";
+import { estimatePromptTokens } from "../../metering/prompt-tokens.ts";
 import {
   type ClientStreamOptions,
   DONE_EVENT,
@@ -36,6 +37,12 @@ export interface ProxyOutcome {
   ttftMs: number | null;
   totalMs: number;
   error?: string;
+  /**
+   * A cancelled request's prompts (by position) that reached `target` but that it reported nothing
+   * about (cut before its first chunk, or before its answer): it may have prefilled them, so they are
+   * billed, counted by the base's tokenizer.
+   */
+  unreported?: { target: UpstreamTarget; prompts: number[] };
 }
 
 export type FailureReason = "unreachable" | "server_error" | "lost_adapter" | "timeout";
@@ -73,6 +80,8 @@ export interface ForwardOptions {
   onFinish: (outcome: ProxyOutcome) => Promise<void>;
   /** The request's span: each attempt gets a child span, propagated to the replica (traceparent). */
   span?: Span;
+  /** Choices per prompt (`n`) and prompts of the request, and the base's context window. */
+  shape?: { choicesPerPrompt: number; prompts: number; contextTokens: number };
   /**
    * Asked once when no replica target is left (or none was given) before the first byte: the
    * fallback upstream to try; null skips it.
@@ -175,6 +184,8 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
   let rerouted = false;
   let fallbackTried = false;
   let lastTried: UpstreamTarget | null = null;
+  // The target whose request was on its way when the client left (it may have started on the prompt).
+  let inFlight: UpstreamTarget | null = null;
   const suffix = options.path.slice("/v1".length);
   for (;;) {
     let target = queue.shift();
@@ -201,6 +212,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
     upstreamSpan = span;
     let res: Dispatcher.ResponseData;
     try {
+      inFlight = target;
       res = await request(`${target.baseUrl}${suffix}`, {
         method: "POST",
         dispatcher: options.dispatcher,
@@ -214,6 +226,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       if (options.clientSignal.aborted) {
         break;
       }
+      inFlight = null;
       lastError = `${describeTarget(target)}: ${(error as Error).message}`;
       span.end(null, lastError);
       upstreamSpan = null;
@@ -263,7 +276,16 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
     ttftMs: null,
   } as const;
   if (options.clientSignal.aborted) {
-    await finish({ status: "cancelled", httpStatus: 499, ...nothingServed });
+    await finish({
+      status: "cancelled",
+      httpStatus: 499,
+      ...nothingServed,
+      ...(inFlight && {
+        servedBy: servedBy(inFlight),
+        replicaId: inFlight.replicaId,
+        unreported: { target: inFlight, prompts: allPrompts(options) },
+      }),
+    });
     return openAiError(499, "the client closed the request", "cancelled", "client_closed_request");
   }
   await finish({ status: "error", httpStatus: 503, ...nothingServed, error: lastError });
@@ -351,7 +373,7 @@ async function jsonResponse(
     await finish({
       status: "ok",
       httpStatus: 200,
-      ...billedUsage(options, target, usageFromBody(text), () => contentTokens(text)),
+      ...(await billedUsage(options, target, usageFromBody(text), () => contentTokens(text))),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
@@ -372,6 +394,7 @@ async function jsonResponse(
       attempts,
       ttftMs: null,
       error: (error as Error).message,
+      ...(cancelled && { unreported: { target, prompts: allPrompts(options) } }),
     });
     return openAiError(
       502,
@@ -387,22 +410,31 @@ async function jsonResponse(
 const errorEvent = (message: string, code: string) =>
   `data: ${JSON.stringify({ error: { message, type: "upstream_error", param: null, code } })}\n\n`;
 
+const allPrompts = (options: ForwardOptions) =>
+  Array.from({ length: options.shape?.prompts ?? 1 }, (_, i) => i);
+
 /**
- * The usage to bill: what the upstream reported; for a fallback that reported none, an estimated
- * prompt and `completionTokens()` (replicas always report it, so theirs is never estimated).
+ * The usage to bill: what the upstream reported; for a fallback that reported none, the prompt as
+ * the tokenizer counts it and `completionTokens()` (replicas always report it, so theirs is never
+ * estimated here).
  */
-function billedUsage(
+async function billedUsage(
   options: ForwardOptions,
   target: UpstreamTarget,
   reported: UsageCounts | null,
   completionTokens: () => number,
-): Pick<ProxyOutcome, "usage" | "usageEstimated"> {
+): Promise<Pick<ProxyOutcome, "usage" | "usageEstimated">> {
   if (reported !== null || !target.fallback) {
     return { usage: reported };
   }
+  const prompts = await estimatePromptTokens(
+    options.path === "/v1/chat/completions" ? "chat" : "completion",
+    options.body,
+    options.shape?.contextTokens ?? DEFAULT_CONTEXT_TOKENS,
+  );
   return {
     usage: {
-      promptTokens: typicalPromptTokens(options.body),
+      promptTokens: prompts.reduce((a, b) => a + b, 0),
       completionTokens: completionTokens(),
       cachedTokens: 0,
     },
@@ -443,22 +475,27 @@ function streamResponse(
     replicaName: upstreamModelName(target),
     wanted: clientStreamOptions(options.body),
     countContent: target.fallback !== undefined,
+    ...(options.shape && {
+      choices: { perPrompt: options.shape.choicesPerPrompt, prompts: options.shape.prompts },
+    }),
   });
   const source = res.body;
   let ttftMs: number | null = null;
   let ended = false;
-  const done = (status: ProxyOutcome["status"], error?: string) => {
+  const done = async (status: ProxyOutcome["status"], error?: string) => {
     options.clientSignal.removeEventListener("abort", onClientGone);
+    const unreported = status === "cancelled" && !target.fallback ? rewriter.unreportedPrompts() : [];
     return finish({
       status,
       httpStatus: status === "cancelled" ? 499 : 200,
       // A fallback's stream cut before its final chunk: one completion token per content event.
-      ...billedUsage(options, target, rewriter.usage(), () => rewriter.contentEvents),
+      ...(await billedUsage(options, target, rewriter.usage(), () => rewriter.contentEvents)),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
       ttftMs,
       ...(error !== undefined && { error }),
+      ...(unreported.length > 0 && { unreported: { target, prompts: unreported } }),
     });
   };
   // One web stream, fed synchronously from the replica's Node stream: the SSE rewrite happens in the

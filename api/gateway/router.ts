@@ -59,6 +59,7 @@ export class GatewayRouter {
   private readonly reported = new Map<string, number>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private timer: NodeJS.Timeout | null = null;
+  private contextByBase = new Map<string, number>();
   private syncing: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly db: Database;
@@ -123,6 +124,14 @@ export class GatewayRouter {
         const snapshot = await loadFleetSnapshot(this.db);
         this.policy.sync(toFleetState(snapshot));
         this.replicas = new Map(snapshot.replicas.map((r) => [r.id, r]));
+        const contextByBase = new Map<string, number>();
+        for (const r of snapshot.replicas) {
+          const length = r.liveState?.maxModelLen;
+          if (typeof length === "number" && length > (contextByBase.get(r.baseModelId) ?? 0)) {
+            contextByBase.set(r.baseModelId, length);
+          }
+        }
+        this.contextByBase = contextByBase;
         const loadedOn = new Map<string, string[]>();
         for (const p of snapshot.placements) {
           if (p.state === "loaded") {
@@ -223,6 +232,14 @@ export class GatewayRouter {
   /** The policy's mirror of a replica's GPU slots and CPU cache, for the console (null if unknown). */
   shadow(replicaId: string): ReplicaShadow | null {
     return this.policy.shadow(replicaId);
+  }
+
+  /**
+   * The longest sequence (prompt + completion) any replica of the base serves, as the replicas last
+   * reported it (`max_model_len`); null before any did. What a request can cost is bounded by it.
+   */
+  contextTokens(baseModelId: string): number | null {
+    return this.contextByBase.get(baseModelId) ?? null;
   }
 
   /** Healthy replicas of a base, least busy first. */

@@ -115,3 +115,64 @@ describe("SSE rewriter", () => {
     expect(out.rewriter.streamError).toContain("adapter support-bot failed");
   });
 });
+
+describe("SSE rewriter: a request generating several sequences", () => {
+  const choiceChunk = (index: number, content: string, prompt: number, completion: number) =>
+    `data: ${JSON.stringify({
+      id: "cmpl-1",
+      object: "text_completion",
+      model: "ver_abc",
+      choices: [{ index, text: content, logprobs: null, finish_reason: null }],
+      usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+    })}\n\n`;
+  const rewriter = (perPrompt: number, prompts: number) =>
+    new SseRewriter({
+      clientModel: "support-bot",
+      replicaName: "ver_abc",
+      wanted: NO_USAGE,
+      choices: { perPrompt, prompts },
+    });
+
+  it("bills a stream cut before its usage chunk for every choice's tokens, not the last chunk's choice", () => {
+    const r = rewriter(2, 1);
+    // vLLM's continuous usage counts each chunk's own choice (previous_num_tokens[i]).
+    for (const part of [choiceChunk(0, "a", 9, 1), choiceChunk(1, "b", 9, 1), choiceChunk(0, "c", 9, 2)]) {
+      r.push(Buffer.from(part));
+    }
+    r.push(Buffer.from(choiceChunk(1, "d", 9, 2)));
+    r.push(Buffer.from(choiceChunk(1, "e", 9, 3)));
+    expect(r.usage()).toEqual({ promptTokens: 9, completionTokens: 5, cachedTokens: 0 });
+    expect(r.unreportedPrompts()).toEqual([]);
+  });
+
+  it("sums each prompt of a batch once (choice i is prompt ⌊i / n⌋) and names the prompts not heard of", () => {
+    const r = rewriter(2, 3);
+    r.push(Buffer.from(choiceChunk(0, "a", 4, 1)));
+    r.push(Buffer.from(choiceChunk(1, "b", 4, 1)));
+    r.push(Buffer.from(choiceChunk(3, "c", 7, 1)));
+    expect(r.usage()).toEqual({ promptTokens: 11, completionTokens: 3, cachedTokens: 0 });
+    expect(r.unreportedPrompts()).toEqual([2]);
+  });
+
+  it("takes the engine's final usage chunk as the whole truth once it came", () => {
+    const r = rewriter(2, 3);
+    r.push(Buffer.from(choiceChunk(0, "a", 4, 1)));
+    r.push(Buffer.from(usageChunk(20, 30)));
+    expect(r.usage()).toEqual({ promptTokens: 20, completionTokens: 30, cachedTokens: 0 });
+    expect(r.unreportedPrompts()).toEqual([]);
+  });
+
+  it("believes no choice index the request cannot have", () => {
+    const r = rewriter(2, 1);
+    r.push(Buffer.from(choiceChunk(0, "a", 4, 1)));
+    r.push(Buffer.from(choiceChunk(99, "z", 4000, 9000)));
+    expect(r.usage()).toEqual({ promptTokens: 4, completionTokens: 1, cachedTokens: 0 });
+  });
+
+  it("reports the one prompt as unreported while a single-choice stream has said nothing", () => {
+    const single = new SseRewriter({ clientModel: "m", replicaName: null, wanted: NO_USAGE });
+    expect(single.unreportedPrompts()).toEqual([0]);
+    single.push(Buffer.from(chunk("x", { prompt_tokens: 3, completion_tokens: 1 })));
+    expect(single.unreportedPrompts()).toEqual([]);
+  });
+});

@@ -49,6 +49,8 @@ const MAX_EVENT_CHARS = 1 << 20;
 /** A chunk that carries generated text (not the role-only first chunk nor the finish chunk). */
 const CONTENT_FIELD = /"(?:content|text)":"(?!")/;
 const LINE_END = /\r\n|\n|\r/;
+/** A chunk's choice index: its first `"index"` key (inside strings every quote is escaped). */
+const CHOICE_INDEX = /"index":(\d+)/;
 
 function removeField(json: string, match: RegExpExecArray): string {
   const start = match.index;
@@ -118,24 +120,87 @@ export class SseRewriter {
   private readonly replicaName: string | null;
   private readonly wanted: ClientStreamOptions;
   private readonly countContent: boolean;
+  /** Set when a request generates several sequences (n > 1, or a batch of prompts). */
+  private readonly choices: {
+    perPrompt: number;
+    prompts: number;
+    /** Each choice's completion tokens so far, and each prompt's tokens, as the chunks reported them. */
+    completion: Map<number, number>;
+    prompt: Map<number, number>;
+    /** The usage-only chunk at the end: every prompt and choice summed by the engine. */
+    final: string | null;
+  } | null;
 
-  /** `countContent`: count `contentEvents` (only a fallback needs them: replicas report usage on every chunk). */
+  /**
+   * `countContent`: count `contentEvents` (only a fallback needs them: replicas report usage on every
+   * chunk). `choices`: choices per prompt (`n`) and prompts of a request that generates several
+   * sequences: vLLM's continuous usage then counts each chunk's own choice only
+   * (`previous_num_tokens[i]`), so a cut stream is billed the sum over choices, not the last chunk's.
+   */
   constructor(options: {
     clientModel: string;
     replicaName: string | null;
     wanted: ClientStreamOptions;
     countContent?: boolean;
+    choices?: { perPrompt: number; prompts: number };
   }) {
     this.clientModel = options.clientModel;
     this.replicaName = options.replicaName;
     this.wanted = options.wanted;
     this.countContent = options.countContent ?? false;
     this.modelField = `"model":${JSON.stringify(options.clientModel)}`;
+    const choices = options.choices;
+    this.choices =
+      choices && choices.perPrompt * choices.prompts > 1
+        ? { ...choices, completion: new Map(), prompt: new Map(), final: null }
+        : null;
   }
 
-  /** The last usage the replica reported (cumulative with continuous stats), parsed on demand. */
+  /**
+   * What the upstream reported so far (cumulative with continuous stats), parsed on demand: the final
+   * usage chunk when it came, else, for several sequences, every prompt's and every choice's last count.
+   */
   usage(): UsageCounts | null {
-    return parseUsage(this.usageField);
+    const choices = this.choices;
+    if (choices === null) {
+      return parseUsage(this.usageField);
+    }
+    if (choices.final !== null) {
+      return parseUsage(choices.final);
+    }
+    if (choices.completion.size === 0 && choices.prompt.size === 0) {
+      return null;
+    }
+    const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+    return { promptTokens: sum(choices.prompt), completionTokens: sum(choices.completion), cachedTokens: 0 };
+  }
+
+  /** Prompts (by position) of which the upstream has reported nothing yet: a cut stream bills them estimated. */
+  unreportedPrompts(): number[] {
+    const choices = this.choices;
+    if (choices === null) {
+      return this.usage() === null ? [0] : [];
+    }
+    if (choices.final !== null) {
+      return [];
+    }
+    return Array.from({ length: choices.prompts }, (_, i) => i).filter((i) => !choices.prompt.has(i));
+  }
+
+  private countChoice(chunk: string, usageField: string): void {
+    const choices = this.choices;
+    const index = CHOICE_INDEX.exec(chunk);
+    const counts = parseUsage(usageField);
+    if (choices === null || index?.[1] === undefined || counts === null) {
+      return;
+    }
+    const i = Number(index[1]);
+    const prompt = Math.floor(i / choices.perPrompt);
+    if (prompt >= choices.prompts) {
+      return; // not a choice this request can have: believed for nothing
+    }
+    choices.completion.set(i, Math.max(choices.completion.get(i) ?? 0, counts.completionTokens));
+    choices.prompt.set(prompt, counts.promptTokens);
   }
 
   /** The client's bytes for every event completed by `chunk` ("" when none is complete yet). */
@@ -185,11 +250,18 @@ export class SseRewriter {
     // so these patterns can only match the chunk's own top-level fields.
     let out = data.replace(MODEL_FIELD, this.modelField);
     const usageField = USAGE_FIELD.exec(out);
-    if (usageField?.[1] && usageField[1] !== "null") {
-      this.usageField = usageField[1];
+    const reported = usageField?.[1] && usageField[1] !== "null" ? usageField[1] : null;
+    if (reported !== null) {
+      this.usageField = reported;
     }
     if (out.includes('"choices":[]')) {
+      if (this.choices && reported !== null) {
+        this.choices.final = reported;
+      }
       return this.wanted.includeUsage ? `data: ${out}\n\n` : "";
+    }
+    if (this.choices && reported !== null) {
+      this.countChoice(out, reported);
     }
     this.sawToken = true;
     if (this.countContent && CONTENT_FIELD.test(out)) {

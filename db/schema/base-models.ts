@@ -9,6 +9,8 @@ export interface BaseModelArchitecture {
   num_key_value_heads: number;
   head_dim?: number | undefined;
   vocab_size: number;
+  /** The context window (prompt + completion); absent on bases registered before it was asked for. */
+  max_position_embeddings?: number | undefined;
 }
 
 /** The shared, quantized bases adapters attach to. Prices are micro-dollars per million tokens. */

@@ -7,6 +7,8 @@ export interface ReplicaLiveState {
   running: number;
   waiting: number;
   kvCacheUsage: number | null;
+  /** The replica's max_model_len (`/v1/models`): the longest prompt + completion it serves. Absent before it was kept. */
+  maxModelLen?: number | null;
 }
 
 /**

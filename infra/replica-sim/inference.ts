@@ -18,7 +18,10 @@ type Kind = "chat" | "completion";
 interface Parsed {
   kind: Kind;
   model: string | undefined;
-  promptIds: number[];
+  /** One entry per prompt: a chat request has one, a completions request may batch several. */
+  prompts: number[][];
+  /** Choices per prompt (`n`). */
+  n: number;
   stream: boolean;
   includeUsage: boolean;
   continuousUsage: boolean;
@@ -109,36 +112,42 @@ function parseMessages(
   return { ok: true, messages };
 }
 
+/** vLLM's VLLM_MAX_N_SEQUENCES default: the most sequences (n) one request may ask for. */
+const MAX_N_SEQUENCES = 16_384;
+
+const isTokenIds = (s: ReplicaState, p: unknown): p is number[] =>
+  Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0 && t < s.tok.vocabSize);
+
+/** A completions `prompt`: a string, token ids, or a list of either (a batch, each served on its own). */
 function parsePrompt(
   s: ReplicaState,
   body: JsonBody,
-): { ok: true; ids: number[] } | { ok: false; res: Response } {
-  let p = body.prompt;
-  if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") {
-    p = p[0];
-  }
-  if (typeof p === "string") {
-    return { ok: true, ids: s.tok.encode(p, { addSpecialTokens: true }) };
-  }
-  if (
-    Array.isArray(p) &&
-    p.length > 0 &&
-    p.every((t) => Number.isInteger(t) && t >= 0 && t < s.tok.vocabSize)
-  ) {
-    return { ok: true, ids: p as number[] };
-  }
+): { ok: true; prompts: number[][] } | { ok: false; res: Response } {
+  const p = body.prompt;
   if (p === undefined) {
     return {
       ok: false,
       res: validationError(s.style, { type: "missing", loc: ["body", "prompt"], msg: "Field required" }),
     };
   }
+  const one = (x: unknown): number[] | null =>
+    typeof x === "string" ? s.tok.encode(x, { addSpecialTokens: true }) : isTokenIds(s, x) ? x : null;
+  const single = one(p);
+  if (single) {
+    return { ok: true, prompts: [single] };
+  }
+  if (Array.isArray(p) && p.length > 0) {
+    const prompts = p.map(one);
+    if (prompts.every((x): x is number[] => x !== null)) {
+      return { ok: true, prompts };
+    }
+  }
   return {
     ok: false,
     res: errorResponse(
       s.style,
       400,
-      "The simulator takes one prompt per request (a string or token ids).",
+      "prompt must be a string, token ids, or a non-empty list of either.",
       "BadRequestError",
       "prompt",
     ),
@@ -197,14 +206,21 @@ function parseRequest(s: ReplicaState, kind: Kind, body: JsonBody): Parsed | Res
   if (!n.ok) {
     return n.res;
   }
-  if (n.value !== undefined && n.value !== 1) {
-    return errorResponse(s.style, 400, "The replica simulator only supports n=1.", "BadRequestError", "n");
+  if (n.value !== undefined && (n.value < 1 || n.value > MAX_N_SEQUENCES)) {
+    return errorResponse(
+      s.style,
+      400,
+      `n must be at least 1 and at most ${MAX_N_SEQUENCES}, got ${n.value}.`,
+      "BadRequestError",
+      "n",
+    );
   }
+  // Current vLLM no longer knows best_of: it is logged as an ignored field and generates n choices.
   const seed = optInt(s.style, body, "seed");
   if (!seed.ok) {
     return seed.res;
   }
-  let promptIds: number[];
+  let prompts: number[][];
   if (kind === "chat") {
     const msgs = parseMessages(s, body);
     if (!msgs.ok) {
@@ -215,19 +231,20 @@ function parseRequest(s: ReplicaState, kind: Kind, body: JsonBody): Parsed | Res
       return agp.res;
     }
     const text = s.tok.renderChat(msgs.messages, { addGenerationPrompt: agp.value ?? true });
-    promptIds = s.tok.encode(text, { addSpecialTokens: false });
+    prompts = [s.tok.encode(text, { addSpecialTokens: false })];
   } else {
     const p = parsePrompt(s, body);
     if (!p.ok) {
       return p.res;
     }
-    promptIds = p.ids;
+    prompts = p.prompts;
   }
   const forced = s.cfg.enableForceIncludeUsage;
   return {
     kind,
     model: model.value,
-    promptIds,
+    prompts,
+    n: n.value ?? 1,
     stream: stream.value === true,
     includeUsage: forced || opts.include_usage === true,
     continuousUsage: (forced || opts.include_usage === true) && opts.continuous_usage_stats === true,
@@ -251,6 +268,18 @@ function usage(prompt: number, completion: number): Usage {
 
 const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
 
+/** One generated sequence: choice `index` of prompt `prompt` (vLLM: `index = prompt * n + j`). */
+interface Sequence {
+  index: number;
+  prompt: number;
+  engineId: string;
+  params: SamplingParams;
+  outputIds: number[];
+  text: string;
+  finish: FinishReason | null;
+  started: boolean;
+}
+
 async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response> {
   const read = await readJsonBody(c, s.style);
   if (!read.ok) {
@@ -267,26 +296,28 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
   if (s.engine.dead) {
     return errorResponse(s.style, 500, new EngineDeadError().message, "InternalServerError");
   }
-  const promptLen = parsed.promptIds.length;
   const maxLen = s.cfg.maxModelLen;
-  if (promptLen >= maxLen) {
-    return errorResponse(
-      s.style,
-      400,
-      `This model's maximum context length is ${maxLen} tokens. However, your request has ${promptLen} input tokens. Please reduce the length of the input messages.`,
-      "BadRequestError",
-      "input_tokens",
-    );
-  }
-  if (parsed.maxTokens !== undefined && promptLen + parsed.maxTokens > maxLen) {
-    const mt = parsed.maxTokens;
-    return errorResponse(
-      s.style,
-      400,
-      `'max_tokens' or 'max_completion_tokens' is too large: ${mt}. This model's maximum context length is ${maxLen} tokens and your request has ${promptLen} input tokens (${mt} > ${maxLen} - ${promptLen}).`,
-      "BadRequestError",
-      "max_tokens",
-    );
+  for (const promptIds of parsed.prompts) {
+    const promptLen = promptIds.length;
+    if (promptLen >= maxLen) {
+      return errorResponse(
+        s.style,
+        400,
+        `This model's maximum context length is ${maxLen} tokens. However, your request has ${promptLen} input tokens. Please reduce the length of the input messages.`,
+        "BadRequestError",
+        "input_tokens",
+      );
+    }
+    if (parsed.maxTokens !== undefined && promptLen + parsed.maxTokens > maxLen) {
+      const mt = parsed.maxTokens;
+      return errorResponse(
+        s.style,
+        400,
+        `'max_tokens' or 'max_completion_tokens' is too large: ${mt}. This model's maximum context length is ${maxLen} tokens and your request has ${promptLen} input tokens (${mt} > ${maxLen} - ${promptLen}).`,
+        "BadRequestError",
+        "max_tokens",
+      );
+    }
   }
   const lora = choice.kind === "lora" ? choice.lora : null;
   const modelName = lora ? lora.name : choice.kind === "base" ? choice.name : "";
@@ -295,19 +326,34 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
     (typeof read.body.request_id === "string" && read.body.request_id) ||
     randomId();
   const responseId = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${suffix}`;
-  const engineId = `${responseId}#${randomId()}`;
   const created = Math.floor(Date.now() / 1000);
-  const promptHash = fnv(fnvString(lora?.name ?? ""), parsed.promptIds);
   const nat = s.cfg.naturalOutputTokens;
-  const params: SamplingParams = {
-    // CompletionRequest defaults max_tokens to 16 (OpenAI's legacy default); chat to the rest of the context.
-    maxTokens: parsed.maxTokens ?? (kind === "completion" ? 16 : maxLen - promptLen),
-    minTokens: parsed.minTokens,
-    ignoreEos: parsed.ignoreEos,
-    eosTokenId: kind === "chat" ? s.tok.eotTokenId : s.tok.eosTokenId,
-    naturalTokens: nat.min + (promptHash % (nat.max - nat.min + 1)),
-    seed: parsed.seed === undefined ? promptHash : fnv(promptHash, [parsed.seed]),
-  };
+  const promptLens = parsed.prompts.map((ids) => ids.length);
+  const totalPrompt = promptLens.reduce((a, b) => a + b, 0);
+  // Each choice is an engine request of its own (vLLM fans a request out into n children); choice 0
+  // of a prompt keeps the seed a single-choice request would have.
+  const sequences: Sequence[] = parsed.prompts.flatMap((promptIds, prompt) => {
+    const promptHash = fnv(fnvString(lora?.name ?? ""), promptIds);
+    const seed = parsed.seed === undefined ? promptHash : fnv(promptHash, [parsed.seed]);
+    return Array.from({ length: parsed.n }, (_, j) => ({
+      index: prompt * parsed.n + j,
+      prompt,
+      engineId: `${responseId}#${randomId()}`,
+      params: {
+        // CompletionRequest defaults max_tokens to 16 (OpenAI's legacy default); chat to the rest of the context.
+        maxTokens: parsed.maxTokens ?? (kind === "completion" ? 16 : maxLen - promptIds.length),
+        minTokens: parsed.minTokens,
+        ignoreEos: parsed.ignoreEos,
+        eosTokenId: kind === "chat" ? s.tok.eotTokenId : s.tok.eosTokenId,
+        naturalTokens: nat.min + ((j === 0 ? promptHash : fnv(promptHash, [j])) % (nat.max - nat.min + 1)),
+        seed: j === 0 ? seed : fnv(seed, [j]),
+      },
+      outputIds: [],
+      text: "",
+      finish: null,
+      started: false,
+    }));
+  });
   const base = {
     id: responseId,
     object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
@@ -315,81 +361,102 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
     model: modelName,
   };
   const signal = c.req.raw.signal;
+  let aborted = false;
   const onDisconnect = (): void => {
-    if (s.engine.abort(engineId)) {
+    if (aborted) {
+      return;
+    }
+    aborted = true;
+    let any = false;
+    for (const seq of sequences) {
+      any = s.engine.abort(seq.engineId) || any;
+    }
+    if (any) {
       s.abortedRequestIds.push(responseId);
     }
   };
-  const outputIds: number[] = [];
-  let text = "";
   let cached = 0;
-  const nextDelta = (ids: readonly number[]): string => {
-    outputIds.push(...ids);
-    const full = s.tok.decode(outputIds, { skipSpecialTokens: true });
-    const delta = full.slice(text.length);
-    text = full;
+  const nextDelta = (seq: Sequence, ids: readonly number[]): string => {
+    seq.outputIds.push(...ids);
+    const full = s.tok.decode(seq.outputIds, { skipSpecialTokens: true });
+    const delta = full.slice(seq.text.length);
+    seq.text = full;
     return delta;
   };
   const promptDetails = (): { cached_tokens: number } | null =>
     s.cfg.enablePromptTokensDetails ? { cached_tokens: cached } : null;
+  const completionTotal = () => sequences.reduce((n, seq) => n + seq.outputIds.length, 0);
+  const addAll = (listenerFor: (seq: Sequence) => EngineListener): void => {
+    for (const seq of sequences) {
+      s.engine.addRequest({
+        id: seq.engineId,
+        lora,
+        promptTokenIds: parsed.prompts[seq.prompt] as number[],
+        params: seq.params,
+        listener: listenerFor(seq),
+      });
+    }
+  };
 
   if (!parsed.stream) {
     s.inFlight++;
     try {
-      const result = await new Promise<
-        { finish: FinishReason } | { error: EngineDeadError } | { aborted: true }
-      >((resolveResult) => {
-        const listener: EngineListener = {
-          onOutput(out) {
-            cached = out.numCachedTokens;
-            nextDelta(out.newTokenIds);
-            if (out.finishReason) {
-              resolveResult({ finish: out.finishReason });
-            }
-          },
-          onError(error) {
-            resolveResult({ error });
-          },
-        };
-        s.engine.addRequest({ id: engineId, lora, promptTokenIds: parsed.promptIds, params, listener });
-        signal.addEventListener("abort", () => {
-          onDisconnect();
-          resolveResult({ aborted: true });
-        });
-      });
+      const result = await new Promise<{ done: true } | { error: EngineDeadError } | { aborted: true }>(
+        (resolveResult) => {
+          let finished = 0;
+          addAll((seq) => ({
+            onOutput(out) {
+              cached = out.numCachedTokens;
+              nextDelta(seq, out.newTokenIds);
+              if (out.finishReason) {
+                seq.finish = out.finishReason;
+                finished++;
+                if (finished === sequences.length) {
+                  resolveResult({ done: true });
+                }
+              }
+            },
+            onError(error) {
+              resolveResult({ error });
+            },
+          }));
+          signal.addEventListener("abort", () => {
+            onDisconnect();
+            resolveResult({ aborted: true });
+          });
+        },
+      );
       if ("error" in result) {
         return errorResponse(s.style, 500, result.error.message, "InternalServerError");
       }
       if ("aborted" in result) {
         return errorResponse(s.style, 400, "Client disconnected", "BadRequestError");
       }
-      const u = { ...usage(promptLen, outputIds.length), prompt_tokens_details: promptDetails() };
+      const u = { ...usage(totalPrompt, completionTotal()), prompt_tokens_details: promptDetails() };
       if (kind === "chat") {
         return json({
           id: responseId,
           object: "chat.completion",
           created,
           model: modelName,
-          choices: [
-            {
-              index: 0,
-              message: {
-                role: "assistant",
-                content: text,
-                refusal: null,
-                annotations: null,
-                audio: null,
-                function_call: null,
-                tool_calls: [],
-                reasoning: null,
-                reasoning_content: null,
-              },
-              logprobs: null,
-              finish_reason: result.finish,
-              stop_reason: null,
-              token_ids: null,
+          choices: sequences.map((seq) => ({
+            index: seq.index,
+            message: {
+              role: "assistant",
+              content: seq.text,
+              refusal: null,
+              annotations: null,
+              audio: null,
+              function_call: null,
+              tool_calls: [],
+              reasoning: null,
+              reasoning_content: null,
             },
-          ],
+            logprobs: null,
+            finish_reason: seq.finish,
+            stop_reason: null,
+            token_ids: null,
+          })),
           service_tier: null,
           system_fingerprint: s.fingerprint,
           usage: u,
@@ -403,18 +470,16 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
         object: "text_completion",
         created,
         model: modelName,
-        choices: [
-          {
-            index: 0,
-            text,
-            logprobs: null,
-            finish_reason: result.finish,
-            stop_reason: null,
-            token_ids: null,
-            prompt_logprobs: null,
-            prompt_token_ids: null,
-          },
-        ],
+        choices: sequences.map((seq) => ({
+          index: seq.index,
+          text: seq.text,
+          logprobs: null,
+          finish_reason: seq.finish,
+          stop_reason: null,
+          token_ids: null,
+          prompt_logprobs: null,
+          prompt_token_ids: null,
+        })),
         service_tier: null,
         system_fingerprint: s.fingerprint,
         usage: u,
@@ -443,61 +508,12 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
       controller.close();
     }
   };
-  let first = true;
-  const contUsage = (): { usage?: Usage } =>
-    parsed.continuousUsage ? { usage: usage(promptLen, outputIds.length) } : {};
-  const listener: EngineListener = {
-    onOutput(out) {
-      cached = out.numCachedTokens;
-      if (first && kind === "chat") {
-        send({
-          ...base,
-          choices: [
-            { index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null },
-          ],
-          ...(parsed.continuousUsage ? { usage: usage(promptLen, 0) } : {}),
-        });
-      }
-      first = false;
-      const delta = nextDelta(out.newTokenIds);
-      const fin = out.finishReason;
-      const choiceTail = fin ? { finish_reason: fin, stop_reason: null } : { finish_reason: null };
-      const choiceObj =
-        kind === "chat"
-          ? { index: 0, delta: { content: delta }, logprobs: null, ...choiceTail, token_ids: null }
-          : {
-              index: 0,
-              text: delta,
-              logprobs: null,
-              ...(fin ? choiceTail : { finish_reason: null, stop_reason: null }),
-            };
-      send({
-        ...base,
-        choices: [choiceObj],
-        ...(fin && !parsed.includeUsage ? { system_fingerprint: s.fingerprint } : {}),
-        ...contUsage(),
-      });
-      if (fin) {
-        if (parsed.includeUsage) {
-          const details = promptDetails();
-          send({
-            ...base,
-            choices: [],
-            usage: {
-              ...usage(promptLen, outputIds.length),
-              ...(details ? { prompt_tokens_details: details } : {}),
-            },
-            system_fingerprint: s.fingerprint,
-          });
-        }
-        end();
-      }
-    },
-    onError(error) {
-      send({ error: { message: error.message, type: "InternalServerError", param: null, code: 500 } });
-      end();
-    },
-  };
+  let finished = 0;
+  // With continuous usage stats, vLLM's chunk of choice i carries the prompt of its own prompt and
+  // choice i's own completion tokens so far (serving_chat/serving_completion: previous_num_tokens[i]);
+  // the final usage chunk sums every prompt once and every choice.
+  const contUsage = (seq: Sequence, completion: number): { usage?: Usage } =>
+    parsed.continuousUsage ? { usage: usage(promptLens[seq.prompt] ?? 0, completion) } : {};
   const body = new ReadableStream<Uint8Array>({
     start(ctrl) {
       controller = ctrl;
@@ -511,7 +527,68 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
     },
   });
   s.inFlight++;
-  s.engine.addRequest({ id: engineId, lora, promptTokenIds: parsed.promptIds, params, listener });
+  addAll((seq) => ({
+    onOutput(out) {
+      cached = out.numCachedTokens;
+      if (!seq.started && kind === "chat") {
+        send({
+          ...base,
+          choices: [
+            {
+              index: seq.index,
+              delta: { role: "assistant", content: "" },
+              logprobs: null,
+              finish_reason: null,
+            },
+          ],
+          ...contUsage(seq, 0),
+        });
+      }
+      seq.started = true;
+      const delta = nextDelta(seq, out.newTokenIds);
+      const fin = out.finishReason;
+      const choiceTail = fin ? { finish_reason: fin, stop_reason: null } : { finish_reason: null };
+      const choiceObj =
+        kind === "chat"
+          ? { index: seq.index, delta: { content: delta }, logprobs: null, ...choiceTail, token_ids: null }
+          : {
+              index: seq.index,
+              text: delta,
+              logprobs: null,
+              ...(fin ? choiceTail : { finish_reason: null, stop_reason: null }),
+            };
+      const last = fin !== null && finished + 1 === sequences.length;
+      send({
+        ...base,
+        choices: [choiceObj],
+        ...(last && !parsed.includeUsage ? { system_fingerprint: s.fingerprint } : {}),
+        ...contUsage(seq, seq.outputIds.length),
+      });
+      if (fin) {
+        seq.finish = fin;
+        finished++;
+        if (finished === sequences.length) {
+          if (parsed.includeUsage) {
+            const details = promptDetails();
+            send({
+              ...base,
+              choices: [],
+              usage: {
+                ...usage(totalPrompt, completionTotal()),
+                ...(details ? { prompt_tokens_details: details } : {}),
+              },
+              system_fingerprint: s.fingerprint,
+            });
+          }
+          end();
+        }
+      }
+    },
+    onError(error) {
+      send({ error: { message: error.message, type: "InternalServerError", param: null, code: 500 } });
+      end();
+    },
+  }));
   signal.addEventListener("abort", onDisconnect);
   return new Response(body, { status: 200, headers: SSE_HEADERS });
 }

@@ -322,3 +322,86 @@ describe("replica-sim CLI", () => {
     expect(() => createReplicaSim({ maxLoras: 4, maxCpuLoras: 2 })).toThrow(/max_cpu_loras/);
   });
 });
+
+describe("replica-sim: several choices and prompts per request, as vLLM serves them", () => {
+  type Chunk = { choices: { index: number }[]; usage?: { prompt_tokens: number; completion_tokens: number } };
+  const chunksOf = (text: string): Chunk[] =>
+    text
+      .split("\n\n")
+      .filter((e) => e.startsWith("data: {"))
+      .map((e) => JSON.parse(e.slice(6)) as Chunk);
+
+  it("answers n=3 with three choices and bills the prompt once and every choice's tokens", async () => {
+    const { url } = await start();
+    const one = await post(`${url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 7,
+      ignore_eos: true,
+    });
+    const three = await post(`${url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 7,
+      ignore_eos: true,
+      n: 3,
+    });
+    expect(three.status).toBe(200);
+    const choices = three.json.choices as { index: number }[];
+    expect(choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    const u1 = one.json.usage as { prompt_tokens: number; completion_tokens: number };
+    expect(three.json.usage).toMatchObject({ prompt_tokens: u1.prompt_tokens, completion_tokens: 21 });
+  });
+
+  it("streams n=2 with each chunk's continuous usage counting its own choice, and a final sum", async () => {
+    const { url } = await start();
+    const res = await post(`${url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 5,
+      ignore_eos: true,
+      n: 2,
+      stream: true,
+      stream_options: { include_usage: true, continuous_usage_stats: true },
+    });
+    const chunks = chunksOf(res.text);
+    const last = chunks.at(-1);
+    expect(last?.choices).toEqual([]);
+    expect(last?.usage?.completion_tokens).toBe(10);
+    const perChoice = new Map<number, number>();
+    for (const c of chunks.slice(0, -1)) {
+      const index = c.choices[0]?.index ?? -1;
+      perChoice.set(index, Math.max(perChoice.get(index) ?? 0, c.usage?.completion_tokens ?? 0));
+    }
+    expect([...perChoice.entries()].sort()).toEqual([
+      [0, 5],
+      [1, 5],
+    ]);
+  });
+
+  it("serves a batch of prompts with n=2 as prompt × n choices, indexed prompt * n + j", async () => {
+    const { url } = await start();
+    const res = await post(`${url}/v1/completions`, {
+      prompt: ["one", "two words"],
+      n: 2,
+      max_tokens: 4,
+      ignore_eos: true,
+    });
+    expect(res.status).toBe(200);
+    expect((res.json.choices as { index: number }[]).map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    const single = async (prompt: string) =>
+      (
+        (await post(`${url}/v1/completions`, { prompt, max_tokens: 1 })).json.usage as {
+          prompt_tokens: number;
+        }
+      ).prompt_tokens;
+    expect(res.json.usage).toMatchObject({
+      prompt_tokens: (await single("one")) + (await single("two words")),
+      completion_tokens: 16,
+    });
+  });
+
+  it("refuses n=0 with a 400 naming n", async () => {
+    const { url } = await start();
+    const res = await post(`${url}/v1/completions`, { prompt: "x", n: 0 });
+    expect(res.status).toBe(400);
+    expect(res.text).toContain("n");
+  });
+});

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { ingestUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { BudgetGuard } from "../../metering/budgets.ts";
@@ -8,14 +8,70 @@ const h = useHarness();
 const silent = createLogger({ level: "silent" });
 const usd = (x: number) => BigInt(Math.round(x * 1e12));
 
-function guard(alerts: number[]) {
-  return new BudgetGuard({
+const guards: BudgetGuard[] = [];
+afterEach(() => {
+  for (const g of guards.splice(0)) {
+    g.close();
+  }
+});
+
+/**
+ * A gateway copy's budget guard. Copies made with the same `prefix` share the counters, as every API
+ * process does; `leaseMs` is how long a reservation lives without renewal, `renew: false` is a
+ * process that died (it never renews again).
+ */
+function guard(
+  alerts: number[] = [],
+  options: { prefix?: string; leaseMs?: number; renew?: boolean } = {},
+): BudgetGuard {
+  const budgets = new BudgetGuard({
     redis: h.deps.redis,
     db: h.deps.db,
     logger: silent,
-    prefix: `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`,
+    prefix: options.prefix ?? `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`,
     onAlert: (a) => alerts.push(a.threshold),
+    leaseMs: options.leaseMs ?? 60_000,
+    renew: options.renew ?? true,
   });
+  guards.push(budgets);
+  return budgets;
+}
+
+const prefix = () => `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`;
+
+async function billInPostgres(
+  tenantId: string,
+  cost: bigint,
+  id = `req_${Math.random().toString(36).slice(2)}`,
+) {
+  await ingestUsageEvents(h.deps.db, [
+    {
+      id,
+      requestId: null,
+      tenantId,
+      adapterId: null,
+      adapterVersionId: null,
+      baseModelId: "qwen2.5-7b-instruct-awq",
+      replicaId: null,
+      status: "ok",
+      servedBy: "fleet",
+      promptTokens: 1,
+      completionTokens: 1,
+      cachedTokens: 0,
+      costPicos: cost,
+      ttftMs: 1,
+      totalMs: 1,
+      occurredAt: new Date(),
+    },
+  ]);
+}
+
+/** Every key of a guard's counters: what a Redis restart without persistence, or an eviction, loses. */
+async function loseRedisKeys(keyPrefix: string) {
+  const keys = await h.deps.redis.keys(`${keyPrefix}budget:*`);
+  if (keys.length > 0) {
+    await h.deps.redis.del(...keys);
+  }
 }
 
 describe("monthly budgets", () => {
@@ -41,33 +97,104 @@ describe("monthly budgets", () => {
     expect(alerts).toEqual([80, 100]);
   });
 
-  it("starts a month's counter from what Postgres already billed (a fresh or flushed Redis)", async () => {
+  it("starts a month's counter from what Postgres already billed (a fresh Redis)", async () => {
     const tenantRow = await h.newTenant();
-    const now = new Date();
-    await ingestUsageEvents(h.deps.db, [
-      {
-        id: "req_billed_before",
-        requestId: null,
-        tenantId: tenantRow.id,
-        adapterId: null,
-        adapterVersionId: null,
-        baseModelId: "qwen2.5-7b-instruct-awq",
-        replicaId: null,
-        status: "ok",
-        servedBy: "fleet",
-        promptTokens: 1,
-        completionTokens: 1,
-        cachedTokens: 0,
-        costPicos: usd(9.5),
-        ttftMs: 1,
-        totalMs: 1,
-        occurredAt: now,
-      },
-    ]);
+    await billInPostgres(tenantRow.id, usd(9.5));
     const budgets = guard([]);
     const tenant = { id: tenantRow.id, monthlyBudgetMicros: 10_000_000n };
     expect((await budgets.reserve(tenant, usd(1))).ok).toBe(false);
     expect((await budgets.reserve(tenant, usd(0.4))).ok).toBe(true);
+  });
+
+  it("keeps the month's spend when Redis loses the counter between reserve and settle", async () => {
+    const tenantRow = await h.newTenant();
+    const tenant = { id: tenantRow.id, monthlyBudgetMicros: 10_000_000n };
+    const keys = prefix();
+    const budgets = guard([], { prefix: keys });
+    await billInPostgres(tenant.id, usd(9));
+    const inFlight = await budgets.reserve(tenant, usd(0.5));
+    expect(inFlight.ok).toBe(true);
+    await loseRedisKeys(keys);
+    // The request ends: its cost reaches Postgres with its usage event, not a counter made from nothing.
+    await budgets.settle(inFlight.ok ? inFlight.reservation : null, usd(0.5));
+    expect(await h.deps.redis.keys(`${keys}budget:*`)).toEqual([]);
+    await billInPostgres(tenant.id, usd(0.5));
+    // The next reserve reloads $9.50 from Postgres: $1 more would pass the $10 budget.
+    expect((await budgets.reserve(tenant, usd(1))).ok).toBe(false);
+    expect((await budgets.reserve(tenant, usd(0.4))).ok).toBe(true);
+  });
+
+  it("reloads the spend whenever the counter is missing, not only at the month's first request", async () => {
+    const tenantRow = await h.newTenant();
+    const tenant = { id: tenantRow.id, monthlyBudgetMicros: 10_000_000n };
+    const keys = prefix();
+    const budgets = guard([], { prefix: keys });
+    const first = await budgets.reserve(tenant, usd(2));
+    await budgets.settle(first.ok ? first.reservation : null, usd(2));
+    await billInPostgres(tenant.id, usd(8));
+    await loseRedisKeys(keys);
+    expect((await budgets.reserve(tenant, usd(2.5))).ok).toBe(false);
+    expect((await budgets.reserve(tenant, usd(1.5))).ok).toBe(true);
+  });
+
+  it("gives a dead process's reservations back once their lease runs out, and not before", async () => {
+    const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
+    const keys = prefix();
+    const dead = guard([], { prefix: keys, leaseMs: 600, renew: false });
+    const alive = guard([], { prefix: keys, leaseMs: 600 });
+    expect((await dead.reserve(tenant, usd(9))).ok).toBe(true);
+    expect((await alive.reserve(tenant, usd(2))).ok).toBe(false);
+    await new Promise((r) => setTimeout(r, 700));
+    const after = await alive.reserve(tenant, usd(2));
+    expect(after.ok).toBe(true);
+    const held = await alive.reserve(tenant, usd(7.5));
+    expect(held.ok).toBe(true);
+    expect((await alive.reserve(tenant, usd(1))).ok).toBe(false); // 2 + 7.5 reserved, 1 more passes 10
+  });
+
+  it("keeps a live process's reservation past its lease by renewing it", async () => {
+    const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
+    const keys = prefix();
+    const busy = guard([], { prefix: keys, leaseMs: 300 });
+    const other = guard([], { prefix: keys, leaseMs: 300 });
+    const long = await busy.reserve(tenant, usd(9));
+    expect(long.ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await other.reserve(tenant, usd(2))).ok).toBe(false);
+    await busy.settle(long.ok ? long.reservation : null, usd(3));
+    expect((await other.reserve(tenant, usd(7))).ok).toBe(true);
+    expect((await other.reserve(tenant, usd(0.5))).ok).toBe(false);
+  });
+
+  it("does not give back a reservation twice when it expired and then its request settled", async () => {
+    const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
+    const keys = prefix();
+    const stalled = guard([], { prefix: keys, leaseMs: 200, renew: false });
+    const other = guard([], { prefix: keys });
+    const late = await stalled.reserve(tenant, usd(5));
+    await new Promise((r) => setTimeout(r, 300));
+    const fresh = await other.reserve(tenant, usd(4)); // purges the expired one
+    expect(fresh.ok).toBe(true);
+    await stalled.settle(late.ok ? late.reservation : null, usd(5)); // spent 5; reserved stays 4
+    expect((await other.reserve(tenant, usd(1))).ok).toBe(true); // 5 + 4 + 1 = 10
+    expect((await other.reserve(tenant, usd(0.01))).ok).toBe(false);
+  });
+
+  it("ends 200 concurrent reserve-and-settle pairs with exactly the settled spend and nothing reserved", async () => {
+    const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 1_000_000_000n }; // $1000
+    const keys = prefix();
+    const copies = [guard([], { prefix: keys }), guard([], { prefix: keys }), guard([], { prefix: keys })];
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const budgets = copies[i % copies.length] as BudgetGuard;
+        const r = await budgets.reserve(tenant, usd(4));
+        expect(r.ok).toBe(true);
+        await budgets.settle(r.ok ? r.reservation : null, usd(1 + (i % 3)));
+      }),
+    );
+    // $1000 - Σ(1 + i mod 3) = 1000 - 399 = $601 left, and nothing is held back.
+    expect((await copies[0]?.reserve(tenant, usd(601)))?.ok).toBe(true);
+    expect((await copies[1]?.reserve(tenant, usd(0.01)))?.ok).toBe(false);
   });
 
   it("does nothing for a tenant without a budget", async () => {

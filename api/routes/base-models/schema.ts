@@ -26,6 +26,17 @@ export const BaseModelBody = z
       num_key_value_heads: z.number().int().positive().max(10_000),
       head_dim: dim.optional(),
       vocab_size: z.number().int().positive().max(10_000_000),
+      max_position_embeddings: z
+        .number()
+        .int()
+        .positive()
+        .max(100_000_000)
+        .optional()
+        .openapi({
+          description:
+            "The context window in tokens (config.json's max_position_embeddings, or the replicas' --max-model-len " +
+            "if larger): budget reservations for requests without max_tokens assume it. Default 131072.",
+        }),
     }),
     lora: z.strictObject({
       max_rank: z
@@ -62,6 +73,7 @@ export const BaseModel = z
       num_key_value_heads: z.number(),
       head_dim: z.number().optional(),
       vocab_size: z.number(),
+      max_position_embeddings: z.number().optional(),
     }),
     lora: z.object({ max_rank: z.number(), target_modules: z.array(z.string()) }),
     price: z.object({ input_per_mtok_usd: z.number(), output_per_mtok_usd: z.number() }),

@@ -6,7 +6,7 @@ import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
 import { newId } from "../../../lib/ids.ts";
 import type { Metrics } from "../../../lib/metrics.ts";
-import { worstCaseCostPicos } from "../../../metering/budgets.ts";
+import { costBounds, DEFAULT_CONTEXT_TOKENS, worstCaseCostPicos } from "../../../metering/estimates.ts";
 import type { Prices } from "../../../metering/pricing.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
@@ -14,6 +14,7 @@ import { applicableFallback, fallbackPrices, fallbackTarget } from "../../gatewa
 import { forwardCompletion, type ProxyOutcome, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
+import { billUnreportedPrompts } from "../../gateway/unreported-prompts.ts";
 import { requireScope } from "../../middleware/auth.ts";
 
 const modelNotFound = (model: string) =>
@@ -22,9 +23,13 @@ const modelNotFound = (model: string) =>
     errors: [{ path: "model", message: "unknown model" }],
   });
 
-async function readBody(c: Context<AppEnv>, maxBytes: number): Promise<Record<string, unknown>> {
+async function readBody(
+  c: Context<AppEnv>,
+  maxBytes: number,
+): Promise<{ body: Record<string, unknown>; bytes: number }> {
   const text = await c.req.text();
-  if (Buffer.byteLength(text) > maxBytes) {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > maxBytes) {
     throw new AppError("PAYLOAD_TOO_LARGE", `the request body is larger than ${maxBytes} bytes`);
   }
   let body: unknown;
@@ -47,7 +52,7 @@ async function readBody(c: Context<AppEnv>, maxBytes: number): Promise<Record<st
       errors: [{ path: "stream", message: "boolean" }],
     });
   }
-  return record;
+  return { body: record, bytes };
 }
 
 /**
@@ -201,7 +206,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
         },
       );
     }
-    const body = await readBody(c, config.gateway.maxBodyBytes);
+    const { body, bytes: bodyBytes } = await readBody(c, config.gateway.maxBodyBytes);
     const requested = body.model as string;
     if (span.isRecording()) {
       span.setAttributes({ "loraplane.tenant.id": tenantId, "gen_ai.request.model": requested });
@@ -217,14 +222,22 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
     const prices: Prices | null = base
       ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
       : null;
-    const fleetWorstCase = prices ? worstCaseCostPicos(prices, body) : 0n;
+    // Checked before anything is reserved or sent: a bad n or max_tokens is the client's 400.
+    const kind = path === "/v1/chat/completions" ? "chat" : "completion";
+    // What the replicas serve (their max_model_len) bounds the cost; else the base's own window.
+    const contextTokens =
+      gateway.router.contextTokens(baseModelId) ??
+      base?.architecture.max_position_embeddings ??
+      DEFAULT_CONTEXT_TOKENS;
+    const bounds = costBounds(kind, body, bodyBytes, contextTokens);
+    const fleetWorstCase = prices ? worstCaseCostPicos(prices, bounds) : 0n;
     // With a fallback, the reservation covers the dearer of the two upstreams, so that either can
     // serve; a budget that cannot cover the fallback keeps this request on the fleet.
     let fallback = applicableFallback(tenant, base);
     let budget = fallback
       ? await gateway.budgets.reserve(
           tenant,
-          maxBigInt(fleetWorstCase, worstCaseCostPicos(fallbackPrices(fallback), body)),
+          maxBigInt(fleetWorstCase, worstCaseCostPicos(fallbackPrices(fallback), bounds)),
         )
       : null;
     if (budget === null || !budget.ok) {
@@ -309,6 +322,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
       headersTimeoutMs: config.gateway.headersTimeoutMs,
       bodyTimeoutMs: config.gateway.bodyTimeoutMs,
       span,
+      shape: { choicesPerPrompt: bounds.choicesPerPrompt, prompts: bounds.prompts, contextTokens },
       reroute: async () => {
         await gateway.router.sync();
         const again = await chooseTargets(c, {
@@ -336,18 +350,28 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
         gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
         gateway.router.reportFailure(replicaId, reason, versionId);
       },
-      onFinish: async (outcome) => {
+      onFinish: async (finished) => {
+        if (first !== null) {
+          gateway.router.finished(first);
+        }
+        gateway.router.release(ticket);
+        gateway.router.release(reroutedTicket);
+        // A cancelled request is billed for the prompt its replica may have prefilled, counted.
+        const outcome = await billUnreportedPrompts(finished, {
+          kind,
+          body,
+          contextTokens,
+          dispatcher: gateway.dispatcher,
+        }).catch((error) => {
+          c.var.logger.warn({ err: error }, "unreported prompt not counted");
+          return finished;
+        });
         if (outcome.status === "error" && outcome.servedBy === "fallback") {
           c.var.logger.warn(
             { detail: outcome.error, http_status: outcome.httpStatus },
             "the fallback upstream failed",
           );
         }
-        if (first !== null) {
-          gateway.router.finished(first);
-        }
-        gateway.router.release(ticket);
-        gateway.router.release(reroutedTicket);
         const priced = pricesFor(outcome.servedBy);
         const actual =
           priced && outcome.usage
@@ -362,7 +386,7 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
             .spendTokens(tenant, used)
             .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
         }
-        await usage.record(usageOf(outcome, outcome.totalMs));
+        await usage.record(usageOf(outcome, finished.totalMs));
         endInferenceSpan(span, outcome);
       },
     });

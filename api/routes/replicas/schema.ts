@@ -72,6 +72,10 @@ export const Replica = z
         running: z.number(),
         waiting: z.number(),
         kv_cache_usage: z.number().nullable(),
+        max_model_len: z
+          .number()
+          .nullable()
+          .openapi({ description: "The replica's context window, as /v1/models reports it" }),
       })
       .nullable(),
     created_at: z.string(),
@@ -98,6 +102,7 @@ export function toReplicaDto(row: ReplicaRow): z.infer<typeof Replica> {
           running: row.liveState.running,
           waiting: row.liveState.waiting,
           kv_cache_usage: row.liveState.kvCacheUsage,
+          max_model_len: row.liveState.maxModelLen ?? null,
         }
       : null,
     created_at: row.createdAt.toISOString(),
