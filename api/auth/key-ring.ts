@@ -148,9 +148,9 @@ export class KeyRing {
   }
 
   async sign(claims: { subject: string; tenantId: string | null; scopes: Scope[]; ttlSeconds: number }) {
-    if (!this.signing) {
-      await this.refresh();
-    }
+    // The signing key is read afresh (minting is rare): a key rotated by another API copy is used
+    // at once, never a retired one whose verification window may end before this token does.
+    await this.refresh();
     const signing = this.signing;
     if (!signing) {
       throw new Error("no active signing key: call init() first");

@@ -50,6 +50,25 @@ describe("signing key rotation", () => {
   });
 });
 
+describe("signing after a rotation made by another API copy", () => {
+  it("signs new tokens with the rotated key in every copy, not only the one that rotated", async () => {
+    const otherCopy = await new KeyRing(h.deps.db, h.config.auth).init();
+    const before = otherCopy.activeKid;
+    const rotatedKid = await h.deps.keyRing.rotate();
+    expect(rotatedKid).not.toBe(before);
+    const { token, kid } = await otherCopy.sign({
+      subject: "operator:other-copy",
+      tenantId: null,
+      scopes: ["admin"],
+      ttlSeconds: 120,
+    });
+    expect(kid).toBe(rotatedKid);
+    expect(decodeHeader(token).kid).toBe(rotatedKid);
+    // The token it minted is accepted by the copy that rotated, over HTTP.
+    expect((await h.request("GET", "/admin/tenants", { token })).status).toBe(200);
+  });
+});
+
 describe("a wrong KEY_ENCRYPTION_KEY", () => {
   it("fails at start with a message naming the variable, not a bare cipher error", async () => {
     const wrong = { ...h.config.auth, keyEncryptionKey: Buffer.alloc(32, 9) };
