@@ -1,4 +1,5 @@
 import { serve } from "@hono/node-server";
+import { Gauge } from "prom-client";
 import { Agent } from "undici";
 import { createAdapterCleanupQueue } from "../adapters/cleanup.ts";
 import { createS3Storage } from "../adapters/storage.ts";
@@ -8,10 +9,11 @@ import { upsertBaseModel } from "../db/queries/base-models.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
-import { createRedis } from "../lib/redis.ts";
+import { createRedis, waitForRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
 import { BudgetGuard } from "../metering/budgets.ts";
 import { UsageEmitter } from "../metering/emitter.ts";
+import { usageStreamKey } from "../metering/stream.ts";
 import { EventBus } from "../scheduler/events.ts";
 import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
@@ -33,6 +35,9 @@ export async function buildDeps(
 ): Promise<{ deps: AppDeps; closers: Closer[] }> {
   const dbHandle = createDbHandle(config.db);
   const redis = createRedis(config.redis);
+  // Its own connection: WAIT (USAGE_DURABILITY=replicas) holds a connection until replicas answer.
+  const usageRedis = createRedis(config.usage.redis);
+  usageRedis.on("error", (error) => logger.debug({ err: error }, "usage stream Redis connection error"));
   const store = createS3Storage(config.s3);
   const keyRing = await new KeyRing(dbHandle.db, config.auth).init();
   const adapterCleanup = createAdapterCleanupQueue(config.redis);
@@ -82,6 +87,20 @@ export async function buildDeps(
     prefix: config.redis.prefix,
     onAlert: (alert) => void sendBudgetAlert(limiter, logger, alert),
     leaseMs: config.budgets.reservationLeaseMs,
+    usageStream: { redis: usageRedis, key: usageStreamKey(config.usage.redis) },
+  });
+  const emitter = new UsageEmitter({ redis: usageRedis, db: dbHandle.db, logger, config: config.usage });
+  await waitForRedis(usageRedis).catch(() => {});
+  await emitter.check();
+  new Gauge({
+    name: "loraplane_usage_durability",
+    help: "How this API process makes usage events durable: 1 for the mode in use (stream, stream+wait, postgres)",
+    labelNames: ["mode"],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      this.set({ mode: emitter.mode }, 1);
+    },
   });
   const deps: AppDeps = {
     config,
@@ -103,7 +122,7 @@ export async function buildDeps(
       baseModel,
     },
     usage: new MeteringUsageSink({
-      emitter: new UsageEmitter({ redis, db: dbHandle.db, logger, config: config.redis }),
+      emitter,
       metrics,
       logger,
     }),
@@ -116,6 +135,13 @@ export async function buildDeps(
     { name: "queues", close: () => Promise.all([adapterCleanup.close(), placement.close()]) },
     { name: "events", close: () => bus.close() },
     { name: "redis", close: () => redis.quit() },
+    {
+      name: "usage-redis",
+      close: async () => {
+        emitter.close();
+        await usageRedis.quit();
+      },
+    },
     { name: "postgres", close: () => dbHandle.close() },
     { name: "s3", close: async () => store.close() },
   ];

@@ -27,6 +27,16 @@ export const EnvSchema = z.object({
     .string()
     .regex(/^[a-z0-9:_-]*$/, "lowercase letters, digits, ':', '_' and '-' only")
     .default("lp:"),
+  USAGE_REDIS_URL: z.preprocess(
+    (v) => (v === "" ? undefined : v),
+    z
+      .string()
+      .regex(/^rediss?:\/\//, "must be a redis:// URL")
+      .optional(),
+  ),
+  USAGE_DURABILITY: z.enum(["auto", "aof", "replicas", "postgres"]).default("auto"),
+  USAGE_WAIT_REPLICAS: z.coerce.number().int().min(1).max(10).default(1),
+  USAGE_WAIT_TIMEOUT_MS: z.coerce.number().int().min(1).max(10_000).default(100),
   S3_ENDPOINT: optionalUrl,
   S3_REGION: z.string().min(1).default("us-east-1"),
   S3_BUCKET: z
@@ -128,9 +138,25 @@ export interface Config {
   /** vLLM's --api-key, when the replicas are started with one. */
   replicaApiKey: string | undefined;
   metering: { batchSize: number; claimIdleMs: number; retentionMonths: number; metricsPort: number };
+  usage: UsageConfig;
   /** A budget reservation lives this long past its process's last renewal (renewed every third of it). */
   budgets: { reservationLeaseMs: number };
   tracing: TracingConfig;
+}
+
+/**
+ * Where usage events go between the gateway and Postgres, and what makes one durable before the
+ * response ends. `durability`: `auto` uses the stream when its Redis fsyncs every write (AOF,
+ * appendfsync always; checked on every connect) and writes events straight to Postgres otherwise;
+ * `aof` trusts the Redis to (a managed one that hides CONFIG); `replicas` waits for `waitReplicas`
+ * replicas to have each write (WAIT), writing to Postgres too when they do not in `waitTimeoutMs`;
+ * `postgres` always writes to Postgres.
+ */
+export interface UsageConfig {
+  redis: { url: string; prefix: string };
+  durability: "auto" | "aof" | "replicas" | "postgres";
+  waitReplicas: number;
+  waitTimeoutMs: number;
 }
 
 /** OpenTelemetry tracing: off unless an OTLP endpoint is set (then spans go to `<endpoint>/v1/traces`). */
@@ -285,6 +311,12 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       claimIdleMs: env.METERING_CLAIM_IDLE_MS,
       retentionMonths: env.USAGE_RETENTION_MONTHS,
       metricsPort: env.METERING_METRICS_PORT,
+    },
+    usage: {
+      redis: { url: env.USAGE_REDIS_URL ?? env.REDIS_URL, prefix: env.REDIS_PREFIX },
+      durability: env.USAGE_DURABILITY,
+      waitReplicas: env.USAGE_WAIT_REPLICAS,
+      waitTimeoutMs: env.USAGE_WAIT_TIMEOUT_MS,
     },
     budgets: { reservationLeaseMs: env.BUDGET_RESERVATION_LEASE_MS },
     tracing: {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Database } from "../db/client.ts";
-import { monthCostPicos, monthStart } from "../db/queries/usage.ts";
+import { monthCostAndStoredIds, monthStart } from "../db/queries/usage.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Redis } from "../lib/redis.ts";
 
@@ -91,6 +91,9 @@ export type ReserveResult =
 
 const picosToMicrosCeil = (picos: bigint) => Number((picos + 999_999n) / 1_000_000n);
 
+/** The most usage-stream entries read when a budget counter is reloaded. */
+const STREAM_SCAN_LIMIT = 20_000;
+
 /** How long a reservation outlives its process by default: renewed every third of it while alive. */
 export const DEFAULT_RESERVATION_LEASE_MS = 60_000;
 
@@ -104,6 +107,7 @@ export class BudgetGuard {
   /** This process's reservations still in flight: their leases are renewed until they settle. */
   private readonly live = new Map<string, Reservation>();
   private readonly renewer: NodeJS.Timeout | null;
+  private readonly usageStream: { redis: Redis; key: string } | null;
   private readonly onAlert: (alert: {
     tenantId: string;
     threshold: 80 | 100;
@@ -120,7 +124,10 @@ export class BudgetGuard {
     onAlert: BudgetGuard["onAlert"];
     leaseMs?: number;
     renew?: boolean;
+    /** The usage stream: events still in it (not yet in Postgres) count when a counter is reloaded. */
+    usageStream?: { redis: Redis; key: string };
   }) {
+    this.usageStream = options.usageStream ?? null;
     this.redis = options.redis;
     if (!("loraplaneBudgetReserve" in this.redis)) {
       this.redis.defineCommand("loraplaneBudgetReserve", { numberOfKeys: 2, lua: RESERVE });
@@ -206,8 +213,8 @@ export class BudgetGuard {
       );
     let result = await attempt();
     if (result === -1) {
-      // No counter (a new month, or Redis lost it): start from what Postgres has billed.
-      const billed = picosToMicrosCeil(await monthCostPicos(this.db, tenant.id, monthStart(now)));
+      // No counter (a new month, or Redis lost it): start from what is billed, in Postgres or on its way.
+      const billed = picosToMicrosCeil(await this.billedThisMonth(tenant.id, monthStart(now)));
       await this.scripts.loraplaneBudgetSeed(key, billed, MONTH_KEY_TTL_MS);
       result = await attempt();
     }
@@ -217,6 +224,68 @@ export class BudgetGuard {
     const reservation = { id, key, micros, budgetMicros, tenantId: tenant.id };
     this.live.set(id, reservation);
     return { ok: true, reservation };
+  }
+
+  /**
+   * The month's cost so far: Postgres's rollups plus the events still in the usage stream (the ingest
+   * lag). The stream is read first: an event stored in between is counted twice, which errs on the
+   * side of the budget; read the other way round, it could be missed.
+   */
+  private async billedThisMonth(tenantId: string, month: Date): Promise<bigint> {
+    const pending = await this.eventsInUsageStream(tenantId, month).catch((error) => {
+      this.logger.warn({ err: error }, "usage stream not read for a budget reload: counting Postgres only");
+      return new Map<string, bigint>();
+    });
+    // Read after the stream, in one snapshot: an event stored meanwhile is in the total and in
+    // `storedIds`, so it is counted once.
+    const billed = await monthCostAndStoredIds(this.db, tenantId, month, [...pending.keys()]);
+    let total = billed.costPicos;
+    for (const [id, cost] of pending) {
+      if (!billed.storedIds.has(id)) {
+        total += cost;
+      }
+    }
+    return total;
+  }
+
+  /** The tenant's events of the month still in the usage stream (not yet stored), by id. */
+  private async eventsInUsageStream(tenantId: string, month: Date): Promise<Map<string, bigint>> {
+    const pending = new Map<string, bigint>();
+    if (this.usageStream === null) {
+      return pending;
+    }
+    const { redis, key } = this.usageStream;
+    // Stored entries are deleted, so the stream holds about the ingest lag; a backlog past this is
+    // counted only in part (and logged).
+    const entries = (await redis.xrange(key, "-", "+", "COUNT", STREAM_SCAN_LIMIT)) as [string, string[]][];
+    if (entries.length === STREAM_SCAN_LIMIT) {
+      this.logger.warn(
+        { tenant_id: tenantId },
+        "usage backlog too long to count in full for a budget reload",
+      );
+    }
+    const needle = `"tenantId":${JSON.stringify(tenantId)}`;
+    const monthKey = month.toISOString().slice(0, 7);
+    for (const [, fields] of entries) {
+      const raw = fields[fields.indexOf("e") + 1] ?? "";
+      if (!raw.includes(needle)) {
+        continue;
+      }
+      try {
+        const event = JSON.parse(raw) as { id?: unknown; costPicos?: unknown; occurredAt?: unknown };
+        if (
+          typeof event.id === "string" &&
+          typeof event.costPicos === "string" &&
+          /^\d+$/.test(event.costPicos) &&
+          String(event.occurredAt).slice(0, 7) === monthKey
+        ) {
+          pending.set(event.id, BigInt(event.costPicos));
+        }
+      } catch {
+        // malformed: the ingest worker quarantines it
+      }
+    }
+    return pending;
   }
 
   /** Replaces the reservation with the real cost and raises the 80 % and 100 % alerts once each. */

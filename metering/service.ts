@@ -15,10 +15,10 @@ const RECONCILE_LOOKBACK_HOURS = 48;
 export async function startMetering(deps: {
   db: Database;
   logger: Logger;
-  config: Pick<Config, "redis" | "metering">;
+  config: Pick<Config, "usage" | "metering">;
 }): Promise<{ worker: UsageIngestWorker; close: () => Promise<void> }> {
   const worker = new UsageIngestWorker(
-    { db: deps.db, logger: deps.logger, config: deps.config.redis },
+    { db: deps.db, logger: deps.logger, config: deps.config.usage.redis },
     {
       batchSize: deps.config.metering.batchSize,
       blockMs: 1_000,

@@ -65,6 +65,7 @@ export function isolatedConfig(databaseName: string, overrides: Record<string, s
     DATABASE_URL: databaseUrl(inject("pgBaseUrl"), databaseName),
     DATABASE_POOL_SIZE: "4",
     REDIS_URL: inject("redisUrl"),
+    USAGE_REDIS_URL: inject("usageRedisUrl"),
     REDIS_PREFIX: `${databaseName}:`,
     S3_ENDPOINT: inject("s3Endpoint"),
     S3_BUCKET: `b-${databaseName.replaceAll("_", "-")}`,

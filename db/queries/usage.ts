@@ -174,6 +174,31 @@ export async function tenantUsageTotals(db: Executor, tenantId: string) {
   };
 }
 
+/**
+ * A tenant's billed cost in a UTC month and which of `ids` are already stored, read in one snapshot
+ * (rollups and raw rows are written in one transaction): events counted elsewhere while on their way
+ * (in the usage stream) can be told from those the total already includes.
+ */
+export async function monthCostAndStoredIds(
+  db: Executor,
+  tenantId: string,
+  monthStart: Date,
+  ids: string[],
+): Promise<{ costPicos: bigint; storedIds: Set<string> }> {
+  const monthEnd = new Date(Date.UTC(monthStart.getUTCFullYear(), monthStart.getUTCMonth() + 1, 1));
+  const rows = await db.execute<{ total: string; stored: string[] | null }>(sql`
+    select
+      (select coalesce(sum(cost_picos), 0)::text from usage_rollups
+        where tenant_id = ${tenantId} and bucket_start >= ${monthStart.toISOString()}
+          and bucket_start < ${monthEnd.toISOString()}) as total,
+      (select array_agg(id) from usage_events
+        where tenant_id = ${tenantId}
+          and id in (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))
+          and occurred_at >= ${monthStart.toISOString()} and occurred_at < ${monthEnd.toISOString()}) as stored
+  `);
+  return { costPicos: BigInt(rows[0]?.total ?? "0"), storedIds: new Set(rows[0]?.stored ?? []) };
+}
+
 /** The first instant of `now`'s UTC month. */
 export function monthStart(now: Date): Date {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));

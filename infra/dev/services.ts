@@ -1,6 +1,6 @@
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
-import { connect } from "node:net";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { connect, createServer } from "node:net";
 
 /** True if something accepts TCP connections on host:port within `timeoutMs`. */
 export function isListening(host: string, port: number, timeoutMs = 500): Promise<boolean> {
@@ -100,4 +100,67 @@ export async function ensureServices(
       throw new Error(`Redis did not come up on ${redisHost}:${redisPort}`);
     }
   }
+}
+
+export interface RunningRedis {
+  url: string;
+  port: number;
+  /** Stops it as an operator would (SIGTERM: Redis flushes its AOF and exits). */
+  close(): Promise<void>;
+  /** Kills it -9, as a crash or an OOM kill would. */
+  kill(): Promise<void>;
+}
+
+/** A free TCP port on 127.0.0.1 (asked of the OS, then released for the caller to bind). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/**
+ * A Redis server of our own, for the usage stream: with `durable` it appends every write to its AOF
+ * in `dir` and fsyncs before it answers (appendonly yes, appendfsync always), so an event it
+ * acknowledged survives a crash of the server; without, it keeps nothing (as the machine's Redis).
+ */
+export async function startRedisServer(options: {
+  dir: string;
+  port?: number;
+  durable: boolean;
+}): Promise<RunningRedis> {
+  if (!hasCommand("redis-server") && !aptInstall(["redis-server"], () => {})) {
+    throw new Error("redis-server is not installed and could not be installed here");
+  }
+  mkdirSync(options.dir, { recursive: true });
+  const port = options.port ?? (await freePort());
+  const persistence = options.durable
+    ? ["--appendonly", "yes", "--appendfsync", "always"]
+    : ["--appendonly", "no"];
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--dir", options.dir, "--save", "", ...persistence],
+    { stdio: "ignore", detached: false },
+  );
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  if (!(await waitListening("127.0.0.1", port, 10_000))) {
+    child.kill("SIGKILL");
+    throw new Error(`redis-server did not come up on port ${port}`);
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    close: async () => {
+      child.kill("SIGTERM");
+      await exited;
+    },
+    kill: async () => {
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
 }

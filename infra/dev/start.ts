@@ -13,11 +13,12 @@ import { EventBus } from "../../scheduler/events.ts";
 import { SchedulerService } from "../../scheduler/service.ts";
 import { startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
-import { ensureServices, isListening } from "./services.ts";
+import { ensureServices, isListening, startRedisServer } from "./services.ts";
 
 const ENV_FILE = ".env";
 const DEMO_TENANT = "demo";
 const S3_DEV_PORT = 9310;
+const USAGE_REDIS_DEV_PORT = 6390;
 
 /** Dev secrets live in a git-ignored .env so that `npm run token` signs with the same keys later. */
 function ensureDevEnvFile(): void {
@@ -49,6 +50,18 @@ await ensureServices({
 });
 
 const closers: Closer[] = [];
+if (!process.env.USAGE_REDIS_URL) {
+  // The machine's Redis keeps nothing on disk; usage events get a Redis of their own that appends and
+  // fsyncs every write, so an acknowledged event survives a crash here as it must in production.
+  const port = (await isListening("127.0.0.1", USAGE_REDIS_DEV_PORT)) ? undefined : USAGE_REDIS_DEV_PORT;
+  const usageRedis = await startRedisServer({
+    dir: ".loraplane/redis-usage",
+    durable: true,
+    ...(port && { port }),
+  });
+  process.env.USAGE_REDIS_URL = usageRedis.url;
+  closers.push({ name: "usage-redis", close: () => usageRedis.close() });
+}
 if (!process.env.S3_ENDPOINT) {
   const port = (await isListening("127.0.0.1", S3_DEV_PORT)) ? 0 : S3_DEV_PORT;
   const s3 = await startS3Server({ directory: ".loraplane/s3", port });
@@ -157,6 +170,7 @@ say(`  OpenAPI       ${http.url}/openapi.json`);
 say(`  readiness     ${http.url}/readyz`);
 say(`  metrics       ${http.url}/metrics`);
 say(`  S3            ${config.s3.endpoint ?? "(AWS default)"} bucket ${config.s3.bucket}`);
+say(`  usage Redis   ${config.usage.redis.url} (append-only, fsync per write: usage events survive a crash)`);
 for (const [i, replica] of fleet.replicas.entries()) {
   say(`  replica ${i + 1}     ${replica.url} (simulated vLLM, ${DEV_BASE}), agent ${replica.agentUrl}`);
 }

@@ -376,11 +376,16 @@ async function handle(c: Context, s: ReplicaState, kind: Kind): Promise<Response
     }
   };
   let cached = 0;
+  // Incremental detokenization: only the last few tokens are decoded again, so a long generation
+  // costs linear, not quadratic, time (the simulated output is ASCII words, so no character spans it).
   const nextDelta = (seq: Sequence, ids: readonly number[]): string => {
+    const before = seq.outputIds.length;
     seq.outputIds.push(...ids);
-    const full = s.tok.decode(seq.outputIds, { skipSpecialTokens: true });
-    const delta = full.slice(seq.text.length);
-    seq.text = full;
+    const from = Math.max(0, before - 4);
+    const prefix = s.tok.decode(seq.outputIds.slice(from, before), { skipSpecialTokens: true });
+    const window = s.tok.decode(seq.outputIds.slice(from), { skipSpecialTokens: true });
+    const delta = window.slice(prefix.length);
+    seq.text += delta;
     return delta;
   };
   const promptDetails = (): { cached_tokens: number } | null =>

@@ -154,5 +154,18 @@ describe("tenant isolation of the adapter, model, placement and usage queries", 
     expect((await usage.tenantUsageTotals(h.deps.db, b.id)).raw.n).toBe(0);
     expect(await usage.monthCostPicos(h.deps.db, b.id, usage.monthStart(new Date()))).toBe(0n);
     expect(await usage.monthCostPicos(h.deps.db, a.id, usage.monthStart(new Date()))).toBe(1_234n);
+    const month = usage.monthStart(new Date());
+    const ids = [`req_iso_${a.id}`];
+    expect(await usage.monthCostAndStoredIds(h.deps.db, b.id, month, ids)).toEqual({
+      costPicos: 0n,
+      storedIds: new Set(),
+    });
+    expect(await usage.monthCostAndStoredIds(h.deps.db, a.id, month, ids)).toEqual({
+      costPicos: 1_234n,
+      storedIds: new Set(ids),
+    });
+    const page = { from: new Date(0), to: new Date(Date.now() + 60_000), limit: 10 };
+    expect(await usage.listUsageEventsPage(h.deps.db, { tenantId: b.id, ...page })).toEqual([]);
+    expect(await usage.listUsageEventsPage(h.deps.db, { tenantId: a.id, ...page })).toHaveLength(1);
   });
 });

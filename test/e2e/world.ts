@@ -88,6 +88,10 @@ export function useE2EWorld(
     policyConfig?: PolicyConfig;
     /** The replicas' latency model (FAST_LATENCY by default). */
     latency?: Partial<LatencyModel>;
+    /** The replicas' --max-model-len (8192 by default). */
+    maxModelLen?: number;
+    /** More API settings (environment variables) for this world. */
+    env?: Record<string, string>;
     coldStartTimeoutMs?: number;
     /** How often the leader's fleet poller polls each replica (100 ms by default). */
     pollIntervalMs?: number;
@@ -106,6 +110,7 @@ export function useE2EWorld(
     SCHEDULER_LEASE_TTL_MS: "1500",
     AGENT_TOKEN,
     LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? "silent",
+    ...options.env,
   });
   const world = { h, replicas: [] as ReplicaNode[] } as E2EWorld;
   const closers: Closer[] = [];
@@ -118,6 +123,7 @@ export function useE2EWorld(
     maxCpuLoras: options.maxCpuLoras ?? 4,
     maxLoraRank: 16,
     latency: { ...FAST_LATENCY, ...options.latency },
+    ...(options.maxModelLen !== undefined && { maxModelLen: options.maxModelLen }),
   });
 
   world.newScheduler = () => {

@@ -121,6 +121,7 @@ describe("fleet registry", () => {
         running: 0,
         waiting: 0,
         kv_cache_usage: expect.any(Number),
+        max_model_len: 8192,
       });
 
       await running.close();

@@ -72,8 +72,9 @@ const expected = (tenantId: string, n: number) => {
 describe("usage pipeline: exactly once", () => {
   it("bills an event delivered twice (and one sent to both Redis and Postgres) once", async () => {
     const tenant = await h.newTenant();
-    const redis = createRedis(h.config.redis, "producer");
-    const emitter = new UsageEmitter({ redis, db: h.deps.db, logger: silent, config: h.config.redis });
+    const redis = createRedis(h.config.usage.redis, "producer");
+    const emitter = new UsageEmitter({ redis, db: h.deps.db, logger: silent, config: h.config.usage });
+    expect(await emitter.check()).toBe("stream"); // the tests' usage Redis fsyncs every write
     const metering = await startMetering({ db: h.deps.db, logger: silent, config: h.config });
     try {
       for (let i = 0; i < 3; i++) {
@@ -103,8 +104,8 @@ describe("usage pipeline: exactly once", () => {
   it("bills every event once when the worker is killed -9 mid-stream and another takes over", async () => {
     const tenant = await h.newTenant();
     const total = 30_000;
-    const redis = createRedis(h.config.redis, "producer");
-    const stream = usageStreamKey(h.config.redis);
+    const redis = createRedis(h.config.usage.redis, "producer");
+    const stream = usageStreamKey(h.config.usage.redis);
     for (let start = 0; start < total; start += 1_000) {
       const pipeline = redis.pipeline();
       for (let i = start; i < start + 1_000; i++) {
@@ -117,6 +118,7 @@ describe("usage pipeline: exactly once", () => {
         PATH: process.env.PATH ?? "",
         DATABASE_URL: h.config.db.url,
         REDIS_URL: h.config.redis.url,
+        USAGE_REDIS_URL: h.config.usage.redis.url,
         REDIS_PREFIX: h.config.redis.prefix,
         KEY_ENCRYPTION_KEY: Buffer.alloc(32, 1).toString("base64"),
         METERING_BATCH_SIZE: "500",
@@ -154,7 +156,7 @@ describe("usage pipeline: exactly once", () => {
       redis: deadRedis,
       db: h.deps.db,
       logger: silent,
-      config: h.config.redis,
+      config: { ...h.config.usage, durability: "aof" },
     });
     try {
       expect(await emitter.emit(event(tenant.id, 0))).toBe("postgres");
@@ -166,8 +168,8 @@ describe("usage pipeline: exactly once", () => {
 
   it("quarantines malformed entries in usage_dead_letters without blocking the stream", async () => {
     const tenant = await h.newTenant();
-    const redis = createRedis(h.config.redis, "producer");
-    const stream = usageStreamKey(h.config.redis);
+    const redis = createRedis(h.config.usage.redis, "producer");
+    const stream = usageStreamKey(h.config.usage.redis);
     await redis.xadd(stream, "*", "e", "{not json");
     await redis.xadd(stream, "*", "e", JSON.stringify({ ...event(tenant.id, 0), promptTokens: -5 }));
     await redis.xadd(stream, "*", "e", JSON.stringify(event(tenant.id, 1)));
@@ -191,13 +193,13 @@ describe("usage pipeline: exactly once", () => {
 
   it("stores an event with 3,000,000,000 prompt tokens (a fallback's count past 2^31)", async () => {
     const tenant = await h.newTenant();
-    const redis = createRedis(h.config.redis, "producer");
+    const redis = createRedis(h.config.usage.redis, "producer");
     const huge = {
       ...event(tenant.id, 0),
       promptTokens: 3_000_000_000,
       costPicos: String(3_000_000_000 * 120_000),
     };
-    await redis.xadd(usageStreamKey(h.config.redis), "*", "e", JSON.stringify(huge));
+    await redis.xadd(usageStreamKey(h.config.usage.redis), "*", "e", JSON.stringify(huge));
     const metering = await startMetering({ db: h.deps.db, logger: silent, config: h.config });
     try {
       await eventually(async () => (await billed(tenant.id)).raw.n === 1, 10_000);
@@ -215,8 +217,8 @@ describe("usage pipeline: exactly once", () => {
 
   it("quarantines an event Postgres refuses and bills the other 999 of its batch, then the events behind it", async () => {
     const tenant = await h.newTenant();
-    const redis = createRedis(h.config.redis, "producer");
-    const stream = usageStreamKey(h.config.redis);
+    const redis = createRedis(h.config.usage.redis, "producer");
+    const stream = usageStreamKey(h.config.usage.redis);
     const poison = { ...event(tenant.id, 500), costPicos: "99999999999999999999" }; // past bigint
     const pipeline = redis.pipeline();
     for (let i = 0; i < 1_000; i++) {
@@ -319,8 +321,8 @@ describe("usage pipeline: exactly once", () => {
 
   it("makes its consumer group again when Redis lost the stream, and bills what follows", async () => {
     const tenant = await h.newTenant();
-    const redis = createRedis(h.config.redis, "producer");
-    const stream = usageStreamKey(h.config.redis);
+    const redis = createRedis(h.config.usage.redis, "producer");
+    const stream = usageStreamKey(h.config.usage.redis);
     const metering = await startMetering({ db: h.deps.db, logger: silent, config: h.config });
     try {
       await redis.xadd(stream, "*", "e", JSON.stringify(event(tenant.id, 0)));

@@ -5,7 +5,7 @@ import postgres from "postgres";
 import type { TestProject } from "vitest/node";
 import { prepareDatabase } from "../../api/runtime.ts";
 import { startS3Server } from "../../infra/dev/s3-server.ts";
-import { ensureServices } from "../../infra/dev/services.ts";
+import { ensureServices, startRedisServer } from "../../infra/dev/services.ts";
 import { parseConfig } from "../../lib/env.ts";
 
 declare module "vitest" {
@@ -14,6 +14,8 @@ declare module "vitest" {
     pgBaseUrl: string;
     templateDb: string;
     redisUrl: string;
+    /** The usage stream's Redis: our own, fsyncing every write, as production's must (USAGE_REDIS_URL). */
+    usageRedisUrl: string;
     s3Endpoint: string;
   }
 }
@@ -43,16 +45,21 @@ export async function setup(project: TestProject) {
   );
   const s3Dir = mkdtempSync(join(tmpdir(), "loraplane-s3-"));
   const s3 = await startS3Server({ directory: s3Dir, port: 0 });
+  const usageRedisDir = mkdtempSync(join(tmpdir(), "loraplane-usage-redis-"));
+  const usageRedis = await startRedisServer({ dir: usageRedisDir, durable: true });
 
   project.provide("runId", runId);
   project.provide("pgBaseUrl", PG_BASE_URL);
   project.provide("templateDb", templateDb);
   project.provide("redisUrl", REDIS_URL);
+  project.provide("usageRedisUrl", usageRedis.url);
   project.provide("s3Endpoint", s3.endpoint);
 
   return async () => {
     await s3.close();
     rmSync(s3Dir, { recursive: true, force: true });
+    await usageRedis.close();
+    rmSync(usageRedisDir, { recursive: true, force: true });
     const sql = postgres(PG_BASE_URL, { max: 1, onnotice: () => {} });
     try {
       const rows = await sql<
