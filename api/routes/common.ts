@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { ValidationError } from "../../lib/errors.ts";
 
 export const Problem = z
   .object({
@@ -42,4 +43,21 @@ export function usdToMicros(usd: number): bigint {
 
 export function microsToUsd(micros: bigint | number): number {
   return Number(micros) / 1e6;
+}
+
+/** An opaque page cursor: the sort key (a time and an id) of the last row of the previous page. */
+export function encodeCursor(at: Date, id: string): string {
+  return Buffer.from(`${at.toISOString()}|${id}`).toString("base64url");
+}
+
+/** The sort key a cursor from `encodeCursor` holds; a 400 naming `cursor` for anything else. */
+export function decodeCursor(cursor: string): { at: Date; id: string } {
+  const [iso, id] = Buffer.from(cursor, "base64url").toString("utf8").split("|");
+  const at = new Date(iso ?? "");
+  if (!id || Number.isNaN(at.getTime())) {
+    throw new ValidationError("the query is invalid: cursor is not one this API gave", [
+      { path: "cursor", message: "not a cursor from next_cursor" },
+    ]);
+  }
+  return { at, id };
 }

@@ -21,7 +21,7 @@ import { prepareDatabase } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
 import { recordReplicaSeen } from "../../db/queries/replicas.ts";
 import { S3RVER_CREDENTIALS } from "../../infra/dev/s3-server.ts";
-import { ensureServices } from "../../infra/dev/services.ts";
+import { ensureServices, type RunningRedis, startRedisServer } from "../../infra/dev/services.ts";
 import { parseConfig } from "../../lib/env.ts";
 import { machineLine, median, writeBenchmarkSection } from "../lib/report.ts";
 import { MORE_TOKENS, TOKEN_GAP_MS, TTFT_MS } from "./shared.ts";
@@ -320,6 +320,7 @@ async function checkPath(name: PathName, target: Target, workload: WorkloadName)
 }
 
 const scratch = mkdtempSync(join(tmpdir(), "loraplane-bench-gateway-"));
+let usageRedis: RunningRedis | undefined;
 const dbName = `lp_bench_gateway_${Date.now().toString(36)}`;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
@@ -341,6 +342,9 @@ const measuredCode = describeCode();
 
 try {
   await ensureServices({ databaseUrl: PG, redisUrl: REDIS });
+  // Usage events go to a Redis that fsyncs every write, as in production: the cost of durability is
+  // part of what is measured (the machine's Redis keeps nothing, which the API would not trust).
+  usageRedis = await startRedisServer({ dir: join(scratch, "usage-redis"), durable: true });
 
   const upstreamChild = startChild([join(root, "bench/gateway/upstream.ts")], {}, scratch);
   const upstreamUrl = await firstLine(upstreamChild);
@@ -355,6 +359,7 @@ try {
   const env = {
     DATABASE_URL: PG.replace(/\/postgres$/, `/${dbName}`),
     REDIS_URL: REDIS,
+    USAGE_REDIS_URL: usageRedis.url,
     REDIS_PREFIX: `${dbName}:`,
     S3_ENDPOINT: s3Endpoint,
     S3_BUCKET: "bench-gateway",
@@ -515,6 +520,7 @@ try {
     await stopChild(child);
   }
   await dbHandle?.close();
+  await usageRedis?.close();
   rmSync(scratch, { recursive: true, force: true });
   const adminSql = postgres(PG, { max: 1, onnotice: () => {} });
   await adminSql.unsafe(`drop database if exists "${dbName}" with (force)`);

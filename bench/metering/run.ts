@@ -223,7 +223,8 @@ Each run preloads the Redis stream with ${total} events (1 % of them delivered t
 worker process(es) (\`metering/main.ts\`, batches of 2,000) and times until the consumer group has read and
 acknowledged every entry. Throughput counts every delivery handled (duplicates included). Every event lands in a
 monthly partition of \`usage_events\` and in the hourly rollups in the same statement; afterwards raw rows and
-rollups are checked against the events sent (count, tokens, picodollars). Medians of ${runs} runs.
+rollups are checked against the events sent (count, tokens, picodollars). Each event carries a client
+request id (1,000 distinct, shared by many events), stored with its index beside 64-bit token counts. Medians of ${runs} runs.
 
 ${table}
 

@@ -6,11 +6,16 @@ import {
   listUsageDeadLetters,
   type UsageDeadLetterRow,
 } from "../../../db/queries/usage-dead-letters.ts";
-import { AppError, NotFoundError, ValidationError } from "../../../lib/errors.ts";
+import { AppError, NotFoundError } from "../../../lib/errors.ts";
 import { replayUsageDeadLetter } from "../../../metering/store.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
-import { bearerSecurity, errorResponses } from "../common.ts";
+import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";
+
+const createdAtKey = (cursor: string) => {
+  const { at, id } = decodeCursor(cursor);
+  return { createdAt: at, id };
+};
 
 const admin = requireScope("admin");
 const json = <T extends z.ZodType>(schema: T, description: string) => ({
@@ -120,31 +125,17 @@ function toDto(row: UsageDeadLetterRow): z.infer<typeof DeadLetter> {
   };
 }
 
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const [at, id] = Buffer.from(cursor, "base64url").toString("utf8").split("|");
-  const createdAt = new Date(at ?? "");
-  if (!id || Number.isNaN(createdAt.getTime())) {
-    throw new ValidationError("the query is invalid: cursor is not one this API gave", [
-      { path: "cursor", message: "not a cursor from next_cursor" },
-    ]);
-  }
-  return { createdAt, id };
-}
-
 export function registerDeadLetterRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(listRoute, async (c) => {
     const query = c.req.valid("query");
     const rows = await listUsageDeadLetters(c.var.deps.db, {
       limit: query.limit + 1,
-      before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
+      before: query.cursor === undefined ? undefined : createdAtKey(query.cursor),
       ...(query.tenant_id !== undefined && { tenantId: query.tenant_id }),
     });
     const page = rows.slice(0, query.limit);
     const last = page.at(-1);
-    const next =
-      rows.length > query.limit && last
-        ? Buffer.from(`${last.createdAt.toISOString()}|${last.id}`).toString("base64url")
-        : null;
+    const next = rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null;
     return c.json({ data: page.map(toDto), next_cursor: next }, 200);
   });
 

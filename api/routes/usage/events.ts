@@ -4,7 +4,12 @@ import { ValidationError } from "../../../lib/errors.ts";
 import { picosToDecimal, picosToUsd } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
-import { bearerSecurity, errorResponses } from "../common.ts";
+import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";
+
+const cursorKey = (cursor: string) => {
+  const { at, id } = decodeCursor(cursor);
+  return { occurredAt: at, id };
+};
 
 const DAY_MS = 86_400_000;
 /** The longest window one page of events may cover. */
@@ -77,21 +82,6 @@ const route = createRoute({
   },
 });
 
-function encodeCursor(row: UsageEventListRow): string {
-  return Buffer.from(`${row.occurredAt.toISOString()}|${row.id}`).toString("base64url");
-}
-
-function decodeCursor(cursor: string): { occurredAt: Date; id: string } {
-  const [at, id] = Buffer.from(cursor, "base64url").toString("utf8").split("|");
-  const occurredAt = new Date(at ?? "");
-  if (!id || Number.isNaN(occurredAt.getTime())) {
-    throw new ValidationError("the query is invalid: cursor is not one this API gave", [
-      { path: "cursor", message: "not a cursor from next_cursor" },
-    ]);
-  }
-  return { occurredAt, id };
-}
-
 function toDto(row: UsageEventListRow): z.infer<typeof UsageEventDto> {
   return {
     id: row.id,
@@ -132,12 +122,15 @@ export function registerListUsageEvents(app: OpenAPIHono<AppEnv>) {
       to,
       limit: query.limit + 1,
       requestId: query.request_id,
-      before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
+      before: query.cursor === undefined ? undefined : cursorKey(query.cursor),
     });
     const page = rows.slice(0, query.limit);
     const last = page.at(-1);
     return c.json(
-      { data: page.map(toDto), next_cursor: rows.length > query.limit && last ? encodeCursor(last) : null },
+      {
+        data: page.map(toDto),
+        next_cursor: rows.length > query.limit && last ? encodeCursor(last.occurredAt, last.id) : null,
+      },
       200,
     );
   });
