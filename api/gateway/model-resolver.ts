@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import type { Database } from "../../db/client.ts";
 import { type BaseModelRow, listBaseModels } from "../../db/queries/base-models.ts";
 import { type ResolvedAdapterVersion, resolveAdapterVersion } from "../../db/queries/models.ts";
@@ -6,10 +7,10 @@ export type ResolvedModel =
   | { kind: "adapter"; requested: string; adapter: ResolvedAdapterVersion }
   | { kind: "base"; requested: string; baseModelId: string };
 
-interface CacheEntry {
-  value: ResolvedModel | null;
-  expiresAt: number;
-}
+/** Requests' `model` is at most this long (the gateway refuses longer): a key is bounded too. */
+export const MAX_MODEL_NAME_BYTES = 256;
+/** Resolutions kept per process; each key is a tenant id and a model name. */
+const CACHE_ENTRIES = 50_000;
 
 const MODEL_NAME = /^([a-z0-9][a-z0-9-]{0,62})(?:@([1-9][0-9]{0,8}))?$/;
 
@@ -19,7 +20,8 @@ const MODEL_NAME = /^([a-z0-9][a-z0-9-]{0,62})(?:@([1-9][0-9]{0,8}))?$/;
  * at once when its adapters change (this process, or another one through the event bus).
  */
 export class ModelResolver {
-  private readonly cache = new Map<string, CacheEntry>();
+  /** lru-cache keeps no null values: a miss is kept as `{ value: null }` (for less time). */
+  private readonly cache: LRUCache<string, { value: ResolvedModel | null }>;
   private bases: { rows: BaseModelRow[]; expiresAt: number } | null = null;
   private readonly db: Database;
   private readonly ttlMs: number;
@@ -29,19 +31,19 @@ export class ModelResolver {
     this.db = db;
     this.ttlMs = options.ttlMs;
     this.negativeTtlMs = options.negativeTtlMs;
+    this.cache = new LRUCache({ max: CACHE_ENTRIES, ttl: options.ttlMs, ttlAutopurge: false });
   }
 
   async resolve(tenantId: string, requested: string, now = Date.now()): Promise<ResolvedModel | null> {
     const key = `${tenantId}\u0000${requested}`;
     const hit = this.cache.get(key);
-    if (hit && hit.expiresAt > now) {
+    if (hit) {
       return hit.value;
     }
     const value = await this.lookup(tenantId, requested, now);
-    if (this.cache.size > 100_000) {
-      this.cache.clear();
+    if (Buffer.byteLength(requested) <= MAX_MODEL_NAME_BYTES) {
+      this.cache.set(key, { value }, { ttl: value ? this.ttlMs : this.negativeTtlMs });
     }
-    this.cache.set(key, { value, expiresAt: now + (value ? this.ttlMs : this.negativeTtlMs) });
     return value;
   }
 

@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import type { Database } from "../../db/client.ts";
 import { getTenant, type TenantRow } from "../../db/queries/tenants.ts";
 import type { Redis } from "../../lib/redis.ts";
@@ -81,6 +82,8 @@ type LimitScripts = {
 
 export type LimitVerdict = { allowed: true } | { allowed: false; limit: "rpm" | "tpm"; retryAfterMs: number };
 
+/** Tenants whose rows and leases one process keeps (the least recently used beyond it are forgotten). */
+const MAX_TENANTS = 100_000;
 /** How long a lease (and a refusal) is trusted without asking Redis again. */
 const LEASE_TTL_MS = 1_000;
 /** A lease holds at most this share of the tenant's requests per minute, so copies that idle hold little. */
@@ -126,13 +129,13 @@ interface Lease {
  * debt asks Redis again.
  */
 export class RateLimiter {
-  private readonly limits = new Map<string, { row: TenantRow | null; expiresAt: number }>();
-  private readonly leases = new Map<string, Lease>();
+  /** Tenants' rows (limits, budget, fallback), cached for `cacheTtlMs`; keyed by verified tenant ids. */
+  private readonly limits: LRUCache<string, { row: TenantRow | null }>;
+  private readonly leases = new LRUCache<string, Lease>({ max: MAX_TENANTS });
   private readonly redis: Redis;
   private readonly scripts: LimitScripts;
   private readonly db: Database;
   private readonly prefix: string;
-  private readonly cacheTtlMs: number;
   private readonly sweeper: NodeJS.Timeout | null;
 
   /** `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by itself). */
@@ -152,7 +155,7 @@ export class RateLimiter {
     this.scripts = this.redis as unknown as LimitScripts;
     this.db = options.db;
     this.prefix = options.prefix;
-    this.cacheTtlMs = options.cacheTtlMs;
+    this.limits = new LRUCache({ max: MAX_TENANTS, ttl: options.cacheTtlMs, ttlAutopurge: false });
     const every = options.sweepEveryMs ?? 0;
     this.sweeper =
       every > 0
@@ -175,7 +178,7 @@ export class RateLimiter {
    */
   async sweep(now = Date.now()): Promise<void> {
     const returns: Promise<unknown>[] = [];
-    for (const [tenantId, lease] of this.leases) {
+    for (const [tenantId, lease] of [...this.leases.entries()]) {
       if (
         now < lease.expiresAt ||
         lease.renewing !== null ||
@@ -192,13 +195,13 @@ export class RateLimiter {
   }
 
   /** The tenant's limits, cached: a PATCH takes effect within `cacheTtlMs` on every gateway. */
-  async tenant(tenantId: string, now = Date.now()): Promise<TenantRow | null> {
+  async tenant(tenantId: string): Promise<TenantRow | null> {
     const hit = this.limits.get(tenantId);
-    if (hit && hit.expiresAt > now) {
+    if (hit) {
       return hit.row;
     }
     const row = await getTenant(this.db, tenantId);
-    this.limits.set(tenantId, { row, expiresAt: now + this.cacheTtlMs });
+    this.limits.set(tenantId, { row });
     return row;
   }
 
@@ -263,9 +266,6 @@ export class RateLimiter {
       used: 0,
       waiting: 0,
     };
-    if (this.leases.size > 100_000) {
-      this.leases.clear();
-    }
     this.leases.set(tenantId, lease);
     return lease;
   }

@@ -11,6 +11,7 @@ import type { Prices } from "../../../metering/pricing.ts";
 import { costPicos } from "../../../metering/pricing.ts";
 import type { AppEnv } from "../../deps.ts";
 import { applicableFallback, fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
+import { MAX_MODEL_NAME_BYTES } from "../../gateway/model-resolver.ts";
 import { forwardCompletion, type ProxyOutcome, type UpstreamTarget } from "../../gateway/proxy.ts";
 import type { RouteTicket } from "../../gateway/router.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "../../gateway/tracing.ts";
@@ -45,6 +46,11 @@ async function readBody(
   if (typeof record.model !== "string" || record.model.length === 0) {
     throw new AppError("VALIDATION", "you must provide a model parameter", {
       errors: [{ path: "model", message: "required" }],
+    });
+  }
+  if (Buffer.byteLength(record.model) > MAX_MODEL_NAME_BYTES) {
+    throw new AppError("VALIDATION", `'model' is longer than ${MAX_MODEL_NAME_BYTES} bytes`, {
+      errors: [{ path: "model", message: `at most ${MAX_MODEL_NAME_BYTES} bytes` }],
     });
   }
   if (record.stream !== undefined && typeof record.stream !== "boolean") {

@@ -1,0 +1,57 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import type { Config } from "../lib/env.ts";
+
+export interface ApiProcess {
+  url: string;
+  pid: number;
+  /** Resident memory of the process now, in bytes (Linux /proc). */
+  rss: () => number;
+  kill: () => void;
+}
+
+/**
+ * The real API process (`api/main.ts`) on a test world's database, Redis and bucket, on a free port:
+ * for what only a separate process shows (its memory, a crash, a second copy).
+ */
+export async function startApiProcess(config: Config, env: Record<string, string> = {}): Promise<ApiProcess> {
+  const child: ChildProcess = spawn(process.execPath, [resolve(import.meta.dirname, "../api/main.ts")], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      PORT: "0",
+      LOG_LEVEL: "info",
+      DATABASE_URL: config.db.url,
+      REDIS_URL: config.redis.url,
+      USAGE_REDIS_URL: config.usage.redis.url,
+      REDIS_PREFIX: config.redis.prefix,
+      S3_ENDPOINT: config.s3.endpoint ?? "",
+      S3_BUCKET: config.s3.bucket,
+      S3_ACCESS_KEY_ID: config.s3.accessKeyId ?? "",
+      S3_SECRET_ACCESS_KEY: config.s3.secretAccessKey ?? "",
+      KEY_ENCRYPTION_KEY: config.auth.keyEncryptionKey.toString("base64"),
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let log = "";
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`API did not start:\n${log}`)), 20_000);
+    child.stdout?.on("data", (d) => {
+      log += d;
+      const match = /"url":"([^"]+)".*"msg":"api ready"/.exec(log);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        resolveUrl(match[1]);
+      }
+    });
+  });
+  child.stdout?.resume();
+  const pid = child.pid ?? 0;
+  return {
+    url,
+    pid,
+    rss: () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024,
+    kill: () => child.kill("SIGKILL"),
+  };
+}
