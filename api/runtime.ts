@@ -40,6 +40,7 @@ export async function buildDeps(
   usageRedis.on("error", (error) => logger.debug({ err: error }, "usage stream Redis connection error"));
   const store = createS3Storage(config.s3);
   const keyRing = await new KeyRing(dbHandle.db, config.auth).init();
+  keyRing.startRefreshing();
   const adapterCleanup = createAdapterCleanupQueue(config.redis);
   const placement = createPlacementQueue(config.redis);
   const bus = new EventBus(config.redis, logger);
@@ -78,6 +79,8 @@ export async function buildDeps(
       limiter.invalidateTenant(event.tenantId);
     } else if (event.type === "base-models-changed") {
       resolver.invalidateBaseModels();
+    } else if (event.type === "signing-keys-changed") {
+      void keyRing.refresh().catch((error) => logger.warn({ err: error }, "signing keys not re-read"));
     }
   });
   const budgets = new BudgetGuard({
@@ -129,6 +132,7 @@ export async function buildDeps(
   };
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
+    { name: "key-refresh", close: async () => keyRing.stopRefreshing() },
     { name: "rate-limiter", close: async () => limiter.close() },
     { name: "budget-leases", close: async () => budgets.close() },
     { name: "upstream-pool", close: () => dispatcher.close() },

@@ -50,11 +50,11 @@ export const EnvSchema = z.object({
     .string({ error: "is required: 32 random bytes, base64 (openssl rand -base64 32)" })
     .refine((v) => Buffer.from(v, "base64").length === 32, "must be 32 bytes encoded as base64"),
   JWT_ISSUER: z.string().min(1).default("loraplane"),
-  TOKEN_DEFAULT_TTL_SECONDS: z.coerce.number().int().min(60).default(3600),
+  TOKEN_DEFAULT_TTL_SECONDS: z.coerce.number().int().min(5).default(3600),
   TOKEN_MAX_TTL_SECONDS: z.coerce
     .number()
     .int()
-    .min(60)
+    .min(5)
     .default(90 * 24 * 3600),
   EXTERNAL_JWT_ISSUER: optionalString,
   EXTERNAL_JWT_AUDIENCE: optionalString,

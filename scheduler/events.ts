@@ -19,6 +19,8 @@ export type FleetEvent =
   | { type: "tenant-changed"; tenantId: string }
   /** A base model was added or its fallback changed: drop cached base models. */
   | { type: "base-models-changed" }
+  /** A signing key was rotated: every API copy re-reads its keys (signs with the new one, retires the old). */
+  | { type: "signing-keys-changed" }
   /**
    * A gateway's request failed at a replica before its first byte: the leader checks the replica at
    * once instead of at its next poll (or, for a lost adapter, its next reconcile).

@@ -12,6 +12,7 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
+import { LRUCache } from "lru-cache";
 import type { Database } from "../../db/client.ts";
 import { activateSigningKey, listVerifiableKeys } from "../../db/queries/signing-keys.ts";
 import type { Config } from "../../lib/env.ts";
@@ -26,9 +27,13 @@ const ALG = "ES256";
 const UNKNOWN_KID_REFRESH_MS = 2_000;
 /**
  * Verified tokens are remembered (by their full text, signature included) until they expire, so a
- * client's token costs one signature check, not one per request. Bounded: the oldest goes first.
+ * client's token costs one signature check, not one per request. Bounded by count and by bytes (a
+ * token is a client's string): the least recently used go first.
  */
 const VERIFIED_CACHE_SIZE = 10_000;
+const VERIFIED_CACHE_BYTES = 32 * 1024 * 1024;
+/** Keys are re-read this often even without news of a rotation (a CLI rotation publishes none). */
+export const KEY_REFRESH_MS = 30_000;
 
 export interface Principal {
   subject: string;
@@ -44,6 +49,14 @@ interface VerifyingKey {
   kid: string;
   publicJwk: JWK;
   key: VerificationKey;
+  /** A retired key verifies until then (ms since the epoch); null for the signing key. */
+  verifyUntil: number | null;
+}
+
+/** A verified principal, and the key its token was signed with (null: the external issuer's). */
+interface VerifiedToken {
+  principal: Principal;
+  kid: string | null;
 }
 
 export function decryptPrivateKey(sealed: string, kek: Buffer): string {
@@ -68,7 +81,13 @@ async function newSealedKey(kek: Buffer) {
  */
 export class KeyRing {
   private verifying = new Map<string, VerifyingKey>();
-  private readonly verified = new Map<string, Principal>();
+  private readonly verified = new LRUCache<string, VerifiedToken>({
+    max: VERIFIED_CACHE_SIZE,
+    maxSize: VERIFIED_CACHE_BYTES,
+    sizeCalculation: (_, token) => token.length,
+    ttlAutopurge: false,
+  });
+  private refresher: NodeJS.Timeout | null = null;
   private signing: { kid: string; key: KeyObject } | null = null;
   private lastRefresh = 0;
   private refreshing: Promise<void> | null = null;
@@ -114,6 +133,7 @@ export class KeyRing {
             kid: row.kid,
             publicJwk: row.publicJwk,
             key: await importJWK(row.publicJwk, row.alg),
+            verifyUntil: row.retiredAt === null ? null : (row.verifyUntil?.getTime() ?? 0),
           });
           if (row.retiredAt === null) {
             let pem: string;
@@ -137,6 +157,21 @@ export class KeyRing {
       }
     })();
     return this.refreshing;
+  }
+
+  /** Re-reads the keys every `everyMs` (rotations another process made, retired keys past their time). */
+  startRefreshing(everyMs = KEY_REFRESH_MS): void {
+    this.refresher ??= setInterval(() => {
+      void this.refresh().catch(() => {});
+    }, everyMs);
+    this.refresher.unref();
+  }
+
+  stopRefreshing(): void {
+    if (this.refresher) {
+      clearInterval(this.refresher);
+      this.refresher = null;
+    }
   }
 
   get activeKid(): string | null {
@@ -175,25 +210,32 @@ export class KeyRing {
 
   /** Verifies a bearer token; every failure is an UnauthorizedError saying what was wrong. */
   async verify(token: string): Promise<Principal> {
+    const now = Date.now();
     const cached = this.verified.get(token);
     if (cached) {
-      if (cached.expiresAt * 1000 > Date.now()) {
-        return cached;
+      if (
+        cached.principal.expiresAt * 1000 > now &&
+        (cached.kid === null || this.verifiable(cached.kid, now))
+      ) {
+        return cached.principal;
       }
       this.verified.delete(token);
     }
-    const principal = await this.verifyUncached(token);
-    if (this.verified.size >= VERIFIED_CACHE_SIZE) {
-      const oldest = this.verified.keys().next().value;
-      if (oldest !== undefined) {
-        this.verified.delete(oldest);
-      }
+    const { principal, kid } = await this.verifyUncached(token);
+    const ttl = principal.expiresAt * 1000 - now;
+    if (ttl > 0) {
+      this.verified.set(token, { principal, kid }, { ttl });
     }
-    this.verified.set(token, principal);
     return principal;
   }
 
-  private async verifyUncached(token: string): Promise<Principal> {
+  /** The key is known and, if retired, still inside its verification window. */
+  private verifiable(kid: string, now: number): boolean {
+    const key = this.verifying.get(kid);
+    return key !== undefined && (key.verifyUntil === null || now < key.verifyUntil);
+  }
+
+  private async verifyUncached(token: string): Promise<VerifiedToken> {
     let unverified: JWTPayload;
     try {
       unverified = decodeJwt(token);
@@ -202,15 +244,15 @@ export class KeyRing {
     }
     try {
       if (this.external && unverified.iss === this.config.external?.issuer) {
-        return await this.verifyExternal(token);
+        return { principal: await this.verifyExternal(token), kid: null };
       }
-      const { payload } = await jwtVerify(token, (header) => this.lookupKey(header.kid), {
+      const { payload, protectedHeader } = await jwtVerify(token, (header) => this.lookupKey(header.kid), {
         issuer: this.config.issuer,
         audience: AUDIENCE,
         algorithms: [ALG],
         requiredClaims: ["exp", "iat", "sub"],
       });
-      return toPrincipal(payload, "tenant_id", "scope");
+      return { principal: toPrincipal(payload, "tenant_id", "scope"), kid: protectedHeader.kid ?? null };
     } catch (error) {
       throw toUnauthorized(error);
     }
@@ -227,6 +269,11 @@ export class KeyRing {
     }
     if (!found) {
       throw new UnauthorizedError(`the token was signed with an unknown key '${kid}'`);
+    }
+    if (!this.verifiable(kid, Date.now())) {
+      throw new UnauthorizedError(
+        `the token was signed with a retired key '${kid}' past its verification window`,
+      );
     }
     return found.key;
   }

@@ -23,6 +23,7 @@ const route = createRoute({
 export function registerRotateSigningKey(app: OpenAPIHono<AppEnv>) {
   app.openapi(route, async (c) => {
     const kid = await c.var.deps.keyRing.rotate();
+    await c.var.deps.bus.publish({ type: "signing-keys-changed" }).catch(() => {});
     await recordAudit(c.var.deps.db, {
       tenantId: null,
       actor: c.var.principal.subject,
