@@ -1,3 +1,4 @@
+import { createServer } from "node:http";
 import { serve } from "@hono/node-server";
 import { Gauge } from "prom-client";
 import { Agent } from "undici";
@@ -167,9 +168,42 @@ export async function prepareDatabase(config: Config): Promise<void> {
 }
 
 /** Serves the API; the returned closer stops accepting connections and drains in-flight requests. */
+/**
+ * The API's metrics port: `/metrics` without a token, for Prometheus inside the cluster. It is not
+ * the public port (no ingress, no Service routes to it), since the metrics name tenants.
+ */
+async function startMetricsServer(deps: AppDeps): Promise<Closer | null> {
+  const { host, metricsPort } = deps.config.http;
+  if (metricsPort === 0) {
+    return null;
+  }
+  const { registry } = deps.metrics;
+  const server = createServer((req, res) => {
+    if (req.method === "GET" && req.url === "/metrics") {
+      void registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": registry.contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(metricsPort, host, () => resolve());
+  });
+  return { name: "metrics-http", close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 export async function startHttp(deps: AppDeps): Promise<{ url: string; closer: Closer }> {
   const app = createApp(deps);
   const { host, port } = deps.config.http;
+  const metrics = await startMetricsServer(deps);
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
     s.once("error", reject);
@@ -180,13 +214,15 @@ export async function startHttp(deps: AppDeps): Promise<{ url: string; closer: C
     url: `http://${host.includes(":") ? `[${host}]` : host}:${boundPort}`,
     closer: {
       name: "http",
-      close: () =>
-        new Promise<void>((resolve) => {
+      close: async () => {
+        await new Promise<void>((resolve) => {
           server.close(() => resolve());
           if ("closeIdleConnections" in server) {
             server.closeIdleConnections();
           }
-        }),
+        });
+        await metrics?.close();
+      },
     },
   };
 }

@@ -61,6 +61,7 @@ export const EnvSchema = z.object({
   EXTERNAL_JWT_JWKS_URL: optionalUrl,
   EXTERNAL_JWT_TENANT_CLAIM: z.string().min(1).default("tenant_id"),
   EXTERNAL_JWT_SCOPE_CLAIM: z.string().min(1).default("scope"),
+  EXTERNAL_JWT_OPERATORS: bool.default(false),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
   GATEWAY_COLD_START_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
   GATEWAY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(2),
@@ -86,6 +87,7 @@ export const EnvSchema = z.object({
   METERING_CLAIM_IDLE_MS: z.coerce.number().int().min(50).default(30_000),
   USAGE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(120).default(13),
   METERING_METRICS_PORT: port.default(9464),
+  API_METRICS_PORT: port.default(9466),
   SCHEDULER_HEALTH_PORT: port.default(9465),
   OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl,
   OTEL_EXPORTER_OTLP_HEADERS: optionalString,
@@ -98,7 +100,8 @@ export type Env = z.infer<typeof EnvSchema>;
 export interface Config {
   nodeEnv: Env["NODE_ENV"];
   log: { level: Env["LOG_LEVEL"] };
-  http: { host: string; port: number; publicUrl: string | undefined };
+  /** `metricsPort`: the API's own port for /metrics alone (0: off), on `host`, never behind the ingress. */
+  http: { host: string; port: number; publicUrl: string | undefined; metricsPort: number };
   db: { url: string; poolSize: number };
   redis: { url: string; prefix: string };
   s3: {
@@ -194,6 +197,8 @@ export interface ExternalIssuerConfig {
   jwksUrl: string;
   tenantClaim: string;
   scopeClaim: string;
+  /** Its tokens without a tenant are operators (with the scopes they carry); off: they are refused. */
+  operators: boolean;
 }
 
 export class ConfigError extends Error {
@@ -257,6 +262,14 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
   const env = parseOrThrow(EnvSchema, source);
   const externalParts = [env.EXTERNAL_JWT_ISSUER, env.EXTERNAL_JWT_AUDIENCE, env.EXTERNAL_JWT_JWKS_URL];
   const externalSet = externalParts.filter((v) => v !== undefined).length;
+  if (env.EXTERNAL_JWT_ISSUER !== undefined && env.EXTERNAL_JWT_ISSUER === env.JWT_ISSUER) {
+    throw new ConfigError([
+      {
+        variable: "EXTERNAL_JWT_ISSUER",
+        message: "must differ from JWT_ISSUER: tokens are told apart by their issuer",
+      },
+    ]);
+  }
   if (externalSet !== 0 && externalSet !== 3) {
     throw new ConfigError([
       {
@@ -268,7 +281,7 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
   return {
     nodeEnv: env.NODE_ENV,
     log: { level: env.LOG_LEVEL },
-    http: { host: env.HOST, port: env.PORT, publicUrl: env.PUBLIC_URL },
+    http: { host: env.HOST, port: env.PORT, publicUrl: env.PUBLIC_URL, metricsPort: env.API_METRICS_PORT },
     db: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
     redis: { url: env.REDIS_URL, prefix: env.REDIS_PREFIX },
     s3: s3Config(env),
@@ -285,6 +298,7 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
               jwksUrl: env.EXTERNAL_JWT_JWKS_URL,
               tenantClaim: env.EXTERNAL_JWT_TENANT_CLAIM,
               scopeClaim: env.EXTERNAL_JWT_SCOPE_CLAIM,
+              operators: env.EXTERNAL_JWT_OPERATORS,
             }
           : undefined,
     },

@@ -30,6 +30,7 @@ export async function startApiProcess(config: Config, env: Record<string, string
       S3_ACCESS_KEY_ID: config.s3.accessKeyId ?? "",
       S3_SECRET_ACCESS_KEY: config.s3.secretAccessKey ?? "",
       KEY_ENCRYPTION_KEY: config.auth.keyEncryptionKey.toString("base64"),
+      API_METRICS_PORT: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "ignore"],

@@ -66,6 +66,8 @@ export function isolatedConfig(databaseName: string, overrides: Record<string, s
     DATABASE_POOL_SIZE: "4",
     REDIS_URL: inject("redisUrl"),
     USAGE_REDIS_URL: inject("usageRedisUrl"),
+    // Test files run side by side: no fixed metrics port (the public /metrics serves operators).
+    API_METRICS_PORT: "0",
     REDIS_PREFIX: `${databaseName}:`,
     S3_ENDPOINT: inject("s3Endpoint"),
     S3_BUCKET: `b-${databaseName.replaceAll("_", "-")}`,

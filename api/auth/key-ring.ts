@@ -19,7 +19,7 @@ import type { Config } from "../../lib/env.ts";
 import { UnauthorizedError } from "../../lib/errors.ts";
 import { newId } from "../../lib/ids.ts";
 import { openSecret, sealSecret } from "../../lib/secrets.ts";
-import { parseScopeClaim, type Scope } from "./scopes.ts";
+import { OPERATOR_ONLY_SCOPES, parseScopeClaim, type Scope } from "./scopes.ts";
 
 export const AUDIENCE = "loraplane";
 const ALG = "ES256";
@@ -289,7 +289,13 @@ export class KeyRing {
       algorithms: ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"],
       requiredClaims: ["exp", "sub"],
     });
-    return toPrincipal(payload, external.tenantClaim, external.scopeClaim);
+    const principal = toPrincipal(payload, external.tenantClaim, external.scopeClaim);
+    if (principal.tenantId === null && !external.operators) {
+      throw new UnauthorizedError(
+        `the external issuer's token names no tenant (claim '${external.tenantClaim}'); its operators are not trusted here`,
+      );
+    }
+    return principal;
   }
 }
 
@@ -299,7 +305,9 @@ function toPrincipal(payload: JWTPayload, tenantClaim: string, scopeClaim: strin
   const scopes = parseScopeClaim(payload[scopeClaim]);
   if (tenantId !== null) {
     // Operator power never rides on a tenant's token, whatever its scope claim says.
-    scopes.delete("admin");
+    for (const scope of OPERATOR_ONLY_SCOPES) {
+      scopes.delete(scope);
+    }
   }
   return {
     subject: payload.sub ?? "",

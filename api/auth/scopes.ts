@@ -1,10 +1,23 @@
 import { z } from "zod";
 
-export const SCOPES = ["adapters:read", "adapters:write", "inference", "usage:read", "admin"] as const;
+/**
+ * `replicas:register` lets a replica's agent register its replica (POST /admin/replicas) and nothing
+ * else: the token mounted in every GPU pod is not an operator's.
+ */
+export const SCOPES = [
+  "adapters:read",
+  "adapters:write",
+  "inference",
+  "usage:read",
+  "admin",
+  "replicas:register",
+] as const;
 export type Scope = (typeof SCOPES)[number];
 
 export const TENANT_SCOPES: readonly Scope[] = ["adapters:read", "adapters:write", "inference", "usage:read"];
 export const OPERATOR_SCOPES: readonly Scope[] = ["admin", "adapters:read", "usage:read"];
+/** Scopes only a token without a tenant may carry. */
+export const OPERATOR_ONLY_SCOPES: readonly Scope[] = ["admin", "replicas:register"];
 
 export const ScopeString = z
   .string()

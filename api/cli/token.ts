@@ -3,11 +3,12 @@ import { createDbHandle } from "../../db/client.ts";
 import { getTenant } from "../../db/queries/tenants.ts";
 import { loadConfig } from "../../lib/env.ts";
 import { KeyRing } from "../auth/key-ring.ts";
-import { OPERATOR_SCOPES, ScopeString, TENANT_SCOPES } from "../auth/scopes.ts";
+import { OPERATOR_ONLY_SCOPES, OPERATOR_SCOPES, ScopeString, TENANT_SCOPES } from "../auth/scopes.ts";
 import { prepareDatabase } from "../runtime.ts";
 
 const USAGE = `usage:
   npm run token -- --admin [--ttl <seconds>]
+  npm run token -- --agent [--ttl <seconds>]      (a replica agent's: it may only register replicas)
   npm run token -- --tenant <id> [--scope "<scopes>"] [--ttl <seconds>]
   npm run token -- --rotate
 Prints the token (or, with --rotate, the new key id) alone on stdout.`;
@@ -22,6 +23,7 @@ function parse() {
   return parseArgs({
     options: {
       admin: { type: "boolean", default: false },
+      agent: { type: "boolean", default: false },
       tenant: { type: "string" },
       scope: { type: "string" },
       ttl: { type: "string" },
@@ -41,9 +43,9 @@ if (values.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-const modes = [values.admin, values.tenant !== undefined, values.rotate].filter(Boolean).length;
+const modes = [values.admin, values.agent, values.tenant !== undefined, values.rotate].filter(Boolean).length;
 if (modes !== 1) {
-  fail("give exactly one of --admin, --tenant <id> or --rotate");
+  fail("give exactly one of --admin, --agent, --tenant <id> or --rotate");
 }
 
 const config = loadConfig();
@@ -66,14 +68,23 @@ try {
       ttlSeconds,
     });
     process.stdout.write(`${signed.token}\n`);
+  } else if (values.agent) {
+    const signed = await keyRing.sign({
+      subject: "agent:cli",
+      tenantId: null,
+      scopes: ["replicas:register"],
+      ttlSeconds,
+    });
+    process.stdout.write(`${signed.token}\n`);
   } else {
     const tenantId = values.tenant ?? "";
     const parsed = ScopeString.safeParse(values.scope ?? TENANT_SCOPES.join(" "));
     if (!parsed.success) {
       fail(`--scope: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
     }
-    if (parsed.data.includes("admin")) {
-      fail("--scope: a tenant token cannot carry 'admin' (use --admin for an operator token)");
+    const operatorOnly = parsed.data.filter((s) => OPERATOR_ONLY_SCOPES.includes(s));
+    if (operatorOnly.length > 0) {
+      fail(`--scope: a tenant token cannot carry '${operatorOnly.join("', '")}' (see --admin, --agent)`);
     }
     if (!(await getTenant(handle.db, tenantId))) {
       fail(`--tenant: no tenant has the id '${tenantId}'`);

@@ -4,7 +4,8 @@ import type { Principal } from "../auth/key-ring.ts";
 import type { Scope } from "../auth/scopes.ts";
 import type { AppEnv } from "../deps.ts";
 
-const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json"]);
+/** `/metrics` names tenants: on the public port it wants an operator's token (its own port needs none). */
+const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/.well-known/jwks.json", "/openapi.json"]);
 
 /** The console's pages are static shells without data: they call the admin API with the operator's token. */
 const CONSOLE_SHELLS = new Set([
@@ -39,10 +40,15 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
 }
 
 export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
+  return requireAnyScope([scope]);
+}
+
+/** The token must carry at least one of `scopes`. */
+export function requireAnyScope(scopes: readonly Scope[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const principal = c.var.principal;
-    if (!principal.scopes.has(scope)) {
-      throw new ForbiddenError(`this token lacks the '${scope}' scope`);
+    if (!scopes.some((scope) => principal.scopes.has(scope))) {
+      throw new ForbiddenError(`this token lacks the '${scopes.join("' or '")}' scope`);
     }
     return next();
   };

@@ -133,9 +133,16 @@ describe("agent self-registration against the API", () => {
 
   it("registers its replica on start, retrying while the API answers 503, and a restart finds it registered (409)", async () => {
     const admin = await h.adminToken();
+    // The agent's token may register replicas and nothing else (npm run token -- --agent).
+    const { token: agentToken } = await h.deps.keyRing.sign({
+      subject: "agent:test",
+      tenantId: null,
+      scopes: ["replicas:register"],
+      ttlSeconds: 600,
+    });
     const register: AgentRegistration = {
       apiUrl: flakyUrl,
-      token: admin,
+      token: agentToken,
       replicaUrl: sim.url,
       agentUrl: "http://127.0.0.1:1",
       baseModel: BASE_ID,

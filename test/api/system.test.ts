@@ -28,7 +28,7 @@ describe("system endpoints", () => {
   it("counts requests by route template and status in /metrics", async () => {
     const tenant = await h.newTenant();
     await h.request("GET", `/v1/tenants/${tenant.id}`, { token: await tenant.token() });
-    const metrics = await h.request("GET", "/metrics");
+    const metrics = await h.request("GET", "/metrics", { token: await h.adminToken() });
     expect(metrics.headers.get("content-type")).toContain("text/plain");
     expect(metrics.text).toMatch(
       /loraplane_http_requests_total\{method="GET",route="\/v1\/tenants\/:id",status="200"\} [1-9]/,

@@ -82,6 +82,7 @@ describe("the image's entry point", () => {
     const db = await cloneDatabase();
     const metricsPort = await freePort();
     const schedulerHealthPort = await freePort();
+    const apiMetricsPort = await freePort();
     const env = {
       NODE_ENV: "production",
       LOG_LEVEL: "info",
@@ -98,6 +99,7 @@ describe("the image's entry point", () => {
       KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
       AGENT_TOKEN: randomBytes(24).toString("base64url"),
       METERING_METRICS_PORT: String(metricsPort),
+      API_METRICS_PORT: String(apiMetricsPort),
       SCHEDULER_HEALTH_PORT: String(schedulerHealthPort),
       SHUTDOWN_TIMEOUT_MS: "15000",
     };
@@ -115,7 +117,11 @@ describe("the image's entry point", () => {
     const ready = await fetch(`${url}/readyz`);
     expect(ready.status).toBe(200);
     expect(((await ready.json()) as { status: string }).status).toBe("ready");
-    expect(await (await fetch(`${url}/metrics`)).text()).toContain("loraplane_http_requests_total");
+    // The API's metrics on its own port, without a token; the public port wants an operator's.
+    expect(await (await fetch(`http://127.0.0.1:${apiMetricsPort}/metrics`)).text()).toContain(
+      "loraplane_http_requests_total",
+    );
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
     expect((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status).toBe(200);
     const schedulerHealth = await fetch(`http://127.0.0.1:${schedulerHealthPort}/healthz`);
     expect(schedulerHealth.status).toBe(200);

@@ -27,7 +27,9 @@ describe("the API's /metrics describes the fleet", () => {
       max_tokens: 2,
     });
     const replica = world.replicas[0]?.id as string;
-    const scrape = async () => (await fetch(`${world.url}/metrics`)).text();
+    const admin = await world.h.adminToken();
+    const scrape = async () =>
+      (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
     await expect
       .poll(async () =>
         sample(await scrape(), "loraplane_adapter_placements_total", { replica, event: "loaded" }),

@@ -70,6 +70,7 @@ describe("metering end to end", () => {
         S3_ACCESS_KEY_ID: world.h.config.s3.accessKeyId ?? "",
         S3_SECRET_ACCESS_KEY: world.h.config.s3.secretAccessKey ?? "",
         KEY_ENCRYPTION_KEY: world.h.config.auth.keyEncryptionKey.toString("base64"),
+        API_METRICS_PORT: "0",
         ...env,
       },
       stdio: ["ignore", "pipe", "ignore"],

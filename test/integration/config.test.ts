@@ -51,7 +51,7 @@ describe("configuration", () => {
 
   it("applies documented defaults", () => {
     const config = parseConfig({ KEY_ENCRYPTION_KEY: KEY });
-    expect(config.http).toEqual({ host: "127.0.0.1", port: 8080, publicUrl: undefined });
+    expect(config.http).toEqual({ host: "127.0.0.1", port: 8080, publicUrl: undefined, metricsPort: 9466 });
     expect(config.auth.keyEncryptionKey).toHaveLength(32);
   });
 });

@@ -2,6 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../lib/env.ts";
 import { useHarness } from "../harness.ts";
 
 const ISSUER = "https://idp.test.example";
@@ -64,5 +65,26 @@ describe("a trusted external identity provider", () => {
 
   it("still accepts loraplane's own tokens", async () => {
     expect((await h.request("GET", "/admin/tenants", { token: await h.adminToken() })).status).toBe(200);
+  });
+});
+
+describe("an external identity provider is not trusted with operator power by default", () => {
+  it("refuses its token without a tenant (it would be an operator) and never lets it carry admin", async () => {
+    const operatorLike = await idpToken({ permissions: ["admin", "usage:read"] });
+    const res = await h.request<{ detail: string }>("GET", "/admin/tenants", { token: operatorLike });
+    expect(res.status).toBe(401);
+    expect(res.body.detail).toMatch(/tenant/);
+  });
+
+  it("refuses to start with an external issuer equal to loraplane's own", () => {
+    expect(() =>
+      parseConfig({
+        KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"),
+        JWT_ISSUER: "loraplane",
+        EXTERNAL_JWT_ISSUER: "loraplane",
+        EXTERNAL_JWT_AUDIENCE: AUDIENCE,
+        EXTERNAL_JWT_JWKS_URL: "http://127.0.0.1:1/jwks",
+      }),
+    ).toThrow(/EXTERNAL_JWT_ISSUER/);
   });
 });

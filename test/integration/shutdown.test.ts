@@ -56,6 +56,7 @@ describe("graceful shutdown", () => {
         S3_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
         KEY_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString("base64"),
         SHUTDOWN_TIMEOUT_MS: "5000",
+        API_METRICS_PORT: "0",
       },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -12,7 +12,7 @@ import {
 } from "../../../db/queries/replicas.ts";
 import { AppError, ConflictError, NotFoundError } from "../../../lib/errors.ts";
 import type { AppEnv } from "../../deps.ts";
-import { requireScope } from "../../middleware/auth.ts";
+import { requireAnyScope, requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";
 import {
   CreateReplicaBody,
@@ -33,8 +33,9 @@ const createReplicaRoute = createRoute({
   path: "/admin/replicas",
   tags: ["fleet"],
   summary: "Register a vLLM replica (started with --enable-lora and runtime LoRA updating)",
+  description: "An operator, or a replica's agent with a token of scope `replicas:register` only.",
   security: bearerSecurity,
-  middleware: admin,
+  middleware: requireAnyScope(["admin", "replicas:register"]),
   request: { body: { required: true, content: { "application/json": { schema: CreateReplicaBody } } } },
   responses: { 201: json(Replica, "The registered replica"), ...errorResponses, ...conflictResponse },
 });
