@@ -12,6 +12,12 @@ import { SafetensorsHeaderReader } from "./validate/safetensors.ts";
 const CONFIG_MAX_BYTES = 1024 * 1024;
 /** Ceiling for one adapter file whatever the tenant's limit (a rank-512 fp32 all-linear 70B is ~11 GB). */
 export const ADAPTER_MAX_BYTES = 16 * 1024 ** 3;
+/**
+ * After a refusal the rest of the body is read and dropped, so that the client, still sending, gets
+ * the answer instead of a reset connection; past this much, or this long, the connection is cut.
+ */
+const DRAIN_MAX_BYTES = 1024 ** 3;
+const DRAIN_MAX_MS = 60_000;
 /** Multipart framing and the config part ride on top of the weights in Content-Length. */
 const MULTIPART_SLACK_BYTES = CONFIG_MAX_BYTES + 64 * 1024;
 
@@ -144,6 +150,22 @@ export async function receiveAdapterFiles(
   }
 }
 
+/** Reads what the client still sends and drops it, within bounds (see DRAIN_MAX_BYTES). */
+function discardRest(source: Readable): void {
+  let dropped = 0;
+  const cut = setTimeout(() => source.destroy(), DRAIN_MAX_MS);
+  cut.unref();
+  source.on("data", (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > DRAIN_MAX_BYTES) {
+      source.destroy();
+    }
+  });
+  source.once("close", () => clearTimeout(cut));
+  source.once("error", () => clearTimeout(cut));
+  source.resume();
+}
+
 async function parseParts(
   store: AdapterStore,
   input: ReceiveAdapterInput,
@@ -186,9 +208,14 @@ async function parseParts(
       "abort",
       () => {
         failure ??= ctx.abort.signal.reason;
-        source.destroy();
+        source.unpipe(busboy);
         tap?.destroy();
         busboy.destroy();
+        if (input.signal.aborted) {
+          source.destroy();
+        } else {
+          discardRest(source);
+        }
         settle();
       },
       { once: true },

@@ -1,0 +1,112 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
+import { startHttp } from "../../api/runtime.ts";
+import type { Closer } from "../../lib/shutdown.ts";
+import { configBuffer } from "../fixtures/generate.ts";
+import { useHarness } from "../harness.ts";
+
+// An upload refused before its whole body was read must still hand the client its 422: the server
+// reads (and drops) the rest instead of resetting the connection under the client's feet.
+const h = useHarness();
+const run = promisify(execFile);
+const BASE = SEEDED_BASE_MODELS.find((b) => b.id === "llama-3.1-8b-instruct-awq") ?? SEEDED_BASE_MODELS[0];
+let url = "";
+let http: Closer;
+let dir = "";
+let token = "";
+
+beforeAll(async () => {
+  const started = await startHttp(h.deps);
+  url = started.url;
+  http = started.closer;
+  dir = await mkdtemp(join(tmpdir(), "loraplane-refusals-"));
+  const tenant = await h.newTenant();
+  token = await tenant.token();
+  const created = await h.request("POST", "/v1/adapters", {
+    token,
+    body: { name: "refused", base_model: BASE?.id },
+  });
+  expect(created.status).toBe(201);
+});
+afterAll(async () => {
+  await http?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** The weights part: `size` bytes, starting with a safetensors header length of 2^62 when `hugeHeader`. */
+function weights(size: number, hugeHeader: boolean): Buffer {
+  const body = randomBytes(size);
+  if (hugeHeader) {
+    body.writeBigUInt64LE(1n << 62n, 0);
+    body[8] = 0x7b;
+  }
+  return body;
+}
+
+const cases = [
+  { name: "a DoRA config", config: { use_dora: true }, hugeHeader: false, path: "adapter_config" },
+  {
+    name: "a rank above the base's maximum",
+    config: { r: 128, lora_alpha: 256 },
+    hugeHeader: false,
+    path: "adapter_config",
+  },
+  {
+    name: "a config with modules_to_save",
+    config: { modules_to_save: ["lm_head"] },
+    hugeHeader: false,
+    path: "adapter_config",
+  },
+  { name: "a weights header claiming 2^62 bytes", config: {}, hugeHeader: true, path: "adapter_model" },
+] as const;
+const sizes = [5 * 1024 * 1024, 50 * 1024 * 1024];
+
+describe.each(sizes)("an upload refused early, with %i bytes of weights behind it", (size) => {
+  it.each(cases)("answers $name with its 422 to Node's fetch", async ({ config, hugeHeader, path }) => {
+    const form = new FormData();
+    form.append(
+      "adapter_config",
+      new Blob([configBuffer(BASE!, { rank: 8, config })]),
+      "adapter_config.json",
+    );
+    form.append("adapter_model", new Blob([weights(size, hugeHeader)]), "adapter_model.safetensors");
+    const res = await fetch(`${url}/v1/adapters/refused/versions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: form,
+    });
+    expect(res.status).toBe(422);
+    expect(res.headers.get("content-type")).toContain("application/problem+json");
+    const problem = (await res.json()) as { errors: { path: string }[] };
+    expect(problem.errors.some((e) => e.path.startsWith(path))).toBe(true);
+  });
+
+  it.each(cases)("answers $name with its 422 to curl", async ({ config, hugeHeader, path }) => {
+    const configFile = join(dir, `config-${size}.json`);
+    const modelFile = join(dir, `model-${size}.safetensors`);
+    await writeFile(configFile, configBuffer(BASE!, { rank: 8, config }));
+    await writeFile(modelFile, weights(size, hugeHeader));
+    const { stdout } = await run("curl", [
+      "-sS",
+      "-w",
+      "\n%{http_code}",
+      "-H",
+      `authorization: Bearer ${token}`,
+      "-F",
+      `adapter_config=@${configFile};type=application/json`,
+      "-F",
+      `adapter_model=@${modelFile}`,
+      `${url}/v1/adapters/refused/versions`,
+    ]);
+    const lines = stdout.trim().split("\n");
+    expect(lines.at(-1)).toBe("422");
+    const problem = JSON.parse(lines.slice(0, -1).join("\n")) as { errors: { path: string }[] };
+    expect(problem.errors.some((e) => e.path.startsWith(path))).toBe(true);
+  });
+});
