@@ -5,11 +5,20 @@ import Busboy from "busboy";
 import { AppError, type FieldProblem } from "../lib/errors.ts";
 import type { AdapterStore } from "./storage.ts";
 import type { BaseModelSpec } from "./validate/base-spec.ts";
-import { type AdapterSummary, checkAdapterConfig, validateAdapter } from "./validate/index.ts";
+import type { HeaderJob, HeaderValidationPool } from "./validate/header-pool.ts";
+import { type AdapterSummary, checkAdapterConfig } from "./validate/index.ts";
 import { SafetensorsHeaderReader } from "./validate/safetensors.ts";
 
 /** adapter_config.json is small; anything larger is not a PEFT config. */
 const CONFIG_MAX_BYTES = 1024 * 1024;
+/**
+ * The largest safetensors header an upload may have. A PEFT LoRA's header lists two tensors per
+ * adapted module per layer, about 140 bytes each: all seven linear modules of a 126-layer model
+ * (Llama 3.1 405B) make 1,764 entries, about 250 KB. Eight times that leaves room for any real
+ * adapter, while a header a tenant inflates on purpose stays small enough to parse in about a second
+ * (off the event loop, see HeaderValidationPool).
+ */
+export const UPLOAD_MAX_HEADER_BYTES = 2 * 1024 * 1024;
 /** Ceiling for one adapter file whatever the tenant's limit (a rank-512 fp32 all-linear 70B is ~11 GB). */
 export const ADAPTER_MAX_BYTES = 16 * 1024 ** 3;
 /**
@@ -40,19 +49,37 @@ export interface ReceiveAdapterInput {
   body: Readable | ReadableStream<Uint8Array> | null;
   /** Fires when the client goes away: the upload is aborted and nothing is left behind. */
   signal: AbortSignal;
+  /** Parses and checks the safetensors header off the event loop. */
+  validator: HeaderValidationPool;
 }
 
 const unprocessable = (message: string, errors: FieldProblem[] = []) =>
   new AppError("UNPROCESSABLE", message, { errors });
 
-/** Hashes and measures the weights on their way to S3, feeding the header reader as they pass. */
+/**
+ * Hashes and measures the weights on their way to S3, feeding the header reader as they pass; once
+ * the header is whole it goes to a worker thread to be parsed (once) and checked.
+ */
 class WeightsTap extends Transform {
   readonly hash = createHash("sha256");
-  readonly reader = new SafetensorsHeaderReader();
+  readonly reader = new SafetensorsHeaderReader({
+    maxHeaderBytes: UPLOAD_MAX_HEADER_BYTES,
+    parseJson: false,
+  });
+  job: HeaderJob | null = null;
+  private readonly onHeader: (bytes: Uint8Array) => HeaderJob;
+
+  constructor(onHeader: (bytes: Uint8Array) => HeaderJob) {
+    super();
+    this.onHeader = onHeader;
+  }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.hash.update(chunk);
     const state = this.reader.push(chunk);
+    if (state.state === "complete" && this.job === null) {
+      this.job = this.onHeader(state.headerBytes.slice());
+    }
     if (state.state === "rejected") {
       callback(
         unprocessable(
@@ -100,8 +127,16 @@ export async function receiveAdapterFiles(
     abort.abort(new AppError("VALIDATION", "the client disconnected during the upload"));
   input.signal.addEventListener("abort", onClientGone, { once: true });
 
+  const jobs: { current: HeaderJob | null } = { current: null };
   try {
-    const received = await parseParts(store, input, { limit, modelKey, abort });
+    const received = await parseParts(store, input, {
+      limit,
+      modelKey,
+      abort,
+      onJob: (job) => {
+        jobs.current = job;
+      },
+    });
     if (received.configText === null || received.tap === null) {
       const missing = [
         received.configText === null && "adapter_config",
@@ -116,15 +151,14 @@ export async function receiveAdapterFiles(
     }
     const { tap, configText } = received;
     const end = tap.reader.end();
-    if (end.state === "rejected") {
-      throw unprocessable("adapter_model is not a valid safetensors file", end.errors);
+    if (end.state === "rejected" || tap.job === null) {
+      throw unprocessable(
+        "adapter_model is not a valid safetensors file",
+        end.state === "rejected" ? end.errors : [],
+      );
     }
-    const result = validateAdapter({
-      configText,
-      header: end.state === "complete" ? end.headerBytes : new Uint8Array(0),
-      totalSize: tap.reader.bytesSeen,
-      base: input.base,
-    });
+    const job = tap.job;
+    const result = await job.finish({ configText, totalSize: tap.reader.bytesSeen, base: input.base });
     if (!result.ok) {
       throw unprocessable(
         `the adapter does not fit base model '${input.base.id}': ${result.errors.length} problem(s)`,
@@ -142,6 +176,7 @@ export async function receiveAdapterFiles(
     };
   } catch (error) {
     abort.abort(error);
+    jobs.current?.drop();
     // The multipart upload is aborted above; an object that did complete, and the config, go here.
     await store.delete([modelKey, configKey]).catch(() => {});
     throw error;
@@ -150,8 +185,14 @@ export async function receiveAdapterFiles(
   }
 }
 
-/** Reads what the client still sends and drops it, within bounds (see DRAIN_MAX_BYTES). */
-function discardRest(source: Readable): void {
+/**
+ * Reads what the client still sends and drops it, within bounds (see DRAIN_MAX_BYTES), so that an
+ * answer sent before the body's end reaches the client. A body already being read is left alone.
+ */
+export function discardRest(source: Readable): void {
+  if (source.readableEnded || source.destroyed || source.listenerCount("data") > 0) {
+    return;
+  }
   let dropped = 0;
   const cut = setTimeout(() => source.destroy(), DRAIN_MAX_MS);
   cut.unref();
@@ -169,7 +210,7 @@ function discardRest(source: Readable): void {
 async function parseParts(
   store: AdapterStore,
   input: ReceiveAdapterInput,
-  ctx: { limit: number; modelKey: string; abort: AbortController },
+  ctx: { limit: number; modelKey: string; abort: AbortController; onJob: (job: HeaderJob) => void },
 ): Promise<{ configText: string | null; tap: WeightsTap | null }> {
   const body = input.body;
   if (!body) {
@@ -291,7 +332,17 @@ async function parseParts(
           );
           return;
         }
-        const current = new WeightsTap();
+        const current = new WeightsTap((bytes) => {
+          const job = input.validator.begin(bytes, UPLOAD_MAX_HEADER_BYTES);
+          ctx.onJob(job);
+          // A header that is wrong on its own fails the upload now, not after the rest of the weights.
+          job.early.then((errors) => {
+            if (errors.length > 0) {
+              fail(unprocessable("adapter_model is not a valid safetensors file", errors));
+            }
+          }, fail);
+          return job;
+        });
         tap = current;
         stream.on("limit", () =>
           fail(

@@ -2,6 +2,7 @@ import type { IncomingMessage } from "node:http";
 import type { Queue } from "bullmq";
 import type { Dispatcher } from "undici";
 import type { AdapterStore } from "../adapters/storage.ts";
+import type { HeaderValidationPool } from "../adapters/validate/header-pool.ts";
 import type { Database } from "../db/client.ts";
 import type { BaseModelRow } from "../db/queries/base-models.ts";
 import type { Config } from "../lib/env.ts";
@@ -15,6 +16,7 @@ import type { ModelResolver } from "./gateway/model-resolver.ts";
 import type { RateLimiter } from "./gateway/rate-limit.ts";
 import type { GatewayRouter } from "./gateway/router.ts";
 import type { UsageSink } from "./gateway/usage.ts";
+import type { UploadSlots } from "./upload-slots.ts";
 
 /** Everything a request handler may use, built once per process in main.ts (or per test file). */
 export interface AppDeps {
@@ -38,6 +40,7 @@ export interface AppDeps {
     baseModel: (baseModelId: string) => Promise<BaseModelRow | undefined>;
   };
   usage: UsageSink;
+  uploads: { validator: HeaderValidationPool; slots: UploadSlots };
 }
 
 export interface AppEnv {

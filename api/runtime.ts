@@ -1,9 +1,10 @@
-import { createServer } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { serve } from "@hono/node-server";
 import { Gauge } from "prom-client";
 import { Agent } from "undici";
 import { createAdapterCleanupQueue } from "../adapters/cleanup.ts";
 import { createS3Storage } from "../adapters/storage.ts";
+import { HeaderValidationPool } from "../adapters/validate/header-pool.ts";
 import { createDbHandle } from "../db/client.ts";
 import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
 import { upsertBaseModel } from "../db/queries/base-models.ts";
@@ -27,6 +28,7 @@ import { RateLimiter } from "./gateway/rate-limit.ts";
 import { GatewayRouter } from "./gateway/router.ts";
 import { baseModelFromBody } from "./routes/base-models/schema.ts";
 import { SEED_BASE_MODELS } from "./routes/base-models/seeds.ts";
+import { UploadSlots } from "./upload-slots.ts";
 
 /** Builds every dependency of the API process; closers are in the order shutdown must run them. */
 export async function buildDeps(
@@ -106,6 +108,7 @@ export async function buildDeps(
       this.set({ mode: emitter.mode }, 1);
     },
   });
+  const validator = new HeaderValidationPool(2);
   const deps: AppDeps = {
     config,
     logger,
@@ -125,6 +128,7 @@ export async function buildDeps(
       budgets,
       baseModel,
     },
+    uploads: { validator, slots: new UploadSlots(config.uploads.maxConcurrentPerTenant) },
     usage: new MeteringUsageSink({
       emitter,
       metrics,
@@ -149,6 +153,7 @@ export async function buildDeps(
     },
     { name: "postgres", close: () => dbHandle.close() },
     { name: "s3", close: async () => store.close() },
+    { name: "header-workers", close: () => validator.close() },
   ];
   return { deps, closers };
 }
@@ -205,8 +210,43 @@ export async function startHttp(deps: AppDeps): Promise<{ url: string; closer: C
   const { host, port } = deps.config.http;
   const metrics = await startMetricsServer(deps);
   const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
+    // No limit on a request's total time (a multi-GB upload on a slow link may take hours); instead a
+    // request whose body stops arriving for idleTimeoutMs is cut, below.
+    const s = serve(
+      {
+        fetch: app.fetch,
+        hostname: host,
+        port,
+        serverOptions: { requestTimeout: 0, headersTimeout: 60_000 },
+      },
+      () => resolve(s),
+    );
     s.once("error", reject);
+  });
+  const idleMs = deps.config.http.idleTimeoutMs;
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    // Only while the request's body is read: a long response (a queued completion) is not idleness.
+    if (req.complete) {
+      return;
+    }
+    const socket = req.socket;
+    const cut = () => socket.destroy();
+    const clear = () => {
+      socket.setTimeout(0);
+      socket.off("timeout", cut);
+    };
+    socket.setTimeout(idleMs, cut);
+    req.once("end", clear);
+    req.once("close", clear);
+    // After an early answer Node reads the rest of the body, and sets the socket's keep-alive timeout:
+    // the body must still keep coming.
+    res.once("finish", () =>
+      setImmediate(() => {
+        if (!req.complete && !socket.destroyed) {
+          socket.setTimeout(idleMs);
+        }
+      }),
+    );
   });
   const address = server.address();
   const boundPort = typeof address === "object" && address ? address.port : port;

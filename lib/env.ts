@@ -67,6 +67,8 @@ export const EnvSchema = z.object({
   GATEWAY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(2),
   GATEWAY_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(300_000),
   GATEWAY_BODY_TIMEOUT_MS: z.coerce.number().int().min(100).default(120_000),
+  UPLOAD_MAX_CONCURRENT_PER_TENANT: z.coerce.number().int().min(1).max(100).default(4),
+  HTTP_IDLE_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
   GATEWAY_MAX_BODY_BYTES: z.coerce
     .number()
     .int()
@@ -100,8 +102,19 @@ export type Env = z.infer<typeof EnvSchema>;
 export interface Config {
   nodeEnv: Env["NODE_ENV"];
   log: { level: Env["LOG_LEVEL"] };
-  /** `metricsPort`: the API's own port for /metrics alone (0: off), on `host`, never behind the ingress. */
-  http: { host: string; port: number; publicUrl: string | undefined; metricsPort: number };
+  /**
+   * `metricsPort`: the API's own port for /metrics alone (0: off), on `host`, never behind the ingress.
+   * `idleTimeoutMs`: a request whose body stops arriving for this long is cut (a slow upload that keeps
+   * sending is not: there is no limit on a request's total time).
+   */
+  http: {
+    host: string;
+    port: number;
+    publicUrl: string | undefined;
+    metricsPort: number;
+    idleTimeoutMs: number;
+  };
+  uploads: { maxConcurrentPerTenant: number };
   db: { url: string; poolSize: number };
   redis: { url: string; prefix: string };
   s3: {
@@ -281,7 +294,14 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
   return {
     nodeEnv: env.NODE_ENV,
     log: { level: env.LOG_LEVEL },
-    http: { host: env.HOST, port: env.PORT, publicUrl: env.PUBLIC_URL, metricsPort: env.API_METRICS_PORT },
+    http: {
+      host: env.HOST,
+      port: env.PORT,
+      publicUrl: env.PUBLIC_URL,
+      metricsPort: env.API_METRICS_PORT,
+      idleTimeoutMs: env.HTTP_IDLE_TIMEOUT_MS,
+    },
+    uploads: { maxConcurrentPerTenant: env.UPLOAD_MAX_CONCURRENT_PER_TENANT },
     db: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
     redis: { url: env.REDIS_URL, prefix: env.REDIS_PREFIX },
     s3: s3Config(env),

@@ -6,7 +6,7 @@ import {
   parsePeftConfig,
   resolveLoraTargets,
 } from "./peft-config.ts";
-import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "./safetensors.ts";
+import { type HeaderParse, MAX_HEADER_BYTES, parseSafetensorsHeader } from "./safetensors.ts";
 import { checkAdapterTensors, type LoraDtype } from "./tensors.ts";
 
 export type { BaseModelArchitectureSpec, BaseModelSpec, LoraLinearModule } from "./base-spec.ts";
@@ -96,17 +96,33 @@ export function validateAdapter(
   input: ValidateAdapterInput,
   options: ValidateAdapterOptions = {},
 ): ValidateAdapterResult {
-  const { config, errors } = checkAdapterConfig(input.configText, input.base);
   const parsed = parseSafetensorsHeader(
     input.header,
     input.totalSize,
     options.maxHeaderBytes ?? MAX_HEADER_BYTES,
   );
-  errors.push(...parsed.errors);
+  return assessAdapter(input.configText, parsed, input.base, options);
+}
+
+/** `validateAdapter` for a header already parsed (see `parseHeaderPrefix` and `completeHeaderParse`). */
+export function assessAdapter(
+  configText: string,
+  parsed: HeaderParse,
+  base: BaseModelSpec,
+  options: ValidateAdapterOptions = {},
+): ValidateAdapterResult {
+  const input = { base };
+  const { config, errors } = checkAdapterConfig(configText, base);
+  // One at a time: a hostile header yields hundreds of thousands of errors, too many to spread.
+  for (const e of parsed.errors) {
+    errors.push(e);
+  }
   let dtype: LoraDtype | null = null;
   if (parsed.header !== null) {
     const tensors = checkAdapterTensors(parsed.header, input.base, config);
-    errors.push(...tensors.errors);
+    for (const e of tensors.errors) {
+      errors.push(e);
+    }
     dtype = tensors.dtype;
   }
 

@@ -117,7 +117,8 @@ function checkHeaderLength(
     return problem(
       FILE,
       "header_length",
-      `expected at most ${maxHeaderBytes} bytes (the safetensors limit), found ${length}: not a safetensors file, or a corrupt one`,
+      `expected at most ${maxHeaderBytes} bytes (the ${maxHeaderBytes === MAX_HEADER_BYTES ? "safetensors" : "adapter header"} limit), ` +
+        `found ${length}: not a safetensors file, or a corrupt one`,
     );
   }
   if (totalSize !== null && 8n + length > BigInt(totalSize)) {
@@ -337,6 +338,48 @@ export function checkDataLayout(header: SafetensorsHeader, totalSize: number): V
 }
 
 /**
+ * Parses a complete header (the file's first 8 + N bytes) before the file's size is known: the
+ * checks that need it are `completeHeaderParse`'s. Together they equal `parseSafetensorsHeader`.
+ */
+export function parseHeaderPrefix(bytes: Uint8Array, maxHeaderBytes: number = MAX_HEADER_BYTES): HeaderParse {
+  const foreign = detectForeignFormat(bytes, maxHeaderBytes);
+  if (foreign !== null) {
+    return { header: null, errors: [foreign] };
+  }
+  if (bytes.length < 8) {
+    throw new RangeError(`need the 8-byte header length, got ${bytes.length} bytes`);
+  }
+  const length = readU64(bytes);
+  const lengthError = checkHeaderLength(length, null, maxHeaderBytes);
+  if (lengthError !== null) {
+    return { header: null, errors: [lengthError] };
+  }
+  const n = Number(length);
+  if (bytes.length < 8 + n) {
+    throw new RangeError(
+      `need the first ${8 + n} bytes of the file (8 + header length), got ${bytes.length}`,
+    );
+  }
+  return parseHeaderJson(bytes, n);
+}
+
+/** The checks of a header parsed by `parseHeaderPrefix` that need the file's size. */
+export function completeHeaderParse(parsed: HeaderParse, totalSize: number): HeaderParse {
+  if (parsed.header === null) {
+    return parsed;
+  }
+  const lengthError = checkHeaderLength(
+    BigInt(parsed.header.headerLength),
+    totalSize,
+    Number.MAX_SAFE_INTEGER,
+  );
+  if (lengthError !== null) {
+    return { header: null, errors: [...parsed.errors, lengthError] };
+  }
+  return { header: parsed.header, errors: [...parsed.errors, ...checkDataLayout(parsed.header, totalSize)] };
+}
+
+/**
  * Parses and checks the safetensors header of a `totalSize`-byte file given its leading bytes
  * (at least the first 8 + N, or the whole file when it is shorter than its header claims).
  */
@@ -395,14 +438,17 @@ export type HeaderReadState =
  */
 export class SafetensorsHeaderReader {
   readonly #maxHeaderBytes: number;
+  readonly #parseJson: boolean;
   #buffer = new Uint8Array(64);
   #filled = 0;
   #target = SNIFF_BYTES;
   #seen = 0;
   #state: HeaderReadState = { state: "need-more" };
 
-  constructor(options: { maxHeaderBytes?: number } = {}) {
+  /** `parseJson: false`: only collects the header's bytes (the caller parses them elsewhere, once). */
+  constructor(options: { maxHeaderBytes?: number; parseJson?: boolean } = {}) {
     this.#maxHeaderBytes = options.maxHeaderBytes ?? MAX_HEADER_BYTES;
+    this.#parseJson = options.parseJson ?? true;
   }
 
   /** Every byte pushed so far, kept or not: the file size once the stream has ended. */
@@ -483,10 +529,12 @@ export class SafetensorsHeaderReader {
     if (this.#filled < 8 + n) {
       return;
     }
-    const parsed = parseHeaderJson(prefix, n);
-    if (parsed.header === null) {
-      this.#reject(parsed.errors);
-      return;
+    if (this.#parseJson) {
+      const parsed = parseHeaderJson(prefix, n);
+      if (parsed.header === null) {
+        this.#reject(parsed.errors);
+        return;
+      }
     }
     this.#state = { state: "complete", headerLength: n, headerBytes: prefix.subarray(0, 8 + n) };
   }

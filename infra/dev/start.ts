@@ -168,7 +168,9 @@ say(`  API           ${http.url}`);
 say(`  console       ${http.url}/console  (paste the admin token below)`);
 say(`  OpenAPI       ${http.url}/openapi.json`);
 say(`  readiness     ${http.url}/readyz`);
-say(`  metrics       http://${config.http.host}:${config.http.metricsPort}/metrics (no token; on the API port it wants the admin token)`);
+say(
+  `  metrics       http://${config.http.host}:${config.http.metricsPort}/metrics (no token; on the API port it wants the admin token)`,
+);
 say(`  S3            ${config.s3.endpoint ?? "(AWS default)"} bucket ${config.s3.bucket}`);
 say(`  usage Redis   ${config.usage.redis.url} (append-only, fsync per write: usage events survive a crash)`);
 for (const [i, replica] of fleet.replicas.entries()) {

@@ -110,3 +110,84 @@ describe.each(sizes)("an upload refused early, with %i bytes of weights behind i
     expect(problem.errors.some((e) => e.path.startsWith(path))).toBe(true);
   });
 });
+
+/** An upload whose body arrives a chunk every `everyMs` until `stop` is called (or forever). */
+function trickle(everyMs: number) {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const boundary = "----trickle";
+  const head = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="adapter_config"; filename="adapter_config.json"\r\n\r\n` +
+      `${configBuffer(BASE!, { rank: 8 }).toString()}\r\n--${boundary}\r\n` +
+      'Content-Disposition: form-data; name="adapter_model"; filename="adapter_model.safetensors"\r\n\r\n',
+  );
+  // The weights start a 1 MiB header, then come as JSON whitespace: the header is never complete.
+  const start = Buffer.alloc(9);
+  start.writeBigUInt64LE(1024n * 1024n, 0);
+  start[8] = 0x7b;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(Buffer.concat([head, start]));
+      timer = setInterval(() => {
+        if (!stopped) {
+          controller.enqueue(Buffer.alloc(1024, 0x20));
+        }
+      }, everyMs);
+    },
+    cancel() {
+      clearInterval(timer);
+    },
+  });
+  return {
+    body,
+    contentType: `multipart/form-data; boundary=${boundary}`,
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
+}
+
+describe("uploads that take their time", () => {
+  it("refuses a tenant's fifth concurrent upload with 429 and Retry-After, and takes one again when a slot frees", async () => {
+    const tenant = await h.newTenant();
+    const own = await tenant.token();
+    expect(
+      (await h.request("POST", "/v1/adapters", { token: own, body: { name: "busy", base_model: BASE?.id } }))
+        .status,
+    ).toBe(201);
+    const controllers: AbortController[] = [];
+    const slow = Array.from({ length: 4 }, () => {
+      const upload = trickle(100);
+      const controller = new AbortController();
+      controllers.push(controller);
+      return fetch(`${url}/v1/adapters/busy/versions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${own}`, "content-type": upload.contentType },
+        body: upload.body,
+        duplex: "half",
+        signal: controller.signal,
+      } as RequestInit).catch(() => null);
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    const fifth = await fetch(`${url}/v1/adapters/busy/versions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${own}` },
+      body: new FormData(),
+    });
+    expect(fifth.status).toBe(429);
+    expect(fifth.headers.get("retry-after")).toBe("5");
+    expect(await fifth.json()).toMatchObject({ code: "too_many_uploads" });
+    for (const c of controllers) {
+      c.abort();
+    }
+    await Promise.all(slow);
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await fetch(`${url}/v1/adapters/busy/versions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${own}` },
+      body: new FormData(),
+    });
+    expect(again.status).toBe(422); // taken (and refused for its missing parts), not 429
+  });
+});

@@ -51,7 +51,13 @@ describe("configuration", () => {
 
   it("applies documented defaults", () => {
     const config = parseConfig({ KEY_ENCRYPTION_KEY: KEY });
-    expect(config.http).toEqual({ host: "127.0.0.1", port: 8080, publicUrl: undefined, metricsPort: 9466 });
+    expect(config.http).toEqual({
+      host: "127.0.0.1",
+      port: 8080,
+      publicUrl: undefined,
+      metricsPort: 9466,
+      idleTimeoutMs: 60_000,
+    });
     expect(config.auth.keyEncryptionKey).toHaveLength(32);
   });
 });

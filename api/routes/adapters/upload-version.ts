@@ -1,6 +1,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "@hono/zod-openapi";
-import { receiveAdapterFiles } from "../../../adapters/upload.ts";
+import type { Context } from "hono";
+import { discardRest, receiveAdapterFiles } from "../../../adapters/upload.ts";
 import { getAdapterByName, insertReadyVersion } from "../../../db/queries/adapters.ts";
 import { recordAudit } from "../../../db/queries/audit-log.ts";
 import { getBaseModel } from "../../../db/queries/base-models.ts";
@@ -25,6 +26,20 @@ export function isUploadRequest(method: string, path: string): boolean {
  */
 export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
   app.post(UPLOAD_PATH, requireScope("adapters:write"), async (c) => {
+    try {
+      return await uploadVersion(c);
+    } catch (error) {
+      // Refused before the whole body was read: the rest is read and dropped, so the client, still
+      // sending, receives the answer instead of a reset connection.
+      const incoming = c.env?.incoming;
+      if (incoming) {
+        discardRest(incoming);
+      }
+      throw error;
+    }
+  });
+
+  async function uploadVersion(c: Context<AppEnv>) {
     const parsedName = AdapterName.safeParse(c.req.param("name"));
     if (!parsedName.success) {
       throw new ValidationError("the adapter name in the path is invalid", [
@@ -33,7 +48,7 @@ export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
     }
     const name = parsedName.data;
     const tenantId = tenantScope(c.var.principal, undefined);
-    const { db, store } = c.var.deps;
+    const { db } = c.var.deps;
     const adapter = await getAdapterByName(db, { tenantId, name });
     if (!adapter) {
       throw new NotFoundError("adapter", name);
@@ -45,9 +60,30 @@ export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
     if (!base || !tenant) {
       throw new AppError("INTERNAL", `adapter '${name}' references a missing base model or tenant`);
     }
+    const release = c.var.deps.uploads.slots.acquire(tenantId);
+    try {
+      return await storeVersion(c, { tenantId, name, adapter, base, tenant });
+    } finally {
+      release();
+    }
+  }
+
+  async function storeVersion(
+    c: Context<AppEnv>,
+    ctx: {
+      tenantId: string;
+      name: string;
+      adapter: NonNullable<Awaited<ReturnType<typeof getAdapterByName>>>;
+      base: NonNullable<Awaited<ReturnType<typeof getBaseModel>>>;
+      tenant: NonNullable<Awaited<ReturnType<typeof getTenant>>>;
+    },
+  ) {
+    const { tenantId, name, adapter, base, tenant } = ctx;
+    const { db, store } = c.var.deps;
     const versionId = newId("ver");
     const contentLength = Number(c.req.header("content-length"));
     const files = await receiveAdapterFiles(store, {
+      validator: c.var.deps.uploads.validator,
       keyPrefix: `tenants/${tenantId}/adapters/${adapter.id}/${versionId}/`,
       base,
       maxBytes: tenant.maxAdapterBytes,
@@ -104,7 +140,7 @@ export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
       .publish({ type: "adapters-changed", tenantId })
       .catch((error) => c.var.logger.warn({ err: error }, "adapters-changed not published"));
     return c.json(toVersionDto(row), 201);
-  });
+  }
 
   app.openAPIRegistry.registerPath({
     method: "post",
