@@ -11,6 +11,7 @@ import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
 import type { AdapterStore } from "./storage.ts";
+import { sweepOrphanObjects } from "./storage-sweep.ts";
 
 export const ADAPTER_CLEANUP_QUEUE = "adapter-cleanup";
 
@@ -28,6 +29,8 @@ const jobOptions = {
 
 /** Sweep cadence: the database, not Redis, is the truth, so a lost job is found again. */
 const SWEEP_EVERY_MS = 60_000;
+/** Orphaned files (an upload that died between S3 and the database) are looked for this often. */
+const STORAGE_SWEEP_EVERY_MS = 60 * 60 * 1000;
 
 export function createAdapterCleanupQueue(config: Config["redis"]): Queue {
   return new Queue(ADAPTER_CLEANUP_QUEUE, {
@@ -94,6 +97,9 @@ export async function startAdapterCleanupWorker(
       if (job.name === "adapter.sweep") {
         return sweepDeletedAdapters(deps.db, queue);
       }
+      if (job.name === "storage.sweep") {
+        return (await sweepOrphanObjects(deps)).length;
+      }
       if (job.name !== "adapter.delete") {
         throw new UnrecoverableError(`unknown job '${job.name}'`);
       }
@@ -115,6 +121,11 @@ export async function startAdapterCleanupWorker(
     ),
   );
   await queue.upsertJobScheduler("adapter.sweep", { every: SWEEP_EVERY_MS }, { name: "adapter.sweep" });
+  await queue.upsertJobScheduler(
+    "storage.sweep",
+    { every: STORAGE_SWEEP_EVERY_MS },
+    { name: "storage.sweep" },
+  );
   await sweepDeletedAdapters(deps.db, queue);
   return {
     close: async () => {

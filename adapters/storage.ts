@@ -2,9 +2,12 @@ import type { Readable } from "node:stream";
 import {
   CreateBucketCommand,
   DeleteObjectsCommand,
+  GetBucketLifecycleConfigurationCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  type LifecycleRule,
   ListObjectsV2Command,
+  PutBucketLifecycleConfigurationCommand,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -27,8 +30,23 @@ export interface AdapterStore {
   get(key: string, signal?: AbortSignal): Promise<Readable | null>;
   delete(keys: string[]): Promise<void>;
   list(prefix: string): Promise<string[]>;
+  /** Objects under `prefix` with when they were written, `limit` at most (oldest pages first). */
+  listObjects(prefix: string, limit: number): Promise<{ key: string; lastModified: Date }[]>;
+  /**
+   * Sets the bucket's rule that aborts multipart uploads left incomplete (a process that died mid-upload)
+   * after a day. False when the server does not implement lifecycle rules (s3rver) or refuses.
+   */
+  ensureLifecycle(): Promise<boolean>;
   close(): void;
 }
+
+/** Multipart uploads a process left behind (it died mid-upload) are aborted by the bucket itself. */
+const ABORT_INCOMPLETE_UPLOADS: LifecycleRule = {
+  ID: "loraplane-abort-incomplete-uploads",
+  Status: "Enabled",
+  Filter: { Prefix: "" },
+  AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+};
 
 /** Multipart part size: an upload holds (UPLOAD_CONCURRENCY + 1) × UPLOAD_PART_SIZE of buffers. */
 const UPLOAD_PART_SIZE = 5 * 1024 * 1024;
@@ -113,6 +131,47 @@ export function createS3Storage(config: Config["s3"]): AdapterStore & { client: 
             }),
           );
         }
+      }
+    },
+    async listObjects(prefix, limit) {
+      const objects: { key: string; lastModified: Date }[] = [];
+      let token: string | undefined;
+      do {
+        const res = await client.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+        );
+        for (const item of res.Contents ?? []) {
+          if (item.Key && objects.length < limit) {
+            objects.push({ key: item.Key, lastModified: item.LastModified ?? new Date() });
+          }
+        }
+        token = res.IsTruncated && objects.length < limit ? res.NextContinuationToken : undefined;
+      } while (token);
+      return objects;
+    },
+    async ensureLifecycle() {
+      try {
+        // The bucket's other rules are kept: ours is added, or replaced by its id.
+        let rules: LifecycleRule[] = [];
+        try {
+          rules =
+            (await client.send(new GetBucketLifecycleConfigurationCommand({ Bucket: bucket }))).Rules ?? [];
+        } catch (error) {
+          if (!isStatus(error, 404)) {
+            throw error;
+          }
+        }
+        await client.send(
+          new PutBucketLifecycleConfigurationCommand({
+            Bucket: bucket,
+            LifecycleConfiguration: {
+              Rules: [...rules.filter((r) => r.ID !== ABORT_INCOMPLETE_UPLOADS.ID), ABORT_INCOMPLETE_UPLOADS],
+            },
+          }),
+        );
+        return true;
+      } catch {
+        return false;
       }
     },
     async list(prefix) {

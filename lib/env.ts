@@ -67,7 +67,7 @@ export const EnvSchema = z.object({
   GATEWAY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(2),
   GATEWAY_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(300_000),
   GATEWAY_BODY_TIMEOUT_MS: z.coerce.number().int().min(100).default(120_000),
-  UPLOAD_MAX_CONCURRENT_PER_TENANT: z.coerce.number().int().min(1).max(100).default(4),
+  UPLOAD_MAX_CONCURRENT_PER_TENANT: z.coerce.number().int().min(1).max(100).default(8),
   HTTP_IDLE_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
   GATEWAY_MAX_BODY_BYTES: z.coerce
     .number()

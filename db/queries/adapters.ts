@@ -236,3 +236,15 @@ export async function setAdapterPin(
     .returning();
   return row ?? null;
 }
+
+/** Which of `ids` are adapter versions (any tenant's, deleted or not): objects of others are orphans. */
+export async function existingVersionIds(db: Executor, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) {
+    return new Set();
+  }
+  const rows = await db
+    .select({ id: adapterVersions.id })
+    .from(adapterVersions)
+    .where(inArray(adapterVersions.id, ids));
+  return new Set(rows.map((r) => r.id));
+}

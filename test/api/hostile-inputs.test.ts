@@ -39,9 +39,10 @@ describe("model names a tenant controls", () => {
     processes.push(api);
     const token = await (await h.newTenant()).token();
     const send = async (from: number, count: number) => {
-      for (let i = from; i < from + count; i += 10) {
+      // Two at a time: what is measured is what the names leave behind, not how many bodies are in flight.
+      for (let i = from; i < from + count; i += 2) {
         const statuses = await Promise.all(
-          Array.from({ length: 10 }, async (_, k) => {
+          [0, 1].map(async (k) => {
             const res = await chat(api.url, token, `${i + k}-${"x".repeat(1024 * 1024)}`);
             await res.text();
             return res.status;
@@ -50,8 +51,8 @@ describe("model names a tenant controls", () => {
         expect(statuses.every((s) => s >= 400 && s < 500)).toBe(true);
       }
     };
-    // Warm up with the same traffic: the heap and the allocator grow to what 10 such requests in
-    // flight need; what is measured is what 500 more leave behind.
+    // Warm up with the same traffic: the heap and the allocator grow to what such requests in flight
+    // need; what is measured is what 500 more leave behind.
     await send(0, 100);
     const before = api.rss();
     await send(100, 500);

@@ -149,7 +149,7 @@ function trickle(everyMs: number) {
 }
 
 describe("uploads that take their time", () => {
-  it("refuses a tenant's fifth concurrent upload with 429 and Retry-After, and takes one again when a slot frees", async () => {
+  it("refuses a tenant's upload past its concurrent cap with 429 and Retry-After, and takes one again when a slot frees", async () => {
     const tenant = await h.newTenant();
     const own = await tenant.token();
     expect(
@@ -157,7 +157,8 @@ describe("uploads that take their time", () => {
         .status,
     ).toBe(201);
     const controllers: AbortController[] = [];
-    const slow = Array.from({ length: 4 }, () => {
+    const cap = h.config.uploads.maxConcurrentPerTenant;
+    const slow = Array.from({ length: cap }, () => {
       const upload = trickle(100);
       const controller = new AbortController();
       controllers.push(controller);
@@ -170,14 +171,14 @@ describe("uploads that take their time", () => {
       } as RequestInit).catch(() => null);
     });
     await new Promise((r) => setTimeout(r, 500));
-    const fifth = await fetch(`${url}/v1/adapters/busy/versions`, {
+    const oneMore = await fetch(`${url}/v1/adapters/busy/versions`, {
       method: "POST",
       headers: { authorization: `Bearer ${own}` },
       body: new FormData(),
     });
-    expect(fifth.status).toBe(429);
-    expect(fifth.headers.get("retry-after")).toBe("5");
-    expect(await fifth.json()).toMatchObject({ code: "too_many_uploads" });
+    expect(oneMore.status).toBe(429);
+    expect(oneMore.headers.get("retry-after")).toBe("5");
+    expect(await oneMore.json()).toMatchObject({ code: "too_many_uploads" });
     for (const c of controllers) {
       c.abort();
     }
