@@ -12,6 +12,7 @@ import type { Redis } from "../lib/redis.ts";
 import type { BudgetGuard } from "../metering/budgets.ts";
 import type { EventBus } from "../scheduler/events.ts";
 import type { KeyRing, Principal } from "./auth/key-ring.ts";
+import type { TenantCounters } from "./gateway/fair-share.ts";
 import type { ModelResolver } from "./gateway/model-resolver.ts";
 import type { RateLimiter } from "./gateway/rate-limit.ts";
 import type { GatewayRouter } from "./gateway/router.ts";
@@ -36,6 +37,9 @@ export interface AppDeps {
     dispatcher: Dispatcher;
     limiter: RateLimiter;
     budgets: BudgetGuard;
+    /** Per tenant in this process: requests in flight (capped), cold loads waited for (fair priority). */
+    inFlight: TenantCounters;
+    coldWaits: TenantCounters;
     /** A base model (its prices, its fallback), from the resolver's cache; undefined if unknown. */
     baseModel: (baseModelId: string) => Promise<BaseModelRow | undefined>;
   };

@@ -21,6 +21,7 @@ import { createPlacementQueue } from "../scheduler/queues.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
+import { TenantCounters } from "./gateway/fair-share.ts";
 import { registerFleetMetrics } from "./gateway/fleet-metrics.ts";
 import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
@@ -127,6 +128,8 @@ export async function buildDeps(
       limiter,
       budgets,
       baseModel,
+      inFlight: new TenantCounters(),
+      coldWaits: new TenantCounters(),
     },
     uploads: { validator, slots: new UploadSlots(config.uploads.maxConcurrentPerTenant) },
     usage: new MeteringUsageSink({

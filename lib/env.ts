@@ -67,6 +67,8 @@ export const EnvSchema = z.object({
   GATEWAY_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(2),
   GATEWAY_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(300_000),
   GATEWAY_BODY_TIMEOUT_MS: z.coerce.number().int().min(100).default(120_000),
+  TENANT_DEFAULT_MAX_CONCURRENT_REQUESTS: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  TENANT_DEFAULT_COLD_LOADS_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(60),
   UPLOAD_MAX_CONCURRENT_PER_TENANT: z.coerce.number().int().min(1).max(100).default(8),
   HTTP_IDLE_TIMEOUT_MS: z.coerce.number().int().min(100).default(60_000),
   GATEWAY_MAX_BODY_BYTES: z.coerce
@@ -115,6 +117,8 @@ export interface Config {
     idleTimeoutMs: number;
   };
   uploads: { maxConcurrentPerTenant: number };
+  /** What a tenant whose limit is null gets. */
+  tenantDefaults: { maxConcurrentRequests: number; coldLoadsPerMinute: number };
   db: { url: string; poolSize: number };
   redis: { url: string; prefix: string };
   s3: {
@@ -302,6 +306,10 @@ export function parseConfig(source: Record<string, string | undefined>): Config 
       idleTimeoutMs: env.HTTP_IDLE_TIMEOUT_MS,
     },
     uploads: { maxConcurrentPerTenant: env.UPLOAD_MAX_CONCURRENT_PER_TENANT },
+    tenantDefaults: {
+      maxConcurrentRequests: env.TENANT_DEFAULT_MAX_CONCURRENT_REQUESTS,
+      coldLoadsPerMinute: env.TENANT_DEFAULT_COLD_LOADS_PER_MINUTE,
+    },
     db: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
     redis: { url: env.REDIS_URL, prefix: env.REDIS_PREFIX },
     s3: s3Config(env),

@@ -13,6 +13,8 @@ export interface PlacementRequest {
 export interface LoadJob {
   replicaId: string;
   adapterVersionId: string;
+  /** Whose load (fair queuing between tenants); absent on jobs queued by an earlier release. */
+  tenantId?: string;
 }
 export interface UnloadJob {
   replicaId: string;

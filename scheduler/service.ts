@@ -11,11 +11,13 @@ import {
   upsertPlacement,
 } from "../db/queries/placements.ts";
 import { getReplica, markReplicaDown, replicaIsUp } from "../db/queries/replicas.ts";
+import { getTenant } from "../db/queries/tenants.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
 import { AgentClient } from "./agent-client.ts";
 import type { EventBus, FleetEvent } from "./events.ts";
+import { fairPriority } from "./fair-queue.ts";
 import { FleetPoller } from "./fleet-poller.ts";
 import { toFleetState } from "./fleet-state.ts";
 import { LeaderElection } from "./lease.ts";
@@ -141,6 +143,12 @@ class LeaderWork {
   private reconcileTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private unsubscribe: (() => void) | null = null;
+  /**
+   * Loads waiting in each replica's queue, per tenant (key `<replica> <tenant>`): a tenant's next load
+   * is queued behind other tenants' earlier ones in proportion (fairPriority), not behind all of its
+   * own flood. In memory: a new leader starts everyone's counts afresh.
+   */
+  private readonly waitingLoads = new Map<string, number>();
   /** Replicas a gateway reported, being checked now: one check at a time each. */
   private readonly checking = new Set<string>();
   /**
@@ -360,8 +368,19 @@ class LeaderWork {
           loraName: action.adapterId,
           state: "loading",
         });
-        const data: LoadJob = { replicaId: action.replicaId, adapterVersionId: action.adapterId };
-        await queue.add("adapter.load", data, { jobId: loadJobId(data) });
+        const data: LoadJob = {
+          replicaId: action.replicaId,
+          adapterVersionId: action.adapterId,
+          tenantId: version.tenantId,
+        };
+        const waitingKey = `${action.replicaId} ${version.tenantId}`;
+        const waiting = this.waitingLoads.get(waitingKey) ?? 0;
+        const tenant = await getTenant(db, version.tenantId);
+        await queue.add("adapter.load", data, {
+          jobId: loadJobId(data),
+          priority: fairPriority(waiting, tenant?.priority ?? null),
+        });
+        this.waitingLoads.set(waitingKey, waiting + 1);
       } else {
         const data: UnloadJob = {
           replicaId: action.replicaId,
@@ -418,6 +437,17 @@ class LeaderWork {
 
   private async runOp(job: Job<LoadJob | UnloadJob>): Promise<string> {
     const { db, bus, logger } = this.deps;
+    const tenantId = (job.data as LoadJob).tenantId;
+    if (job.name === "adapter.load" && job.attemptsMade === 0 && tenantId !== undefined) {
+      // No longer waiting: the tenant's next load queues a step earlier.
+      const key = `${job.data.replicaId} ${tenantId}`;
+      const left = (this.waitingLoads.get(key) ?? 1) - 1;
+      if (left <= 0) {
+        this.waitingLoads.delete(key);
+      } else {
+        this.waitingLoads.set(key, left);
+      }
+    }
     const replica = await getReplica(db, job.data.replicaId);
     if (!replica) {
       throw new UnrecoverableError(`replica ${job.data.replicaId} is gone`);

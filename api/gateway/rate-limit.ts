@@ -67,7 +67,26 @@ redis.call('PEXPIRE', KEYS[1], 120000)
 return tokens < 0 and math.ceil(-tokens / rate) or 0
 `;
 
+/**
+ * Takes one cold load from a tenant's bucket (capacity per minute, refilled continuously). Returns 0
+ * when taken, else the milliseconds until one is there. KEYS[1] the bucket; ARGV capacity, now_ms.
+ */
+const COLD_LOAD = `
+local capacity = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local rate = capacity / 60000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+if tokens < 1 then return math.ceil((1 - tokens) / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'at', math.max(at, now))
+redis.call('PEXPIRE', KEYS[1], 120000)
+return 0
+`;
+
 type LimitScripts = {
+  loraplaneColdLoad(key: string, capacity: number, now: number): Promise<number>;
   loraplaneLease(
     rpmKey: string,
     tpmKey: string,
@@ -80,7 +99,9 @@ type LimitScripts = {
   loraplaneSpend(tpmKey: string, capacity: number, cost: number, now: number): Promise<number>;
 };
 
-export type LimitVerdict = { allowed: true } | { allowed: false; limit: "rpm" | "tpm"; retryAfterMs: number };
+export type LimitVerdict =
+  | { allowed: true }
+  | { allowed: false; limit: "rpm" | "tpm" | "cold_loads"; retryAfterMs: number };
 
 /** Tenants whose rows and leases one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000;
@@ -151,6 +172,7 @@ export class RateLimiter {
     if (!("loraplaneLease" in this.redis)) {
       this.redis.defineCommand("loraplaneLease", { numberOfKeys: 2, lua: LEASE });
       this.redis.defineCommand("loraplaneSpend", { numberOfKeys: 1, lua: SPEND });
+      this.redis.defineCommand("loraplaneColdLoad", { numberOfKeys: 1, lua: COLD_LOAD });
     }
     this.scripts = this.redis as unknown as LimitScripts;
     this.db = options.db;
@@ -349,7 +371,16 @@ export class RateLimiter {
     );
   }
 
-  private key(tenantId: string, kind: "rpm" | "tpm"): string {
+  /**
+   * A request of the tenant is about to start an adapter load (a cold miss): one of its cold loads
+   * per minute, or the wait until the next one. One Redis call, on cold misses only.
+   */
+  async takeColdLoad(tenantId: string, perMinute: number, now = Date.now()): Promise<LimitVerdict> {
+    const waitMs = await this.scripts.loraplaneColdLoad(this.key(tenantId, "cold"), perMinute, now);
+    return waitMs === 0 ? { allowed: true } : { allowed: false, limit: "cold_loads", retryAfterMs: waitMs };
+  }
+
+  private key(tenantId: string, kind: "rpm" | "tpm" | "cold"): string {
     return `${this.prefix}rl:{${tenantId}}:${kind}`;
   }
 

@@ -58,6 +58,8 @@ export class GatewayRouter {
   /** When this API copy last reported each replica to the leader: one report a second at most. */
   private readonly reported = new Map<string, number>();
   private readonly waiters = new Map<string, Set<Waiter>>();
+  /** The fair-queue priority each waited-for version was first asked for with (kept for re-asks). */
+  private readonly placementPriority = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private contextByBase = new Map<string, number>();
   private syncing: Promise<void> | null = null;
@@ -302,21 +304,31 @@ export class GatewayRouter {
   }
 
   /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
-  async requestPlacement(versionId: string): Promise<void> {
+  /** `priority`: the queue's order between tenants (see `fairPriority`); re-asks keep the first one's. */
+  async requestPlacement(versionId: string, priority?: number): Promise<void> {
     const data: PlacementRequest = { adapterVersionId: versionId };
-    await this.placementQueue.add("placement.request", data, { jobId: placementJobId(versionId) });
+    await this.placementQueue.add("placement.request", data, {
+      jobId: placementJobId(versionId),
+      priority: priority ?? this.placementPriority.get(versionId) ?? 1,
+    });
+  }
+
+  /** This process already waits for the version to load (a request for it now starts no load). */
+  isWaiting(versionId: string): boolean {
+    return this.waiters.has(versionId);
   }
 
   /**
    * Waits until the version is loaded somewhere, asking the leader to place it. Concurrent misses in
    * this process share one wait; across processes the job id makes them one placement.
    */
-  async waitForPlacement(versionId: string, timeoutMs: number): Promise<PlacementWait> {
+  async waitForPlacement(versionId: string, timeoutMs: number, priority = 1): Promise<PlacementWait> {
     let set = this.waiters.get(versionId);
     const first = !set;
     if (!set) {
       set = new Set();
       this.waiters.set(versionId, set);
+      this.placementPriority.set(versionId, priority);
     }
     const waiters = set;
     const result = new Promise<PlacementWait>((resolve) => {
@@ -326,6 +338,7 @@ export class GatewayRouter {
           waiters.delete(waiter);
           if (waiters.size === 0 && this.waiters.get(versionId) === waiters) {
             this.waiters.delete(versionId);
+            this.placementPriority.delete(versionId);
           }
           resolve(r);
         },
@@ -334,7 +347,7 @@ export class GatewayRouter {
       waiters.add(waiter);
     });
     if (first) {
-      await this.requestPlacement(versionId);
+      await this.requestPlacement(versionId, priority);
       // It may have been loaded between our miss and the subscription-backed wait (the sync settles it).
       await this.sync();
     }

@@ -12,6 +12,9 @@ export interface TenantLimits {
   monthlyBudgetMicros: bigint | null;
   maxAdapters: number | null;
   maxAdapterBytes: number | null;
+  maxConcurrentRequests: number | null;
+  coldLoadsPerMinute: number | null;
+  priority: number | null;
 }
 
 function limitColumns(limits: Partial<TenantLimits>) {
@@ -21,6 +24,11 @@ function limitColumns(limits: Partial<TenantLimits>) {
     ...(limits.monthlyBudgetMicros !== undefined && { monthlyBudgetMicros: limits.monthlyBudgetMicros }),
     ...(limits.maxAdapters !== undefined && { maxAdapters: limits.maxAdapters }),
     ...(limits.maxAdapterBytes !== undefined && { maxAdapterBytes: limits.maxAdapterBytes }),
+    ...(limits.maxConcurrentRequests !== undefined && {
+      maxConcurrentRequests: limits.maxConcurrentRequests,
+    }),
+    ...(limits.coldLoadsPerMinute !== undefined && { coldLoadsPerMinute: limits.coldLoadsPerMinute }),
+    ...(limits.priority !== undefined && { priority: limits.priority }),
   };
 }
 

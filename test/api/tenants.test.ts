@@ -15,7 +15,10 @@ describe("tenants (operator)", () => {
     const token = await h.adminToken();
     const created = await h.request<TenantDto>("POST", "/admin/tenants", {
       token,
-      body: { name: "Acme", limits: { rpm: 100, monthly_budget_usd: 250.5, max_adapter_bytes: 1_000_000 } },
+      body: {
+        name: "Acme",
+        limits: { rpm: 100, monthly_budget_usd: 250.5, max_adapter_bytes: 1_000_000, priority: 20 },
+      },
     });
     expect(created.status).toBe(201);
     expect(created.body.id).toMatch(/^ten_[0-9a-z]{26}$/);
@@ -25,6 +28,9 @@ describe("tenants (operator)", () => {
       monthly_budget_usd: 250.5,
       max_adapters: null,
       max_adapter_bytes: 1_000_000,
+      max_concurrent_requests: null,
+      cold_loads_per_minute: null,
+      priority: 20,
     });
     const read = await h.request<TenantDto>("GET", `/admin/tenants/${created.body.id}`, { token });
     expect(read.body).toEqual(created.body);
@@ -108,6 +114,21 @@ describe.each([
   ["an unknown field", "POST", "/admin/tenants", { name: "x", plan: "gold" }, /plan/],
   ["an empty name", "POST", "/admin/tenants", { name: "  " }, /name/],
   ["a negative rpm", "POST", "/admin/tenants", { name: "x", limits: { rpm: -1 } }, /limits\.rpm/],
+  ["a priority of 0", "POST", "/admin/tenants", { name: "x", limits: { priority: 0 } }, /limits\.priority/],
+  [
+    "a priority of 101",
+    "POST",
+    "/admin/tenants",
+    { name: "x", limits: { priority: 101 } },
+    /limits\.priority/,
+  ],
+  [
+    "a fractional cold_loads_per_minute",
+    "POST",
+    "/admin/tenants",
+    { name: "x", limits: { cold_loads_per_minute: 1.5 } },
+    /limits\.cold_loads_per_minute/,
+  ],
   [
     "a budget with 7 decimals",
     "POST",

@@ -1,6 +1,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "hono";
+import type { TenantRow } from "../../../db/queries/tenants.ts";
 import type { ServedBy } from "../../../db/schema/usage.ts";
 import type { RouteLevel } from "../../../lib/activity.ts";
 import { AppError, ForbiddenError } from "../../../lib/errors.ts";
@@ -9,6 +10,7 @@ import type { Metrics } from "../../../lib/metrics.ts";
 import { costBounds, DEFAULT_CONTEXT_TOKENS, worstCaseCostPicos } from "../../../metering/estimates.ts";
 import type { Prices } from "../../../metering/pricing.ts";
 import { costPicos } from "../../../metering/pricing.ts";
+import { fairPriority } from "../../../scheduler/fair-queue.ts";
 import type { AppEnv } from "../../deps.ts";
 import { applicableFallback, fallbackPrices, fallbackTarget } from "../../gateway/fallback.ts";
 import { MAX_MODEL_NAME_BYTES } from "../../gateway/model-resolver.ts";
@@ -74,6 +76,7 @@ async function chooseTargets(
     baseModelId: string;
     /** With a fallback, a cold load is waited for this long at most (the load goes on meanwhile). */
     maxWaitMs?: number | undefined;
+    tenant: TenantRow;
   },
 ): Promise<{ targets: UpstreamTarget[]; ticket: RouteTicket | null }> {
   const { config, gateway } = c.var.deps;
@@ -142,7 +145,7 @@ async function chooseTargets(
       continue;
     }
     waitedForLoad = true;
-    const waited = await gateway.router.waitForPlacement(versionId, left);
+    const waited = await waitForLoad(c, request.tenant, versionId, left);
     if (waited.kind === "failed") {
       c.var.logger.warn({ version_id: versionId, detail: waited.message }, "adapter load failed");
       throw new AppError(
@@ -154,6 +157,32 @@ async function chooseTargets(
         },
       );
     }
+  }
+}
+
+/**
+ * Waits for the version to load. A request that starts the load (this process waits for it yet)
+ * spends one of the tenant's cold loads per minute; its placement is queued at the tenant's fair
+ * priority, so a tenant starting many loads pushes back only its own.
+ */
+async function waitForLoad(c: Context<AppEnv>, tenant: TenantRow, versionId: string, timeoutMs: number) {
+  const { gateway, config } = c.var.deps;
+  if (!gateway.router.isWaiting(versionId)) {
+    const perMinute = tenant.coldLoadsPerMinute ?? config.tenantDefaults.coldLoadsPerMinute;
+    const verdict = await gateway.limiter.takeColdLoad(tenant.id, perMinute);
+    if (!verdict.allowed) {
+      throw new AppError("RATE_LIMITED", `rate limit reached: ${perMinute} adapter loads per minute`, {
+        retryAfterSeconds: Math.max(1, Math.ceil(verdict.retryAfterMs / 1000)),
+        reason: "cold_load_rate_exceeded",
+      });
+    }
+  }
+  const priority = fairPriority(gateway.coldWaits.count(tenant.id), tenant.priority);
+  const leave = gateway.coldWaits.enter(tenant.id);
+  try {
+    return await gateway.router.waitForPlacement(versionId, timeoutMs, priority);
+  } finally {
+    leave();
   }
 }
 
@@ -212,190 +241,211 @@ function respond(path: "/v1/chat/completions" | "/v1/completions") {
         },
       );
     }
-    const { body, bytes: bodyBytes } = await readBody(c, config.gateway.maxBodyBytes);
-    const requested = body.model as string;
-    if (span.isRecording()) {
-      span.setAttributes({ "loraplane.tenant.id": tenantId, "gen_ai.request.model": requested });
-    }
-    const resolved = await gateway.resolver.resolve(tenantId, requested);
-    if (!resolved) {
-      throw modelNotFound(requested);
-    }
-
-    const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
-    const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
-    const base = await gateway.baseModel(baseModelId);
-    const prices: Prices | null = base
-      ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
-      : null;
-    // Checked before anything is reserved or sent: a bad n or max_tokens is the client's 400.
-    const kind = path === "/v1/chat/completions" ? "chat" : "completion";
-    // What the replicas serve (their max_model_len) bounds the cost; else the base's own window.
-    const contextTokens =
-      gateway.router.contextTokens(baseModelId) ??
-      base?.architecture.max_position_embeddings ??
-      DEFAULT_CONTEXT_TOKENS;
-    const bounds = costBounds(kind, body, bodyBytes, contextTokens);
-    const fleetWorstCase = prices ? worstCaseCostPicos(prices, bounds) : 0n;
-    // With a fallback, the reservation covers the dearer of the two upstreams, so that either can
-    // serve; a budget that cannot cover the fallback keeps this request on the fleet.
-    let fallback = applicableFallback(tenant, base);
-    let budget = fallback
-      ? await gateway.budgets.reserve(
-          tenant,
-          maxBigInt(fleetWorstCase, worstCaseCostPicos(fallbackPrices(fallback), bounds)),
-        )
-      : null;
-    if (budget === null || !budget.ok) {
-      fallback = null;
-      budget = await gateway.budgets.reserve(tenant, fleetWorstCase);
-    }
-    if (!budget.ok) {
-      throw new AppError(
-        "QUOTA_EXCEEDED",
-        `this tenant's monthly budget of $${(budget.budgetMicros / 1e6).toFixed(2)} is spent (or reserved by requests in flight)`,
-        { reason: "budget_exceeded", retryAfterSeconds: 3600 },
-      );
-    }
-    const reservation = budget.reservation;
-    // The billing identity is ours: a client's x-request-id may be reused by any number of requests.
-    const usageId = c.var.requestIdFromClient ? newId("req") : c.var.requestId;
-    const pricesFor = (servedBy: ServedBy) =>
-      servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
-    const routingStarted = performance.now();
-    const usageOf = (outcome: Omit<ProxyOutcome, "totalMs">, totalMs: number) => ({
-      usageId,
-      requestId: c.var.requestId,
+    // Counted until the request ends (its stream's last byte): a tenant holds at most so many at once.
+    const leave = gateway.inFlight.enterWithin(
       tenantId,
-      adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
-      adapterVersionId: versionId,
-      baseModelId,
-      model: requested,
-      prices: pricesFor(outcome.servedBy),
-      outcome: { ...outcome, totalMs },
-      occurredAt: new Date(),
-    });
-    let chosen: { targets: UpstreamTarget[]; ticket: RouteTicket | null };
+      tenant.maxConcurrentRequests ?? config.tenantDefaults.maxConcurrentRequests,
+    );
     try {
-      chosen = await chooseTargets(c, { requested, versionId, baseModelId, maxWaitMs: fallback?.maxWaitMs });
-    } catch (error) {
-      const unavailable = error instanceof AppError && error.code === "UNAVAILABLE";
-      if (!(unavailable && fallback)) {
-        // Nothing ran: the reservation goes back.
-        await gateway.budgets.settle(reservation, 0n);
-        if (unavailable) {
-          // Admitted but not served in time: a failed request, recorded like one that failed upstream.
-          await usage.record(
-            usageOf(
-              {
-                status: "error",
-                httpStatus: error.status,
-                usage: null,
-                servedBy: "fleet",
-                replicaId: null,
-                attempts: 0,
-                ttftMs: null,
-                error: error.message,
-              },
-              performance.now() - routingStarted,
-            ),
-          );
-        }
-        throw error;
+      const { body, bytes: bodyBytes } = await readBody(c, config.gateway.maxBodyBytes);
+      const requested = body.model as string;
+      if (span.isRecording()) {
+        span.setAttributes({ "loraplane.tenant.id": tenantId, "gen_ai.request.model": requested });
       }
-      // No replica can take it in time: the fallback answers (the proxy goes to it when no target is left).
-      c.var.logger.info({ detail: error.message }, "routing to the fallback upstream");
-      chosen = { targets: [], ticket: null };
-    }
-    const { targets, ticket } = chosen;
-    let reroutedTicket: RouteTicket | null = null;
-    annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
+      const resolved = await gateway.resolver.resolve(tenantId, requested);
+      if (!resolved) {
+        throw modelNotFound(requested);
+      }
 
-    const first = targets[0]?.replicaId ?? null;
-    if (first !== null) {
-      gateway.router.started(first);
-    }
-    return forwardCompletion({
-      path,
-      body,
-      clientModel: requested,
-      targets,
-      maxAttempts: config.gateway.maxAttempts,
-      upstreamRequestId: usageId,
-      clientSignal: c.req.raw.signal,
-      dispatcher: gateway.dispatcher,
-      ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
-      headersTimeoutMs: config.gateway.headersTimeoutMs,
-      bodyTimeoutMs: config.gateway.bodyTimeoutMs,
-      span,
-      shape: { choicesPerPrompt: bounds.choicesPerPrompt, prompts: bounds.prompts, contextTokens },
-      reroute: async () => {
-        await gateway.router.sync();
-        const again = await chooseTargets(c, {
+      const versionId = resolved.kind === "adapter" ? resolved.adapter.versionId : null;
+      const baseModelId = resolved.kind === "adapter" ? resolved.adapter.baseModelId : resolved.baseModelId;
+      const base = await gateway.baseModel(baseModelId);
+      const prices: Prices | null = base
+        ? { inputMicrosPerMtok: base.inputMicrosPerMtok, outputMicrosPerMtok: base.outputMicrosPerMtok }
+        : null;
+      // Checked before anything is reserved or sent: a bad n or max_tokens is the client's 400.
+      const kind = path === "/v1/chat/completions" ? "chat" : "completion";
+      // What the replicas serve (their max_model_len) bounds the cost; else the base's own window.
+      const contextTokens =
+        gateway.router.contextTokens(baseModelId) ??
+        base?.architecture.max_position_embeddings ??
+        DEFAULT_CONTEXT_TOKENS;
+      const bounds = costBounds(kind, body, bodyBytes, contextTokens);
+      const fleetWorstCase = prices ? worstCaseCostPicos(prices, bounds) : 0n;
+      // With a fallback, the reservation covers the dearer of the two upstreams, so that either can
+      // serve; a budget that cannot cover the fallback keeps this request on the fleet.
+      let fallback = applicableFallback(tenant, base);
+      let budget = fallback
+        ? await gateway.budgets.reserve(
+            tenant,
+            maxBigInt(fleetWorstCase, worstCaseCostPicos(fallbackPrices(fallback), bounds)),
+          )
+        : null;
+      if (budget === null || !budget.ok) {
+        fallback = null;
+        budget = await gateway.budgets.reserve(tenant, fleetWorstCase);
+      }
+      if (!budget.ok) {
+        throw new AppError(
+          "QUOTA_EXCEEDED",
+          `this tenant's monthly budget of $${(budget.budgetMicros / 1e6).toFixed(2)} is spent (or reserved by requests in flight)`,
+          { reason: "budget_exceeded", retryAfterSeconds: 3600 },
+        );
+      }
+      const reservation = budget.reservation;
+      // The billing identity is ours: a client's x-request-id may be reused by any number of requests.
+      const usageId = c.var.requestIdFromClient ? newId("req") : c.var.requestId;
+      const pricesFor = (servedBy: ServedBy) =>
+        servedBy === "fallback" && fallback ? fallbackPrices(fallback) : prices;
+      const routingStarted = performance.now();
+      const usageOf = (outcome: Omit<ProxyOutcome, "totalMs">, totalMs: number) => ({
+        usageId,
+        requestId: c.var.requestId,
+        tenantId,
+        adapterId: resolved.kind === "adapter" ? resolved.adapter.adapterId : null,
+        adapterVersionId: versionId,
+        baseModelId,
+        model: requested,
+        prices: pricesFor(outcome.servedBy),
+        outcome: { ...outcome, totalMs },
+        occurredAt: new Date(),
+      });
+      let chosen: { targets: UpstreamTarget[]; ticket: RouteTicket | null };
+      try {
+        chosen = await chooseTargets(c, {
           requested,
           versionId,
           baseModelId,
           maxWaitMs: fallback?.maxWaitMs,
+          tenant,
         });
-        // The second route is counted in flight too: released with the first when the request ends.
-        reroutedTicket = again.ticket;
-        return again.targets;
-      },
-      ...(fallback && {
-        fallback: async () => {
-          try {
-            return fallbackTarget(fallback, config.auth.keyEncryptionKey);
-          } catch (error) {
-            c.var.logger.error({ err: error }, "the fallback upstream's API key cannot be opened");
-            return null;
+      } catch (error) {
+        const unavailable = error instanceof AppError && error.code === "UNAVAILABLE";
+        if (!(unavailable && fallback)) {
+          // Nothing ran: the reservation goes back.
+          await gateway.budgets.settle(reservation, 0n);
+          if (unavailable) {
+            // Admitted but not served in time: a failed request, recorded like one that failed upstream.
+            await usage.record(
+              usageOf(
+                {
+                  status: "error",
+                  httpStatus: error.status,
+                  usage: null,
+                  servedBy: "fleet",
+                  replicaId: null,
+                  attempts: 0,
+                  ttftMs: null,
+                  error: error.message,
+                },
+                performance.now() - routingStarted,
+              ),
+            );
           }
+          throw error;
+        }
+        // No replica can take it in time: the fallback answers (the proxy goes to it when no target is left).
+        c.var.logger.info({ detail: error.message }, "routing to the fallback upstream");
+        chosen = { targets: [], ticket: null };
+      }
+      const { targets, ticket } = chosen;
+      let reroutedTicket: RouteTicket | null = null;
+      annotateInferenceSpan(span, baseModelId, resolved.kind === "adapter" ? resolved.adapter : null);
+
+      const first = targets[0]?.replicaId ?? null;
+      if (first !== null) {
+        gateway.router.started(first);
+      }
+      return forwardCompletion({
+        path,
+        body,
+        clientModel: requested,
+        targets,
+        maxAttempts: config.gateway.maxAttempts,
+        upstreamRequestId: usageId,
+        clientSignal: c.req.raw.signal,
+        dispatcher: gateway.dispatcher,
+        ...(config.replicaApiKey !== undefined && { replicaApiKey: config.replicaApiKey }),
+        headersTimeoutMs: config.gateway.headersTimeoutMs,
+        bodyTimeoutMs: config.gateway.bodyTimeoutMs,
+        span,
+        shape: { choicesPerPrompt: bounds.choicesPerPrompt, prompts: bounds.prompts, contextTokens },
+        reroute: async () => {
+          await gateway.router.sync();
+          const again = await chooseTargets(c, {
+            requested,
+            versionId,
+            baseModelId,
+            tenant,
+            maxWaitMs: fallback?.maxWaitMs,
+          });
+          // The second route is counted in flight too: released with the first when the request ends.
+          reroutedTicket = again.ticket;
+          return again.targets;
         },
-      }),
-      onReplicaFailure: (replicaId, reason, detail) => {
-        c.var.logger.warn({ replica_id: replicaId, reason, detail }, "replica failed before the first byte");
-        gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
-        gateway.router.reportFailure(replicaId, reason, versionId);
-      },
-      onFinish: async (finished) => {
-        if (first !== null) {
-          gateway.router.finished(first);
-        }
-        gateway.router.release(ticket);
-        gateway.router.release(reroutedTicket);
-        // A cancelled request is billed for the prompt its replica may have prefilled, counted.
-        const outcome = await billUnreportedPrompts(finished, {
-          kind,
-          body,
-          contextTokens,
-          dispatcher: gateway.dispatcher,
-        }).catch((error) => {
-          c.var.logger.warn({ err: error }, "unreported prompt not counted");
-          return finished;
-        });
-        if (outcome.status === "error" && outcome.servedBy === "fallback") {
+        ...(fallback && {
+          fallback: async () => {
+            try {
+              return fallbackTarget(fallback, config.auth.keyEncryptionKey);
+            } catch (error) {
+              c.var.logger.error({ err: error }, "the fallback upstream's API key cannot be opened");
+              return null;
+            }
+          },
+        }),
+        onReplicaFailure: (replicaId, reason, detail) => {
           c.var.logger.warn(
-            { detail: outcome.error, http_status: outcome.httpStatus },
-            "the fallback upstream failed",
+            { replica_id: replicaId, reason, detail },
+            "replica failed before the first byte",
           );
-        }
-        const priced = pricesFor(outcome.servedBy);
-        const actual =
-          priced && outcome.usage
-            ? costPicos(priced, outcome.usage.promptTokens, outcome.usage.completionTokens)
-            : 0n;
-        await gateway.budgets
-          .settle(reservation, actual)
-          .catch((error) => c.var.logger.error({ err: error }, "budget not settled"));
-        if (outcome.usage) {
-          const used = outcome.usage.promptTokens + outcome.usage.completionTokens;
-          void gateway.limiter
-            .spendTokens(tenant, used)
-            .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
-        }
-        await usage.record(usageOf(outcome, finished.totalMs));
-        endInferenceSpan(span, outcome);
-      },
-    });
+          gateway.router.markSuspect(replicaId, versionId, reason === "lost_adapter");
+          gateway.router.reportFailure(replicaId, reason, versionId);
+        },
+        onFinish: async (finished) => {
+          if (first !== null) {
+            gateway.router.finished(first);
+          }
+          gateway.router.release(ticket);
+          gateway.router.release(reroutedTicket);
+          leave();
+          // A cancelled request is billed for the prompt its replica may have prefilled, counted.
+          const outcome = await billUnreportedPrompts(finished, {
+            kind,
+            body,
+            contextTokens,
+            dispatcher: gateway.dispatcher,
+          }).catch((error) => {
+            c.var.logger.warn({ err: error }, "unreported prompt not counted");
+            return finished;
+          });
+          if (outcome.status === "error" && outcome.servedBy === "fallback") {
+            c.var.logger.warn(
+              { detail: outcome.error, http_status: outcome.httpStatus },
+              "the fallback upstream failed",
+            );
+          }
+          const priced = pricesFor(outcome.servedBy);
+          const actual =
+            priced && outcome.usage
+              ? costPicos(priced, outcome.usage.promptTokens, outcome.usage.completionTokens)
+              : 0n;
+          await gateway.budgets
+            .settle(reservation, actual)
+            .catch((error) => c.var.logger.error({ err: error }, "budget not settled"));
+          if (outcome.usage) {
+            const used = outcome.usage.promptTokens + outcome.usage.completionTokens;
+            void gateway.limiter
+              .spendTokens(tenant, used)
+              .catch((error) => c.var.logger.warn({ err: error }, "token rate limit not charged"));
+          }
+          await usage.record(usageOf(outcome, finished.totalMs));
+          endInferenceSpan(span, outcome);
+        },
+      });
+    } catch (error) {
+      leave();
+      throw error;
+    }
   };
 }
 

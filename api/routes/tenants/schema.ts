@@ -11,6 +11,18 @@ export const TenantLimitsBody = z
     monthly_budget_usd: UsdAmount.nullable().optional(),
     max_adapters: nullableCount.optional(),
     max_adapter_bytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+    max_concurrent_requests: nullableCount.optional().openapi({
+      description:
+        "Requests in flight at once on each API process; more answer 429. null = the default (256)",
+    }),
+    cold_loads_per_minute: nullableCount.optional().openapi({
+      description:
+        "Adapter loads the tenant's requests may start per minute; more answer 429. null = the default (60)",
+    }),
+    priority: z.number().int().min(1).max(100).nullable().optional().openapi({
+      description:
+        "Share of adapter loads while the fleet is busy, against other tenants': 20 gets twice what 10 gets. null = 10",
+    }),
   })
   .openapi("TenantLimitsInput");
 
@@ -50,6 +62,9 @@ export const Tenant = z
       monthly_budget_usd: z.number().nullable(),
       max_adapters: z.number().nullable(),
       max_adapter_bytes: z.number().nullable(),
+      max_concurrent_requests: z.number().nullable(),
+      cold_loads_per_minute: z.number().nullable(),
+      priority: z.number().nullable(),
     }),
     alert_webhook_url: z.string().nullable(),
     created_at: z.string(),
@@ -71,6 +86,11 @@ export function limitsFromBody(body: z.infer<typeof TenantLimitsBody> | undefine
     }),
     ...(body.max_adapters !== undefined && { maxAdapters: body.max_adapters }),
     ...(body.max_adapter_bytes !== undefined && { maxAdapterBytes: body.max_adapter_bytes }),
+    ...(body.max_concurrent_requests !== undefined && {
+      maxConcurrentRequests: body.max_concurrent_requests,
+    }),
+    ...(body.cold_loads_per_minute !== undefined && { coldLoadsPerMinute: body.cold_loads_per_minute }),
+    ...(body.priority !== undefined && { priority: body.priority }),
   };
 }
 
@@ -84,6 +104,9 @@ export function toTenantDto(row: TenantRow): TenantDto {
       monthly_budget_usd: row.monthlyBudgetMicros === null ? null : microsToUsd(row.monthlyBudgetMicros),
       max_adapters: row.maxAdapters,
       max_adapter_bytes: row.maxAdapterBytes,
+      max_concurrent_requests: row.maxConcurrentRequests,
+      cold_loads_per_minute: row.coldLoadsPerMinute,
+      priority: row.priority,
     },
     alert_webhook_url: row.alertWebhookUrl,
     created_at: row.createdAt.toISOString(),
