@@ -150,7 +150,11 @@ export function registerUploadVersion(app: OpenAPIHono<AppEnv>) {
     description:
       "Parts: `adapter_config` (PEFT adapter_config.json) and `adapter_model` (adapter_model.safetensors, a file " +
       "part). The weights stream to object storage while their SHA-256 is computed; the version is `ready` only " +
-      "after validation against the base model. A rejected upload leaves no version and no object.",
+      "after validation against the base model. A rejected upload leaves no version and no object. Bounds: the " +
+      "safetensors header is at most 2 MiB (a LoRA's is a few hundred KB), a 422 lists at most 200 problems, a " +
+      "tenant runs at most UPLOAD_MAX_CONCURRENT_PER_TENANT uploads at once per API process (429 beyond), and a " +
+      "body that stops arriving for HTTP_IDLE_TIMEOUT_MS is cut. A refusal is answered while the rest of the body " +
+      "is read and dropped, so the client receives it.",
     security: bearerSecurity,
     request: {
       params: z.object({ name: AdapterName.openapi({ param: { name: "name", in: "path" } }) }),
