@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ingestUsageEvents, type UsageEventRow } from "../../db/queries/usage.ts";
+import { LLAMA, usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
 
 const h = useHarness();
@@ -7,23 +8,12 @@ const h = useHarness();
 type Page = { data: { id: string; request_id: string | null; cost: string }[]; next_cursor: string | null };
 
 function row(tenantId: string, i: number, requestId: string | null): UsageEventRow {
+  const at = new Date(Date.now() - i * 1_000).toISOString();
   return {
+    ...usageEvent(tenantId, at, { base: LLAMA, prompt: 1, completion: 1 }),
     id: `req_page_${tenantId}_${i}`,
     requestId,
-    tenantId,
-    adapterId: null,
-    adapterVersionId: null,
-    baseModelId: "llama-3.1-8b-instruct-awq",
-    replicaId: null,
-    status: "ok",
-    servedBy: "fleet",
-    promptTokens: 1,
-    completionTokens: 1,
-    cachedTokens: 0,
     costPicos: BigInt(1_000 + i),
-    ttftMs: 1,
-    totalMs: 1,
-    occurredAt: new Date(Date.now() - i * 1_000),
   };
 }
 

@@ -1,8 +1,7 @@
-import { spawn } from "node:child_process";
-import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { costBounds, worstCaseCostPicos } from "../../metering/estimates.ts";
+import { startApiProcess } from "../api-process.ts";
 import { eventually } from "../eventually.ts";
 import { BASE, streamThenCut, useE2EWorld, useMetering } from "./world.ts";
 
@@ -55,40 +54,7 @@ describe("metering end to end", () => {
   });
 
   /** A second API process on this world's database and Redis (it shares the budgets and usage stream). */
-  async function startApi(env: Record<string, string> = {}): Promise<{ url: string; kill: () => void }> {
-    const child = spawn(process.execPath, [resolve(import.meta.dirname, "../../api/main.ts")], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        PORT: "0",
-        LOG_LEVEL: "info",
-        DATABASE_URL: world.h.config.db.url,
-        REDIS_URL: world.h.config.redis.url,
-        USAGE_REDIS_URL: world.h.config.usage.redis.url,
-        REDIS_PREFIX: world.h.config.redis.prefix,
-        S3_ENDPOINT: world.h.config.s3.endpoint ?? "",
-        S3_BUCKET: world.h.config.s3.bucket,
-        S3_ACCESS_KEY_ID: world.h.config.s3.accessKeyId ?? "",
-        S3_SECRET_ACCESS_KEY: world.h.config.s3.secretAccessKey ?? "",
-        KEY_ENCRYPTION_KEY: world.h.config.auth.keyEncryptionKey.toString("base64"),
-        API_METRICS_PORT: "0",
-        ...env,
-      },
-      stdio: ["ignore", "pipe", "ignore"],
-    });
-    let log = "";
-    const url = await new Promise<string>((resolveUrl, reject) => {
-      const timer = setTimeout(() => reject(new Error(`API did not start:\n${log}`)), 20_000);
-      child.stdout?.on("data", (d) => {
-        log += d;
-        const match = /"url":"([^"]+)".*"msg":"api ready"/.exec(log);
-        if (match?.[1]) {
-          clearTimeout(timer);
-          resolveUrl(match[1]);
-        }
-      });
-    });
-    return { url, kill: () => child.kill("SIGKILL") };
-  }
+  const startApi = (env: Record<string, string> = {}) => startApiProcess(world.h.config, env);
 
   /**
    * Sends `body` in rounds of 20 concurrent requests until a whole round is refused for the budget.

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ingestUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { BudgetGuard } from "../../metering/budgets.ts";
+import { usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
 
 const h = useHarness();
@@ -39,31 +40,9 @@ function guard(
 
 const prefix = () => `${h.config.redis.prefix}${Math.random().toString(36).slice(2)}:`;
 
-async function billInPostgres(
-  tenantId: string,
-  cost: bigint,
-  id = `req_${Math.random().toString(36).slice(2)}`,
-) {
-  await ingestUsageEvents(h.deps.db, [
-    {
-      id,
-      requestId: null,
-      tenantId,
-      adapterId: null,
-      adapterVersionId: null,
-      baseModelId: "qwen2.5-7b-instruct-awq",
-      replicaId: null,
-      status: "ok",
-      servedBy: "fleet",
-      promptTokens: 1,
-      completionTokens: 1,
-      cachedTokens: 0,
-      costPicos: cost,
-      ttftMs: 1,
-      totalMs: 1,
-      occurredAt: new Date(),
-    },
-  ]);
+async function billInPostgres(tenantId: string, cost: bigint) {
+  const event = usageEvent(tenantId, new Date().toISOString(), { prompt: 1, completion: 1 });
+  await ingestUsageEvents(h.deps.db, [{ ...event, costPicos: cost }]);
 }
 
 /** Every key of a guard's counters: what a Redis restart without persistence, or an eviction, loses. */

@@ -2,6 +2,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureUsagePartitions, ingestUsageEvents, type UsageEventRow } from "../../db/queries/usage.ts";
 import { reconcileUsage } from "../../metering/reconcile.ts";
+import { LLAMA, usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
 
 // India is UTC+05:30 all year: its hours start at :30 past a UTC hour, and its months 5.5 h early.
@@ -16,22 +17,9 @@ afterAll(async () => {
 
 function event(tenantId: string, id: string, occurredAt: string): UsageEventRow {
   return {
+    ...usageEvent(tenantId, occurredAt, { base: LLAMA, prompt: 10, completion: 5 }),
     id,
     requestId: id,
-    tenantId,
-    adapterId: null,
-    adapterVersionId: null,
-    baseModelId: "llama-3.1-8b-instruct-awq",
-    replicaId: null,
-    status: "ok",
-    servedBy: "fleet",
-    promptTokens: 10,
-    completionTokens: 5,
-    cachedTokens: 0,
-    costPicos: 3_000_000n,
-    ttftMs: 1,
-    totalMs: 2,
-    occurredAt: new Date(occurredAt),
   };
 }
 
