@@ -1,13 +1,47 @@
 import { defineConfig } from "vitest/config";
 
+/** No services: pure code, the replica simulator, files on disk. `npm run test:unit` runs only these. */
+const UNIT = [
+  "{adapters,api,db,infra,lib,metering,scheduler}/**/*.test.ts",
+  "test/fixtures/**/*.test.ts",
+  "test/deploy/**/*.test.ts",
+  "test/conformance/**/*.test.ts",
+  "test/agent/config.test.ts",
+];
+/** Unit files that start the real processes against Postgres and Redis. */
+const UNIT_EXCEPTIONS = ["test/deploy/entrypoint.test.ts"];
+const IGNORED = ["**/node_modules/**"];
+
+const withServices = {
+  // Postgres and Redis (started if stopped), a migrated template database, an S3 server, a usage Redis.
+  globalSetup: ["test/setup/global.ts"],
+};
+
 export default defineConfig({
   test: {
-    include: ["**/*.test.ts"],
-    exclude: ["**/node_modules/**"],
-    globalSetup: ["test/setup/global.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",
     reporters: ["default"],
+    projects: [
+      {
+        extends: true,
+        test: { name: "unit", include: UNIT, exclude: [...IGNORED, ...UNIT_EXCEPTIONS] },
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: ["test/{agent,api,db,fleet,integration,metering,scheduler}/**/*.test.ts", ...UNIT_EXCEPTIONS],
+          exclude: [...IGNORED, "test/agent/config.test.ts"],
+          ...withServices,
+        },
+      },
+      { extends: true, test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], exclude: IGNORED, ...withServices } },
+      {
+        extends: true,
+        test: { name: "browser", include: ["test/browser/**/*.test.ts"], exclude: IGNORED, ...withServices },
+      },
+    ],
   },
 });
