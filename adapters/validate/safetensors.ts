@@ -338,21 +338,37 @@ export function checkDataLayout(header: SafetensorsHeader, totalSize: number): V
 }
 
 /**
- * Parses a complete header (the file's first 8 + N bytes) before the file's size is known: the
- * checks that need it are `completeHeaderParse`'s. Together they equal `parseSafetensorsHeader`.
+ * The header's length N from a file's leading bytes, or why there is no readable one. `totalSize`:
+ * the file's size when known (a header running past it is an error). Throws when `bytes` hold less
+ * than 8 + N: callers pass at least that much.
  */
-export function parseHeaderPrefix(bytes: Uint8Array, maxHeaderBytes: number = MAX_HEADER_BYTES): HeaderParse {
+function readHeaderLength(
+  bytes: Uint8Array,
+  totalSize: number | null,
+  maxHeaderBytes: number,
+): { n: number } | { errors: ValidationError[] } {
   const foreign = detectForeignFormat(bytes, maxHeaderBytes);
   if (foreign !== null) {
-    return { header: null, errors: [foreign] };
+    return { errors: [foreign] };
   }
-  if (bytes.length < 8) {
-    throw new RangeError(`need the 8-byte header length, got ${bytes.length} bytes`);
+  if ((totalSize ?? bytes.length) < 8) {
+    if (totalSize === null) {
+      throw new RangeError(`need the 8-byte header length, got ${bytes.length} bytes`);
+    }
+    return {
+      errors: [
+        problem(
+          FILE,
+          "header_length",
+          `expected an 8-byte little-endian header length, found a ${totalSize}-byte file`,
+        ),
+      ],
+    };
   }
   const length = readU64(bytes);
-  const lengthError = checkHeaderLength(length, null, maxHeaderBytes);
+  const lengthError = checkHeaderLength(length, totalSize, maxHeaderBytes);
   if (lengthError !== null) {
-    return { header: null, errors: [lengthError] };
+    return { errors: [lengthError] };
   }
   const n = Number(length);
   if (bytes.length < 8 + n) {
@@ -360,7 +376,16 @@ export function parseHeaderPrefix(bytes: Uint8Array, maxHeaderBytes: number = MA
       `need the first ${8 + n} bytes of the file (8 + header length), got ${bytes.length}`,
     );
   }
-  return parseHeaderJson(bytes, n);
+  return { n };
+}
+
+/**
+ * Parses a complete header (the file's first 8 + N bytes) before the file's size is known: the
+ * checks that need it are `completeHeaderParse`'s. Together they equal `parseSafetensorsHeader`.
+ */
+export function parseHeaderPrefix(bytes: Uint8Array, maxHeaderBytes: number = MAX_HEADER_BYTES): HeaderParse {
+  const read = readHeaderLength(bytes, null, maxHeaderBytes);
+  return "errors" in read ? { header: null, errors: read.errors } : parseHeaderJson(bytes, read.n);
 }
 
 /** The checks of a header parsed by `parseHeaderPrefix` that need the file's size. */
@@ -391,34 +416,11 @@ export function parseSafetensorsHeader(
   if (bytes.length > totalSize) {
     throw new RangeError(`got ${bytes.length} leading bytes of a file said to be ${totalSize} bytes`);
   }
-  const foreign = detectForeignFormat(bytes, maxHeaderBytes);
-  if (foreign !== null) {
-    return { header: null, errors: [foreign] };
+  const read = readHeaderLength(bytes, totalSize, maxHeaderBytes);
+  if ("errors" in read) {
+    return { header: null, errors: read.errors };
   }
-  if (totalSize < 8) {
-    return {
-      header: null,
-      errors: [
-        problem(
-          FILE,
-          "header_length",
-          `expected an 8-byte little-endian header length, found a ${totalSize}-byte file`,
-        ),
-      ],
-    };
-  }
-  const length = readU64(bytes);
-  const lengthError = checkHeaderLength(length, totalSize, maxHeaderBytes);
-  if (lengthError !== null) {
-    return { header: null, errors: [lengthError] };
-  }
-  const n = Number(length);
-  if (bytes.length < 8 + n) {
-    throw new RangeError(
-      `need the first ${8 + n} bytes of the file (8 + header length), got ${bytes.length}`,
-    );
-  }
-  const parsed = parseHeaderJson(bytes, n);
+  const parsed = parseHeaderJson(bytes, read.n);
   if (parsed.header === null) {
     return parsed;
   }
