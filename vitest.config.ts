@@ -32,12 +32,18 @@ export default defineConfig({
         extends: true,
         test: {
           name: "integration",
-          include: ["test/{agent,api,db,fleet,integration,metering,scheduler}/**/*.test.ts", ...UNIT_EXCEPTIONS],
+          include: [
+            "test/{agent,api,db,fleet,integration,metering,scheduler}/**/*.test.ts",
+            ...UNIT_EXCEPTIONS,
+          ],
           exclude: [...IGNORED, "test/agent/config.test.ts"],
           ...withServices,
         },
       },
-      { extends: true, test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], exclude: IGNORED, ...withServices } },
+      {
+        extends: true,
+        test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], exclude: IGNORED, ...withServices },
+      },
       {
         extends: true,
         test: { name: "browser", include: ["test/browser/**/*.test.ts"], exclude: IGNORED, ...withServices },
