@@ -24,6 +24,7 @@ WORKDIR /app
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --chown=root:root package.json ./
 COPY --chown=root:root lib ./lib
+COPY --chown=root:root engines ./engines
 COPY --chown=root:root db ./db
 COPY --chown=root:root api ./api
 COPY --chown=root:root scheduler ./scheduler

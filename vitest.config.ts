@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 /** No services: pure code, the replica simulator, files on disk. `npm run test:unit` runs only these. */
 const UNIT = [
-  "{adapters,api,db,infra,lib,metering,scheduler}/**/*.test.ts",
+  "{adapters,api,db,engines,infra,lib,metering,scheduler}/**/*.test.ts",
   "test/fixtures/**/*.test.ts",
   "test/deploy/**/*.test.ts",
   "test/conformance/**/*.test.ts",

@@ -7,8 +7,8 @@ import {
   replicaDisplayStatus,
 } from "../db/queries/replicas.ts";
 import type { ReplicaLiveState } from "../db/schema/replicas.ts";
+import { vllm } from "../engines/index.ts";
 import type { Logger } from "../lib/logger.ts";
-import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
 
 export interface FleetPollerOptions {
   /** How often every replica is polled. */
@@ -37,7 +37,7 @@ export interface PollOutcome {
  * `downAfterMs` has passed since it was last seen, and up again on its first good answer.
  */
 export class FleetPoller {
-  private readonly clients = new Map<string, ReplicaClient>();
+  private readonly clients = new Map<string, vllm.ReplicaClient>();
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<PollOutcome[]> | null = null;
   private readonly db: Database;
@@ -92,10 +92,10 @@ export class FleetPoller {
     return this.pollReplica(row, () => new Date());
   }
 
-  private clientFor(row: ReplicaRow): ReplicaClient {
+  private clientFor(row: ReplicaRow): vllm.ReplicaClient {
     let client = this.clients.get(row.url);
     if (!client) {
-      client = createReplicaClient({
+      client = vllm.createReplicaClient({
         baseUrl: row.url,
         timeoutMs: this.options.timeoutMs,
         ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),

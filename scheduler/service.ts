@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { type Job, Queue, UnrecoverableError, Worker } from "bullmq";
+import { AgentClient } from "../adapters/agent/index.ts";
 import type { Database } from "../db/client.ts";
 import { getVersionForScheduler, markVersionFailed } from "../db/queries/adapters.ts";
 import { loadFleetSnapshot } from "../db/queries/fleet.ts";
@@ -12,10 +13,10 @@ import {
 } from "../db/queries/placements.ts";
 import { getReplica, markReplicaDown, replicaIsUp } from "../db/queries/replicas.ts";
 import { getTenant } from "../db/queries/tenants.ts";
+import { vllm } from "../engines/index.ts";
 import type { Config } from "../lib/env.ts";
 import type { Logger } from "../lib/logger.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
-import { AgentClient } from "./agent-client.ts";
 import type { EventBus, FleetEvent } from "./events.ts";
 import { fairPriority } from "./fair-queue.ts";
 import { FleetPoller } from "./fleet-poller.ts";
@@ -38,7 +39,6 @@ import {
   type UnloadJob,
   unloadJobId,
 } from "./queues.ts";
-import { createReplicaClient, type ReplicaClient } from "./replica-client.ts";
 
 export interface SchedulerOptions {
   policy: PolicyKind;
@@ -138,7 +138,7 @@ class LeaderWork {
   private readonly opWorkers = new Map<string, Worker>();
   private readonly opQueues = new Map<string, Queue>();
   private readonly agents = new Map<string, AgentClient>();
-  private readonly replicaClients = new Map<string, ReplicaClient>();
+  private readonly replicaClients = new Map<string, vllm.ReplicaClient>();
   private poller: FleetPoller | null = null;
   private reconcileTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -540,10 +540,10 @@ class LeaderWork {
       .catch(() => {});
   }
 
-  private replicaClientFor(url: string): ReplicaClient {
+  private replicaClientFor(url: string): vllm.ReplicaClient {
     let client = this.replicaClients.get(url);
     if (!client) {
-      client = createReplicaClient({
+      client = vllm.createReplicaClient({
         baseUrl: url,
         timeoutMs: this.options.poll.timeoutMs,
         ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),

@@ -1,4 +1,5 @@
 export { type AgentAppDeps, createAgentApp } from "./app.ts";
+export { type AgentCallCode, AgentClient, type AgentLoadRequest, type AgentResult } from "./client.ts";
 export { AgentError, type AgentErrorCode } from "./errors.ts";
 export { type RegistrationResult, registerReplica } from "./register.ts";
 export {

@@ -1,8 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
+import { vllm } from "../../engines/index.ts";
 import type { AgentConfig } from "../../lib/env.ts";
 import { createLogger, type Logger } from "../../lib/logger.ts";
-import { createReplicaClient } from "../../scheduler/replica-client.ts";
 import { type AdapterStore, createS3Storage } from "../storage.ts";
 import { createAgentApp } from "./app.ts";
 import { type RegistrationResult, registerReplica } from "./register.ts";
@@ -34,7 +34,7 @@ export async function startAgent(
   const logger = options.logger ?? createLogger(config.log, "agent");
   const ownStore = options.store ? null : createS3Storage(config.s3);
   const store = options.store ?? (ownStore as AdapterStore);
-  const replica = createReplicaClient({
+  const replica = vllm.createReplicaClient({
     baseUrl: config.replica.url,
     ...(config.replica.apiKey !== undefined && { apiKey: config.replica.apiKey }),
   });

@@ -2,13 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import type { vllm } from "../../engines/index.ts";
 import type { Logger } from "../../lib/logger.ts";
-import type {
-  LoadAdapterResult,
-  ReplicaClient,
-  TransportFailure,
-  UnloadAdapterResult,
-} from "../../scheduler/replica-client.ts";
 import type { AdapterStore } from "../storage.ts";
 import { type CacheEntry, DiskCache, WEIGHTS_FILE } from "./cache.ts";
 import { downloadAdapter } from "./download.ts";
@@ -18,7 +13,7 @@ import type { CacheDto, LoadAdapterBody, LoadAdapterResponse, UnloadAdapterRespo
 
 export interface ReplicaAgentOptions {
   store: AdapterStore;
-  replica: ReplicaClient;
+  replica: vllm.ReplicaClient;
   cacheDir: string;
   budgetBytes: number;
   logger: Logger;
@@ -41,7 +36,7 @@ interface ReplicaView {
 }
 
 /** Replica answers after which the name is certainly not registered by this call. */
-const DEFINITE_LOAD_FAILURES = new Set<LoadAdapterResult["kind"]>([
+const DEFINITE_LOAD_FAILURES = new Set<vllm.LoadAdapterResult["kind"]>([
   "adapter_rejected",
   "not_found",
   "invalid_input",
@@ -58,7 +53,7 @@ const DEFINITE_LOAD_FAILURES = new Set<LoadAdapterResult["kind"]>([
 export class ReplicaAgent {
   readonly cache: DiskCache;
   private readonly store: AdapterStore;
-  private readonly replica: ReplicaClient;
+  private readonly replica: vllm.ReplicaClient;
   private readonly logger: Logger;
   private readonly gcIntervalMs: number;
   private readonly now: () => number;
@@ -325,7 +320,7 @@ export class ReplicaAgent {
   private async cleanUpFailedLoad(
     entry: CacheEntry,
     downloaded: boolean,
-    result: Exclude<LoadAdapterResult, { kind: "ok" }>,
+    result: Exclude<vllm.LoadAdapterResult, { kind: "ok" }>,
   ): Promise<void> {
     const definite =
       DEFINITE_LOAD_FAILURES.has(result.kind) ||
@@ -541,7 +536,7 @@ function toNewEntry(input: LoadAdapterBody) {
   };
 }
 
-function replicaFailure(failure: TransportFailure, action: string): AgentError {
+function replicaFailure(failure: vllm.TransportFailure, action: string): AgentError {
   switch (failure.kind) {
     case "unreachable":
       return new AgentError(
@@ -567,7 +562,7 @@ function replicaFailure(failure: TransportFailure, action: string): AgentError {
 }
 
 function loadFailure(
-  result: Exclude<LoadAdapterResult, { kind: "ok" }>,
+  result: Exclude<vllm.LoadAdapterResult, { kind: "ok" }>,
   name: string,
   path: string,
 ): AgentError {
@@ -596,7 +591,10 @@ function loadFailure(
   }
 }
 
-function unloadFailure(result: Exclude<UnloadAdapterResult, { kind: "ok" | "not_found" }>, name: string) {
+function unloadFailure(
+  result: Exclude<vllm.UnloadAdapterResult, { kind: "ok" | "not_found" }>,
+  name: string,
+) {
   switch (result.kind) {
     case "runtime_updates_disabled":
       return new AgentError(

@@ -1,17 +1,9 @@
 import type { Span } from "@opentelemetry/api";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import type { ServedBy } from "../../db/schema/usage.ts";
+import { vllm } from "../../engines/index.ts";
 import { DEFAULT_CONTEXT_TOKENS } from "../../metering/estimates.ts";
 import { estimatePromptTokens } from "../../metering/prompt-tokens.ts";
-import {
-  type ClientStreamOptions,
-  DONE_EVENT,
-  MODEL_FIELD,
-  SseRewriter,
-  scrubNames,
-  type UsageCounts,
-  usageFromBody,
-} from "./sse.ts";
 import { startUpstreamSpan, type UpstreamSpan } from "./tracing.ts";
 
 export interface UpstreamTarget {
@@ -28,7 +20,7 @@ export interface UpstreamTarget {
 export interface ProxyOutcome {
   status: "ok" | "error" | "cancelled";
   httpStatus: number;
-  usage: UsageCounts | null;
+  usage: vllm.UsageCounts | null;
   /** Usage the upstream did not report (a fallback's stream cut short) and the gateway estimated. */
   usageEstimated?: boolean;
   servedBy: ServedBy;
@@ -106,17 +98,7 @@ function upstreamBody(options: ForwardOptions, target: UpstreamTarget): string {
     }
     return JSON.stringify(body);
   }
-  if (target.loraName === null) {
-    // vLLM serves the base for an absent model, whatever its --served-model-name.
-    delete body.model;
-  } else {
-    body.model = target.loraName;
-  }
-  if (body.stream === true) {
-    // Always metered, even when the client cuts the stream: cumulative usage on every chunk.
-    body.stream_options = { include_usage: true, continuous_usage_stats: true };
-  }
-  return JSON.stringify(body);
+  return vllm.replicaRequestBody(options.body, target.loraName);
 }
 
 function upstreamHeaders(
@@ -129,7 +111,7 @@ function upstreamHeaders(
   return {
     "content-type": "application/json",
     // Each attempt is a request of its own to the engine.
-    "x-request-id": attempt === 1 ? options.upstreamRequestId : `${options.upstreamRequestId}-${attempt}`,
+    "x-request-id": vllm.attemptRequestId(options.upstreamRequestId, attempt),
     ...tracing,
     ...(key !== null && { authorization: `Bearer ${key}` }),
   };
@@ -144,7 +126,7 @@ const upstreamModelName = (target: UpstreamTarget) => target.fallback?.model ?? 
 const describeTarget = (target: UpstreamTarget) =>
   target.replicaId === null ? "the fallback upstream" : `replica ${target.replicaId}`;
 
-function clientStreamOptions(body: Record<string, unknown>): ClientStreamOptions {
+function clientStreamOptions(body: Record<string, unknown>): vllm.ClientStreamOptions {
   const so = body.stream_options as Record<string, unknown> | undefined;
   return { includeUsage: so?.include_usage === true, continuousUsage: so?.continuous_usage_stats === true };
 }
@@ -240,7 +222,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
 
     if (res.statusCode >= 500 || (res.statusCode === 404 && target.loraName !== null)) {
       const text = await res.body.text().catch(() => "");
-      const lost = res.statusCode === 404 && text.includes("does not exist");
+      const lost = vllm.isLostAdapter(res.statusCode, text, target.loraName);
       if (res.statusCode >= 500 || lost) {
         goneEverywhere = lost && (attempts === 1 || goneEverywhere);
         lastError = `${describeTarget(target)} answered ${res.statusCode}`;
@@ -311,7 +293,7 @@ async function passThroughError(
   onClientGone: () => void,
 ): Promise<Response> {
   options.clientSignal.removeEventListener("abort", onClientGone);
-  const scrubbed = scrubNames(text, upstreamModelName(target), options.clientModel);
+  const scrubbed = vllm.scrubNames(text, upstreamModelName(target), options.clientModel);
   await finish({
     status: "error",
     httpStatus: status,
@@ -369,11 +351,11 @@ async function jsonResponse(
   try {
     // The model name is swapped and usage read with string edits: no parse and re-serialise of the body.
     const text = await res.body.text();
-    const body = text.replace(MODEL_FIELD, `"model":${JSON.stringify(options.clientModel)}`);
+    const body = text.replace(vllm.MODEL_FIELD, `"model":${JSON.stringify(options.clientModel)}`);
     await finish({
       status: "ok",
       httpStatus: 200,
-      ...(await billedUsage(options, target, usageFromBody(text), () => contentTokens(text))),
+      ...(await billedUsage(options, target, vllm.usageFromBody(text), () => contentTokens(text))),
       servedBy: servedBy(target),
       replicaId: target.replicaId,
       attempts,
@@ -421,7 +403,7 @@ const allPrompts = (options: ForwardOptions) =>
 async function billedUsage(
   options: ForwardOptions,
   target: UpstreamTarget,
-  reported: UsageCounts | null,
+  reported: vllm.UsageCounts | null,
   completionTokens: () => number,
 ): Promise<Pick<ProxyOutcome, "usage" | "usageEstimated">> {
   if (reported !== null || !target.fallback) {
@@ -470,7 +452,7 @@ function streamResponse(
   upstreamAbort: AbortController,
   onClientGone: () => void,
 ): Response {
-  const rewriter = new SseRewriter({
+  const rewriter = new vllm.SseRewriter({
     clientModel: options.clientModel,
     replicaName: upstreamModelName(target),
     wanted: clientStreamOptions(options.body),
@@ -518,7 +500,7 @@ function streamResponse(
                   controller.error(new Error("the client went away"));
                   return;
                 }
-                const last = tail + (status === "ok" && rewriter.sawDone ? DONE_EVENT : "");
+                const last = tail + (status === "ok" && rewriter.sawDone ? vllm.DONE_EVENT : "");
                 if (last.length > 0) {
                   controller.enqueue(Buffer.from(last));
                 }

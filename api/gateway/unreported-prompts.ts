@@ -1,7 +1,7 @@
 import type { Dispatcher } from "undici";
+import { vllm } from "../../engines/index.ts";
 import type { CompletionKind } from "../../metering/estimates.ts";
 import { estimatePromptTokens } from "../../metering/prompt-tokens.ts";
-import { createReplicaClient } from "../../scheduler/replica-client.ts";
 import type { ProxyOutcome } from "./proxy.ts";
 
 /** A replica that does not answer /tokenize this fast is not waited for: the local count is close. */
@@ -58,7 +58,7 @@ async function tokenizeOnReplica(
   if (request.kind === "completion" && typeof prompt !== "string") {
     return null; // token ids (counted by the estimate exactly) or a batch
   }
-  const client = createReplicaClient({
+  const client = vllm.createReplicaClient({
     baseUrl: baseUrl.replace(/\/v1\/?$/, ""),
     dispatcher: request.dispatcher,
     timeoutMs: TOKENIZE_TIMEOUT_MS,

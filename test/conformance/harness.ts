@@ -3,8 +3,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { vllm } from "../../engines/index.ts";
 import { createReplicaSim, type ReplicaSim, type ReplicaSimOptions } from "../../infra/replica-sim/index.ts";
-import { createReplicaClient, type ReplicaClient } from "../../scheduler/replica-client.ts";
 
 /**
  * Where the conformance suite runs: the simulator (default) or a real vLLM named by
@@ -28,7 +28,7 @@ export interface Target {
   kind: "sim" | "real";
   url: string;
   apiKey: string | undefined;
-  client: ReplicaClient;
+  client: vllm.ReplicaClient;
   /** First served model name: what base responses report as `model`. */
   baseName: string;
   servedNames: string[];
@@ -61,7 +61,7 @@ function envInt(name: string): number | undefined {
 export async function openTarget(options: ReplicaSimOptions = {}): Promise<Target> {
   if (REAL_URL) {
     const apiKey = process.env.VLLM_CONFORMANCE_API_KEY || undefined;
-    const client = createReplicaClient({ baseUrl: REAL_URL, apiKey, timeoutMs: 60_000 });
+    const client = vllm.createReplicaClient({ baseUrl: REAL_URL, apiKey, timeoutMs: 60_000 });
     const caps = await client.capabilities();
     if (caps.kind !== "ok") {
       throw new Error(`cannot reach the replica under test at ${REAL_URL}: ${JSON.stringify(caps)}`);
@@ -90,7 +90,11 @@ export async function openTarget(options: ReplicaSimOptions = {}): Promise<Targe
     latency: { ...FAST_LATENCY, ...options.latency },
   });
   const running = await sim.start(0);
-  const client = createReplicaClient({ baseUrl: running.url, apiKey: sim.config.apiKey, timeoutMs: 10_000 });
+  const client = vllm.createReplicaClient({
+    baseUrl: running.url,
+    apiKey: sim.config.apiKey,
+    timeoutMs: 10_000,
+  });
   return {
     kind: "sim",
     url: running.url,

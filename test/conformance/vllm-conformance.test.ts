@@ -1,7 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createReplicaClient } from "../../scheduler/replica-client.ts";
+import { vllm } from "../../engines/index.ts";
 import {
   type AdapterFixture,
   freePort,
@@ -71,7 +71,7 @@ describe("10.1 env flag unset: load and unload → 404 {detail: Not Found}", () 
         const unload = await postJson(off, "/v1/unload_lora_adapter", { lora_name: "x" });
         expect(unload.status).toBe(404);
         expect(unload.json).toEqual({ detail: "Not Found" });
-        const client = createReplicaClient({ baseUrl: off.url, apiKey: off.apiKey });
+        const client = vllm.createReplicaClient({ baseUrl: off.url, apiKey: off.apiKey });
         try {
           expect(await client.loadAdapter({ loraName: "x", absolutePath: path })).toEqual({
             kind: "runtime_updates_disabled",
@@ -677,7 +677,7 @@ describe("10.15 health, readiness, api key, content type", () => {
     const { createReplicaSim } = await import("../../infra/replica-sim/index.ts");
     const sim = createReplicaSim({ startupDelayMs: 300 });
     const starting = sim.start(port);
-    const client = createReplicaClient({ baseUrl: `http://127.0.0.1:${port}`, timeoutMs: 2_000 });
+    const client = vllm.createReplicaClient({ baseUrl: `http://127.0.0.1:${port}`, timeoutMs: 2_000 });
     try {
       await sleep(50);
       const early = await client.health();
@@ -713,7 +713,7 @@ describe("10.15 health, readiness, api key, content type", () => {
           expect((await fetch(`${keyed.url}${path}`)).status).toBe(200);
         }
         expect((await postJson(noAuth, "/tokenize", { prompt: "hi" })).status).toBe(200);
-        const wrongClient = createReplicaClient({ baseUrl: keyed.url, apiKey: "wrong" });
+        const wrongClient = vllm.createReplicaClient({ baseUrl: keyed.url, apiKey: "wrong" });
         try {
           expect(await wrongClient.listModels()).toEqual({ kind: "unauthorized", status: 401 });
           expect(await wrongClient.health()).toEqual({ kind: "ok" });

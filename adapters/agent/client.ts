@@ -1,13 +1,24 @@
 import { Agent, request } from "undici";
+import type { AgentErrorCode } from "./errors.ts";
+import type {
+  LoadAdapterBody,
+  LoadAdapterResponse,
+  UnloadAdapterBody,
+  UnloadAdapterResponse,
+} from "./schema.ts";
+
+/** What went wrong with a call, besides the agent's own codes: no answer, or an answer not the agent's. */
+export type AgentCallCode = AgentErrorCode | "agent_unreachable" | `http_${number}`;
 
 export type AgentResult<T> =
   | { kind: "ok"; value: T }
   /** The adapter or its files are at fault (rejected by vLLM, digest mismatch, object missing): do not retry. */
-  | { kind: "permanent"; code: string; message: string }
+  | { kind: "permanent"; code: AgentCallCode; message: string }
   /** The replica, S3 or the agent is unavailable: retry with backoff. */
-  | { kind: "transient"; code: string; message: string };
+  | { kind: "transient"; code: AgentCallCode; message: string };
 
-const PERMANENT = new Set([
+/** The agent's codes that no retry can change: the same files would be refused again. */
+const PERMANENT: ReadonlySet<AgentCallCode> = new Set<AgentErrorCode>([
   "adapter_rejected",
   "digest_mismatch",
   "object_missing",
@@ -23,7 +34,7 @@ export interface AgentLoadRequest {
   sizeBytes: number;
 }
 
-/** The scheduler's side of the replica agent (adapters/agent): load and unload through it. */
+/** The scheduler's side of the replica agent: load and unload through it, over its HTTP API. */
 export class AgentClient {
   private readonly dispatcher = new Agent({ keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000 });
   private readonly baseUrl: string;
@@ -36,20 +47,20 @@ export class AgentClient {
     this.timeoutMs = options.timeoutMs;
   }
 
-  load(input: AgentLoadRequest) {
-    return this.call<{ path: string; status: string }>("/v1/adapters/load", {
+  load(input: AgentLoadRequest): Promise<AgentResult<LoadAdapterResponse>> {
+    const body: LoadAdapterBody = {
       lora_name: input.loraName,
       object_key: input.objectKey,
       config_object_key: input.configObjectKey,
       sha256: input.sha256,
       size_bytes: input.sizeBytes,
-    });
+    };
+    return this.call("/v1/adapters/load", body);
   }
 
-  unload(loraName: string) {
-    return this.call<{ unregistered: boolean; files: string }>("/v1/adapters/unload", {
-      lora_name: loraName,
-    });
+  unload(loraName: string): Promise<AgentResult<UnloadAdapterResponse>> {
+    const body: UnloadAdapterBody = { lora_name: loraName };
+    return this.call("/v1/adapters/unload", body);
   }
 
   async close(): Promise<void> {
@@ -70,10 +81,10 @@ export class AgentClient {
       if (res.statusCode < 300) {
         return { kind: "ok", value: JSON.parse(text) as T };
       }
-      let code = `http_${res.statusCode}`;
+      let code: AgentCallCode = `http_${res.statusCode}`;
       let message = text.slice(0, 1000);
       try {
-        const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
+        const parsed = JSON.parse(text) as { error?: { code?: AgentErrorCode; message?: string } };
         code = parsed.error?.code ?? code;
         message = parsed.error?.message ?? message;
       } catch {

@@ -2,8 +2,8 @@ import { rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { createReplicaSim, type RunningReplicaSim } from "../infra/replica-sim/index.ts";
-import { FAST_LATENCY, freePort, removeAdapterRoot, writeAdapter } from "../test/conformance/harness.ts";
+import { createReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
+import { FAST_LATENCY, freePort, removeAdapterRoot, writeAdapter } from "../../test/conformance/harness.ts";
 import {
   createReplicaClient,
   parseErrorBody,
@@ -12,7 +12,7 @@ import {
   summarizeMetrics,
   validateAdapterPath,
   validateLoraName,
-} from "./replica-client.ts";
+} from "./index.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
