@@ -327,8 +327,7 @@ class LeaderWork {
       });
       return `refused: ${result.reason}`;
     }
-    // The leader places but never serves: the request the policy counted runs on a gateway.
-    this.policy.observe({ kind: "completed", adapterId: adapterVersionId, replicaId: result.replicaId });
+    // The leader places but never serves (the decision is not admitted): requests run on gateways.
     if (result.actions.length === 0) {
       // Already placed or loading: a gateway that missed it was stale; wake it.
       await this.deps.bus.publish({

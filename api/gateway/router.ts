@@ -214,14 +214,14 @@ export class GatewayRouter {
     }
     if (holders.length === 0) {
       // The policy planned a load; the leader decides it. This request does not run here yet.
-      this.policy.observe({ kind: "completed", adapterId: versionId, replicaId: decision.replicaId });
       return { kind: "miss" };
     }
+    // The policy's choice runs the request only if this gateway can send it there.
     const counted = holders.includes(decision.replicaId);
-    const first = counted ? decision.replicaId : (this.byLoad(holders)[0] ?? "");
-    if (!counted) {
-      this.policy.observe({ kind: "completed", adapterId: versionId, replicaId: decision.replicaId });
+    if (counted) {
+      decision.admit();
     }
+    const first = counted ? decision.replicaId : (this.byLoad(holders)[0] ?? "");
     const ordered = [first, ...this.byLoad(holders.filter((id) => id !== first))];
     return {
       kind: "hit",

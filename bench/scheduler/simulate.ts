@@ -73,8 +73,8 @@ export function simulate(policy: Policy, trace: Trace, options: SimOptions): Sim
       }
       continue;
     }
+    // The request completes at once: it is never admitted, so there is nothing to complete.
     apply(policy, decision.actions, counted);
-    policy.observe({ kind: "completed", adapterId: request.adapterId, replicaId: decision.replicaId });
     if (counted) {
       counted.requests++;
       if (decision.level !== "cold") {

@@ -302,8 +302,8 @@ export function planCapacity(trace: DemandTrace, a: PlanAssumptions): PlanResult
       }
       r = replicaIndex.get(decision.replicaId) ?? 0;
       level = decision.level === "cold" ? "cold" : levelOn(r, ai);
+      // Not admitted: the request's own time is modelled here, not as the policy's in-flight count.
       stall = decision.level === "cold" ? apply(decision.actions) : 0;
-      policy.observe({ kind: "completed", adapterId, replicaId: decision.replicaId });
     }
     const size = mb[ai] ?? 0;
     if (level === "registered") {

@@ -49,11 +49,14 @@ function make(kind: PolicyKind, state: FleetState): Policy {
   return policy;
 }
 
-function decided(result: RouteResult): RouteDecision {
+/** A request the policy routed, running where it was sent (admitted) until it is completed. */
+function decided(result: RouteResult): Omit<RouteDecision, "admit"> {
   if ("reason" in result) {
     throw new Error(`refused: ${result.reason} (${result.detail})`);
   }
-  return result;
+  const { admit, ...decision } = result;
+  admit();
+  return decision;
 }
 
 /** Loads finish as soon as they are asked for, as the job runner would report them. */
@@ -66,7 +69,7 @@ function settle(policy: Policy, actions: readonly Action[]): void {
 }
 
 /** Route one request, let its loads finish, and complete it. */
-function serve(policy: Policy, adapterId: string, now = 0): RouteDecision {
+function serve(policy: Policy, adapterId: string, now = 0): Omit<RouteDecision, "admit"> {
   const decision = decided(policy.route({ adapterId }, now));
   settle(policy, decision.actions);
   policy.observe({ kind: "completed", adapterId, replicaId: decision.replicaId });
@@ -103,6 +106,28 @@ describe("routing and cost levels", () => {
     expect(serve(policy, "b").level).toBe("warm");
     expect(serve(policy, "a").level).toBe("registered");
     expect(policy.shadow("r0")).toMatchObject({ hot: ["a"], warm: ["b", "a"] });
+  });
+
+  it("counts a request in flight only once its decision is admitted, and once however often", () => {
+    const policy = make("lru", fleet([replica("r0", { maxLoras: 1 })], [adapter("a"), adapter("b")]));
+    serve(policy, "a");
+    const placed = policy.route({ adapterId: "b" }, 1);
+    if ("reason" in placed) {
+      throw new Error(placed.detail);
+    }
+    // A placement (the leader) or a request sent elsewhere is never admitted: nothing stays counted.
+    expect(policy.shadow("r0")?.inFlight).toEqual({});
+    const served = policy.route({ adapterId: "a" }, 2);
+    if ("reason" in served) {
+      throw new Error(served.detail);
+    }
+    served.admit();
+    served.admit();
+    expect(policy.shadow("r0")?.inFlight).toEqual({ a: 1 });
+    // One distinct adapter in flight fills max_loras = 1: another adapter waits for a slot.
+    expect(policy.route({ adapterId: "b" }, 3)).toMatchObject({ reason: "slots-busy" });
+    policy.observe({ kind: "completed", adapterId: "a", replicaId: "r0" });
+    expect(policy.shadow("r0")?.inFlight).toEqual({});
   });
 
   it("waits on a load under way rather than loading the adapter twice", () => {

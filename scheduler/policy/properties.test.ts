@@ -238,6 +238,7 @@ function checkRoute(model: Model, adapterId: string, result: RouteResult, step: 
   inflight.set(adapterId, (inflight.get(adapterId) ?? 0) + 1);
   check(inflight.size <= replica.maxLoras, where("distinct adapters in flight within max_loras"));
   model.requests.push({ adapterId, replicaId: replica.id });
+  result.admit();
 }
 
 function checkState(model: Model, policy: Policy, step: string): void {

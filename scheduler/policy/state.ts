@@ -29,6 +29,7 @@ export interface AdapterState {
 }
 
 export interface BaseState {
+  idx: number;
   name: string;
   /** Requests routed to this base: the clock demand decays by. */
   clock: number;
@@ -71,4 +72,48 @@ export interface ReplicaState {
   outstanding: number;
   lastRoutedSeq: number;
   drainedSignalled: boolean;
+}
+
+/**
+ * Rows indexed densely by `idx` (an index is never reused, so indices stored elsewhere stay valid),
+ * with an index by key for the live ones. `at` is the typed accessor: a missing row is a bug.
+ */
+export class Table<T extends { idx: number }> {
+  private readonly rows: T[] = [];
+  private readonly byKey = new Map<string, number>();
+
+  get length(): number {
+    return this.rows.length;
+  }
+
+  at(idx: number): T {
+    const row = this.rows[idx];
+    if (row === undefined) {
+      throw new RangeError(`no row ${idx}`);
+    }
+    return row;
+  }
+
+  /** The live row with this key, if any. */
+  find(key: string): T | undefined {
+    const idx = this.byKey.get(key);
+    return idx === undefined ? undefined : this.rows[idx];
+  }
+
+  /** Every row ever added, live or not, by index. */
+  all(): readonly T[] {
+    return this.rows;
+  }
+
+  add(key: string, make: (idx: number) => T): T {
+    const row = make(this.rows.length);
+    this.byKey.set(key, row.idx);
+    this.rows.push(row);
+    return row;
+  }
+
+  /** The row stays (its index may be held elsewhere) but is no longer found by its key. */
+  forget(key: string): void {
+    this.byKey.delete(key);
+  }
 }

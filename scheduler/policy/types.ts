@@ -69,6 +69,12 @@ export interface RouteDecision {
   level: CostLevel;
   /** Loads and evictions this request needs before it can run (empty on a hit). */
   actions: readonly Action[];
+  /**
+   * Counts the request in flight on `replicaId`, until its `completed` event: call it at once when
+   * the request will run there. A decision not admitted (a placement, a request sent elsewhere)
+   * leaves nothing to undo. Calling it again does nothing.
+   */
+  admit(): void;
 }
 
 export type RefusalReason =
@@ -91,7 +97,7 @@ export interface RouteRefusal {
 export type RouteResult = RouteDecision | RouteRefusal;
 
 export type PolicyEvent =
-  /** A request routed by `route` finished, failed or was cancelled. */
+  /** A request admitted by a `route` decision finished, failed or was cancelled. */
   | { kind: "completed"; adapterId: string; replicaId: string }
   /** A load this policy asked for finished. On failure the placement is dropped. */
   | { kind: "loaded"; adapterId: string; replicaId: string; ok: boolean };
@@ -134,7 +140,10 @@ export interface Policy {
   readonly kind: string;
   /** Replace the fleet, adapters and placements with the database's view; keeps learned demand. */
   sync(fleet: FleetState): void;
-  /** Pick the replica and cost level for one request; the actions it returns are assumed done or under way. */
+  /**
+   * Pick the replica and cost level for one request; the actions it returns are assumed done or
+   * under way. The request counts in flight only once the decision is admitted.
+   */
   route(request: RouteRequest, now: number): RouteResult;
   observe(event: PolicyEvent): void;
   /** Background actions: pin enforcement, replication of hot adapters, draining moves. */
