@@ -33,7 +33,12 @@ async function upload(token: string, name: string, model: Buffer): Promise<Respo
   });
 }
 
-/** Runs `work` while completions keep being asked for; returns the event loop's p99 and their statuses. */
+/**
+ * Runs `work` while completions keep being asked for; returns the event loop's p99 and their statuses.
+ * The loop is this process's: the API's and the test client's, which sends the upload too. With the
+ * header parsed on the loop, p99 was 244 ms (16 MiB header) and 375 ms (200,000 tensors); in the
+ * worker 12-50 ms on a busy 2-core machine. The bound, 100 ms, sits between the two.
+ */
 async function underLoad<T>(token: string, work: () => Promise<T>) {
   const delay = monitorEventLoopDelay({ resolution: 5 });
   delay.enable();
@@ -73,7 +78,7 @@ async function newAdapter(name: string) {
 }
 
 describe("uploads do not hold the API process", () => {
-  it("refuses a 16 MiB header with a 422 while the event loop's p99 stays under 50 ms and completions are served", async () => {
+  it("refuses a 16 MiB header with a 422 while the event loop's p99 stays under 100 ms and completions are served", async () => {
     const token = await newAdapter("huge-header");
     const model = bogusHeader(40_000, 370); // just over 16 MiB of JSON header
     expect(model.length).toBeGreaterThan(16 * 1024 * 1024);
@@ -91,7 +96,7 @@ describe("uploads do not hold the API process", () => {
     expect(result.body.errors[0]?.path).toBe("adapter_model:header_length");
     expect(completions.length).toBeGreaterThan(0);
     expect(completions.every((s) => s === 200)).toBe(true);
-    expect(p99).toBeLessThan(50);
+    expect(p99).toBeLessThan(100);
   });
 
   it("answers a header of 200,000 bogus tensors with a 422 listing a bounded set of problems, never a 500", async () => {
@@ -109,6 +114,6 @@ describe("uploads do not hold the API process", () => {
     expect(result.body.errors.length).toBeLessThanOrEqual(200);
     expect(result.body.errors.at(-1)?.message).toMatch(/and \d+ more/);
     expect(completions.every((s) => s === 200)).toBe(true);
-    expect(p99).toBeLessThan(50);
+    expect(p99).toBeLessThan(100);
   });
 });
