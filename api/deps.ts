@@ -16,6 +16,8 @@ import type { TenantCounters } from "./gateway/fair-share.ts";
 import type { ModelResolver } from "./gateway/model-resolver.ts";
 import type { RateLimiter } from "./gateway/rate-limit.ts";
 import type { GatewayRouter } from "./gateway/router.ts";
+import type { SettledHook } from "./gateway/serve-completion.ts";
+import type { TenantCache } from "./gateway/tenant-cache.ts";
 import type { UsageSink } from "./gateway/usage.ts";
 import type { UploadSlots } from "./upload-slots.ts";
 
@@ -35,6 +37,8 @@ export interface AppDeps {
     resolver: ModelResolver;
     router: GatewayRouter;
     dispatcher: Dispatcher;
+    /** Tenants' rows, cached: no database round trip per request. */
+    tenants: TenantCache;
     limiter: RateLimiter;
     budgets: BudgetGuard;
     /** Per tenant in this process: requests in flight (capped), cold loads waited for (fair priority). */
@@ -42,6 +46,8 @@ export interface AppDeps {
     coldWaits: TenantCounters;
     /** A base model (its prices, its fallback), from the resolver's cache; undefined if unknown. */
     baseModel: (baseModelId: string) => Promise<BaseModelRow | undefined>;
+    /** Told of every settled inference request (see serve-completion.ts). */
+    settledHooks: SettledHook[];
   };
   usage: UsageSink;
   uploads: { validator: HeaderValidationPool; slots: UploadSlots };

@@ -27,6 +27,7 @@ import { MeteringUsageSink } from "./gateway/metering-sink.ts";
 import { ModelResolver } from "./gateway/model-resolver.ts";
 import { RateLimiter } from "./gateway/rate-limit.ts";
 import { GatewayRouter } from "./gateway/router.ts";
+import { TenantCache } from "./gateway/tenant-cache.ts";
 import { baseModelFromBody } from "./routes/base-models/schema.ts";
 import { SEED_BASE_MODELS } from "./routes/base-models/seeds.ts";
 import { UploadSlots } from "./upload-slots.ts";
@@ -70,17 +71,13 @@ export async function buildDeps(
   });
   const baseModel = async (baseModelId: string) =>
     (await resolver.baseModels()).find((b) => b.id === baseModelId);
-  const limiter = new RateLimiter({
-    redis,
-    db: dbHandle.db,
-    prefix: config.redis.prefix,
-    cacheTtlMs: 5_000,
-    sweepEveryMs: 1_000,
-  });
+  const tenants = new TenantCache({ db: dbHandle.db, ttlMs: 5_000 });
+  const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, sweepEveryMs: 1_000 });
   // Another process changed a tenant or a base: this one's cached copies go at once.
   await bus.subscribe((event) => {
     if (event.type === "tenant-changed") {
-      limiter.invalidateTenant(event.tenantId);
+      tenants.invalidate(event.tenantId);
+      limiter.forgetLease(event.tenantId);
     } else if (event.type === "base-models-changed") {
       resolver.invalidateBaseModels();
     } else if (event.type === "signing-keys-changed") {
@@ -92,7 +89,7 @@ export async function buildDeps(
     db: dbHandle.db,
     logger,
     prefix: config.redis.prefix,
-    onAlert: (alert) => void sendBudgetAlert(limiter, logger, alert),
+    onAlert: (alert) => void sendBudgetAlert(tenants, logger, alert),
     leaseMs: config.budgets.reservationLeaseMs,
     usageStream: { redis: usageRedis, key: usageStreamKey(config.usage.redis) },
   });
@@ -125,11 +122,13 @@ export async function buildDeps(
       resolver,
       router,
       dispatcher,
+      tenants,
       limiter,
       budgets,
       baseModel,
       inFlight: new TenantCounters(),
       coldWaits: new TenantCounters(),
+      settledHooks: [],
     },
     uploads: { validator, slots: new UploadSlots(config.uploads.maxConcurrentPerTenant) },
     usage: new MeteringUsageSink({
@@ -272,11 +271,11 @@ export async function startHttp(deps: AppDeps): Promise<{ url: string; closer: C
 
 /** POSTs a budget alert to the tenant's webhook, if it has one; failures are logged, never retried forever. */
 async function sendBudgetAlert(
-  limiter: RateLimiter,
+  tenants: TenantCache,
   logger: Logger,
   alert: { tenantId: string; threshold: 80 | 100; spentMicros: number; budgetMicros: number },
 ): Promise<void> {
-  const tenant = await limiter.tenant(alert.tenantId).catch(() => null);
+  const tenant = await tenants.get(alert.tenantId).catch(() => null);
   if (!tenant?.alertWebhookUrl) {
     return;
   }

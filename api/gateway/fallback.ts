@@ -3,7 +3,7 @@ import type { TenantRow } from "../../db/queries/tenants.ts";
 import type { FallbackUpstream } from "../../db/schema/columns.ts";
 import { openSecret } from "../../lib/secrets.ts";
 import type { Prices } from "../../metering/pricing.ts";
-import type { UpstreamTarget } from "./proxy.ts";
+import type { UpstreamTarget } from "./forward/index.ts";
 
 /** The fallback that applies to a request: the tenant's own, else its base's; null when neither has one. */
 export function applicableFallback(
@@ -31,4 +31,16 @@ export function fallbackTarget(fallback: FallbackUpstream, keyEncryptionKey: Buf
       apiKey: fallback.apiKeySealed === null ? null : openSecret(fallback.apiKeySealed, keyEncryptionKey),
     },
   };
+}
+
+/**
+ * The body to send a fallback (an OpenAI-compatible API): its own model name; a stream asks for
+ * usage, which such APIs report at the end only (a cut stream's usage is estimated).
+ */
+export function fallbackRequestBody(body: Record<string, unknown>, model: string): string {
+  const out: Record<string, unknown> = { ...body, model };
+  if (out.stream === true) {
+    out.stream_options = { include_usage: true };
+  }
+  return JSON.stringify(out);
 }

@@ -1,6 +1,5 @@
 import { LRUCache } from "lru-cache";
-import type { Database } from "../../db/client.ts";
-import { getTenant, type TenantRow } from "../../db/queries/tenants.ts";
+import type { TenantRow } from "../../db/queries/tenants.ts";
 import type { Redis } from "../../lib/redis.ts";
 
 /**
@@ -103,7 +102,7 @@ export type LimitVerdict =
   | { allowed: true }
   | { allowed: false; limit: "rpm" | "tpm" | "cold_loads"; retryAfterMs: number };
 
-/** Tenants whose rows and leases one process keeps (the least recently used beyond it are forgotten). */
+/** Tenants whose leases one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000;
 /** How long a lease (and a refusal) is trusted without asking Redis again. */
 const LEASE_TTL_MS = 1_000;
@@ -150,23 +149,14 @@ interface Lease {
  * debt asks Redis again.
  */
 export class RateLimiter {
-  /** Tenants' rows (limits, budget, fallback), cached for `cacheTtlMs`; keyed by verified tenant ids. */
-  private readonly limits: LRUCache<string, { row: TenantRow | null }>;
   private readonly leases = new LRUCache<string, Lease>({ max: MAX_TENANTS });
   private readonly redis: Redis;
   private readonly scripts: LimitScripts;
-  private readonly db: Database;
   private readonly prefix: string;
   private readonly sweeper: NodeJS.Timeout | null;
 
   /** `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by itself). */
-  constructor(options: {
-    redis: Redis;
-    db: Database;
-    prefix: string;
-    cacheTtlMs: number;
-    sweepEveryMs?: number;
-  }) {
+  constructor(options: { redis: Redis; prefix: string; sweepEveryMs?: number }) {
     this.redis = options.redis;
     // defineCommand sends scripts by SHA (EVALSHA), falling back to the text once per connection.
     if (!("loraplaneLease" in this.redis)) {
@@ -175,9 +165,7 @@ export class RateLimiter {
       this.redis.defineCommand("loraplaneColdLoad", { numberOfKeys: 1, lua: COLD_LOAD });
     }
     this.scripts = this.redis as unknown as LimitScripts;
-    this.db = options.db;
     this.prefix = options.prefix;
-    this.limits = new LRUCache({ max: MAX_TENANTS, ttl: options.cacheTtlMs, ttlAutopurge: false });
     const every = options.sweepEveryMs ?? 0;
     this.sweeper =
       every > 0
@@ -216,23 +204,8 @@ export class RateLimiter {
     await Promise.all(returns);
   }
 
-  /** The tenant's limits, cached: a PATCH takes effect within `cacheTtlMs` on every gateway. */
-  async tenant(tenantId: string): Promise<TenantRow | null> {
-    const hit = this.limits.get(tenantId);
-    if (hit) {
-      return hit.row;
-    }
-    const row = await getTenant(this.db, tenantId);
-    this.limits.set(tenantId, { row });
-    return row;
-  }
-
-  /**
-   * Drops the cached row (its limits, budget or fallback changed) and the lease taken under the old
-   * limits: the next request reads the row afresh and leases at the new size.
-   */
-  invalidateTenant(tenantId: string): void {
-    this.limits.delete(tenantId);
+  /** The tenant's limits changed: the lease taken under the old ones goes, the next is sized anew. */
+  forgetLease(tenantId: string): void {
     this.leases.delete(tenantId);
   }
 

@@ -13,16 +13,21 @@ import {
   type ReplicaShadow,
 } from "../../scheduler/policy/index.ts";
 import { type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
-import type { UpstreamTarget } from "./proxy.ts";
+import type { UpstreamTarget } from "./forward/index.ts";
 
-/** What the policy counted as in flight for a routed request; hand it back to `release` when it ends. */
-export interface RouteTicket {
-  versionId: string;
-  replicaId: string;
+/**
+ * Targets the router handed out for one request, best first, and what it counts for them (the
+ * request in flight on the first, for the policy and for balancing) until `release`, once.
+ */
+export interface RouteHold {
+  targets: UpstreamTarget[];
+  /** What the first target costs (null for a base model: no adapter to be hot or cold there). */
+  level: CostLevel | null;
+  release(): void;
 }
 
 export type AdapterRoute =
-  | { kind: "hit"; level: CostLevel; targets: UpstreamTarget[]; ticket: RouteTicket | null }
+  | { kind: "hit"; hold: RouteHold }
   | { kind: "miss" }
   | { kind: "busy"; detail: string }
   /** This gateway has not seen the version yet (just uploaded): sync and ask again. */
@@ -223,12 +228,18 @@ export class GatewayRouter {
     }
     const first = counted ? decision.replicaId : (this.byLoad(holders)[0] ?? "");
     const ordered = [first, ...this.byLoad(holders.filter((id) => id !== first))];
+    const targets = ordered.map((id) => this.target(id, versionId));
+    const completed = () =>
+      this.policy.observe({ kind: "completed", adapterId: versionId, replicaId: decision.replicaId });
     return {
       kind: "hit",
-      level: counted ? decision.level : "registered",
-      targets: ordered.map((id) => this.target(id, versionId)),
-      ticket: counted ? { versionId, replicaId: decision.replicaId } : null,
+      hold: this.hold(targets, counted ? decision.level : "registered", counted ? completed : null),
     };
+  }
+
+  /** Some replica has the version registered and can be sent requests for it now. */
+  holdsAdapter(versionId: string): boolean {
+    return this.holders(versionId).length > 0;
   }
 
   /** The policy's mirror of a replica's GPU slots and CPU cache, for the console (null if unknown). */
@@ -252,23 +263,36 @@ export class GatewayRouter {
     return this.byLoad(ids).map((id) => this.target(id, null));
   }
 
+  /** `routeBase`, held for one request: counted in flight on the first target until released. */
+  holdBase(baseModelId: string): RouteHold {
+    return this.hold(this.routeBase(baseModelId), null, null);
+  }
+
+  /** `admitted`: ends the request's count in the policy, when the policy's decision was admitted. */
+  private hold(targets: UpstreamTarget[], level: CostLevel | null, admitted: (() => void) | null): RouteHold {
+    const first = targets[0]?.replicaId ?? null;
+    if (first !== null) {
+      this.inFlight.set(first, (this.inFlight.get(first) ?? 0) + 1);
+    }
+    let released = false;
+    return {
+      targets,
+      level,
+      release: () => {
+        if (released) {
+          return;
+        }
+        released = true;
+        if (first !== null) {
+          this.inFlight.set(first, Math.max(0, (this.inFlight.get(first) ?? 1) - 1));
+        }
+        admitted?.();
+      },
+    };
+  }
+
   private target(replicaId: string, loraName: string | null): UpstreamTarget {
     return { replicaId, baseUrl: `${this.replicas.get(replicaId)?.url ?? ""}/v1`, loraName };
-  }
-
-  started(replicaId: string): void {
-    this.inFlight.set(replicaId, (this.inFlight.get(replicaId) ?? 0) + 1);
-  }
-
-  finished(replicaId: string): void {
-    this.inFlight.set(replicaId, Math.max(0, (this.inFlight.get(replicaId) ?? 1) - 1));
-  }
-
-  /** The routed request is over (served, failed over elsewhere, or refused): the policy's count drops. */
-  release(ticket: RouteTicket | null): void {
-    if (ticket) {
-      this.policy.observe({ kind: "completed", adapterId: ticket.versionId, replicaId: ticket.replicaId });
-    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { ProxyOutcome, UpstreamTarget } from "./proxy.ts";
+import type { ForwardOutcome, UpstreamTarget } from "./forward/index.ts";
 
 // Without a registered provider (OTEL_EXPORTER_OTLP_ENDPOINT unset) this is the API's no-op tracer:
 // spans are non-recording singletons, attributes and injection are skipped below.
@@ -41,7 +41,7 @@ export function annotateInferenceSpan(
   }
 }
 
-export function endInferenceSpan(span: Span, outcome: ProxyOutcome | { error: unknown }): void {
+export function endInferenceSpan(span: Span, outcome: ForwardOutcome | { error: unknown }): void {
   if (!span.isRecording()) {
     return;
   }

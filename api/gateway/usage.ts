@@ -1,5 +1,5 @@
 import type { Prices } from "../../metering/pricing.ts";
-import type { ProxyOutcome } from "./proxy.ts";
+import type { ForwardOutcome } from "./forward/index.ts";
 
 /** One finished, failed or cancelled inference request: what metering bills. */
 export interface UsageRecord {
@@ -14,7 +14,7 @@ export interface UsageRecord {
   model: string;
   /** The base's prices as the request was priced (null if the base has none): billed as is. */
   prices: Prices | null;
-  outcome: ProxyOutcome;
+  outcome: ForwardOutcome;
   occurredAt: Date;
 }
 

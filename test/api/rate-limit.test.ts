@@ -9,7 +9,7 @@ const freshPrefix = () => `${h.config.redis.prefix}${Math.random().toString(36).
 
 /** A gateway copy's limiter; copies made with the same prefix share the tenants' Redis buckets. */
 function limiter(prefix = freshPrefix()) {
-  return new RateLimiter({ redis: h.deps.redis, db: h.deps.db, prefix, cacheTtlMs: 1_000 });
+  return new RateLimiter({ redis: h.deps.redis, prefix });
 }
 
 /** `count` gateway copies sharing one set of buckets. */
@@ -162,7 +162,7 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     const rl = limiter();
     const now = 8_000_000;
     expect(await admitted(rl, tenant, 40, now)).toBe(40);
-    rl.invalidateTenant(tenant.id);
+    rl.forgetLease(tenant.id);
     // The operator lowered the limit to 1 rpm: the tokens leased under 100,000 rpm no longer count.
     expect(await admitted(rl, { ...tenant, rpmLimit: 1 }, 5, now)).toBe(1);
   });

@@ -1,5 +1,6 @@
 import type OpenAI from "openai";
 import { describe, expect, it } from "vitest";
+import type { SettledHook } from "../../api/gateway/serve-completion.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2 });
@@ -207,5 +208,52 @@ describe("inference through the gateway with the OpenAI SDK", () => {
       status = (await call()).status;
     }
     expect(status).toBe(429);
+  });
+});
+
+describe("hooks on settled requests", () => {
+  it("tells each hook of every forwarded request once, before the client has its last byte; a failing hook harms nothing", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "hooked");
+    const openai = world.client(await tenant.token());
+    const seen: { tenantId: string; model: string; status: string; completionTokens: number | null }[] = [];
+    const hooks = world.h.deps.gateway.settledHooks;
+    const record: SettledHook = (settled) => {
+      seen.push({
+        tenantId: settled.tenant.id,
+        model: settled.request.requested,
+        status: settled.outcome.status,
+        completionTokens: settled.outcome.usage?.completionTokens ?? null,
+      });
+    };
+    const failing: SettledHook = async () => {
+      throw new Error("a hook that fails");
+    };
+    hooks.push(failing, record);
+    try {
+      const json = await openai.chat.completions.create({ model: "hooked", messages: [ask], max_tokens: 3 });
+      expect(json.choices[0]?.message.content?.length).toBeGreaterThan(0);
+      expect(seen).toHaveLength(1);
+      const stream = await openai.chat.completions.create({
+        model: "hooked",
+        messages: [ask],
+        max_tokens: 4,
+        stream: true,
+      });
+      for await (const _ of stream) {
+        // read it all
+      }
+      expect(seen).toHaveLength(2);
+      // Refused before anything was forwarded: nothing settles.
+      await expect(
+        openai.chat.completions.create({ model: "no-such-model", messages: [ask], max_tokens: 3 }),
+      ).rejects.toMatchObject({ status: 404 });
+      expect(seen).toEqual([
+        { tenantId: tenant.id, model: "hooked", status: "ok", completionTokens: 3 },
+        { tenantId: tenant.id, model: "hooked", status: "ok", completionTokens: 4 },
+      ]);
+    } finally {
+      hooks.splice(hooks.indexOf(failing), 2);
+    }
   });
 });

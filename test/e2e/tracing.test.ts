@@ -8,7 +8,7 @@ import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { forwardCompletion } from "../../api/gateway/proxy.ts";
+import { forwardCompletion } from "../../api/gateway/forward/index.ts";
 import { startInferenceSpan } from "../../api/gateway/tracing.ts";
 import { useE2EWorld } from "./world.ts";
 
@@ -130,19 +130,17 @@ describe("the upstream request carries the trace context", () => {
   it("sends a traceparent naming the attempt's span, in the request's trace", async () => {
     const span = startInferenceSpan({ route: "/v1/completions" });
     await forwardCompletion({
-      path: "/v1/completions",
-      body: { model: "m", prompt: "hi" },
-      clientModel: "m",
-      targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }],
-      maxAttempts: 1,
-      upstreamRequestId: "req_test",
-      clientSignal: new AbortController().signal,
-      dispatcher,
-      headersTimeoutMs: 5_000,
-      bodyTimeoutMs: 5_000,
-      span,
-      onReplicaFailure: () => {},
-      onFinish: async () => {},
+      request: {
+        path: "/v1/completions",
+        body: { model: "m", prompt: "hi" },
+        clientModel: "m",
+        upstreamRequestId: "req_test",
+        clientSignal: new AbortController().signal,
+        span,
+      },
+      upstreams: { targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }] },
+      settings: { dispatcher, maxAttempts: 1, headersTimeoutMs: 5_000, bodyTimeoutMs: 5_000 },
+      report: () => {},
     });
     span.end();
     const traceId = span.spanContext().traceId;
@@ -168,19 +166,17 @@ describe("the upstream request carries the trace context", () => {
     // What the no-op tracer hands out: a non-recording span, which the proxy does not propagate.
     const span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
     await forwardCompletion({
-      path: "/v1/completions",
-      body: { model: "m", prompt: "hi" },
-      clientModel: "m",
-      targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }],
-      maxAttempts: 1,
-      upstreamRequestId: "req_test2",
-      clientSignal: new AbortController().signal,
-      dispatcher,
-      headersTimeoutMs: 5_000,
-      bodyTimeoutMs: 5_000,
-      span,
-      onReplicaFailure: () => {},
-      onFinish: async () => {},
+      request: {
+        path: "/v1/completions",
+        body: { model: "m", prompt: "hi" },
+        clientModel: "m",
+        upstreamRequestId: "req_test2",
+        clientSignal: new AbortController().signal,
+        span,
+      },
+      upstreams: { targets: [{ replicaId: "rep_test", baseUrl: `${url}/v1`, loraName: null }] },
+      settings: { dispatcher, maxAttempts: 1, headersTimeoutMs: 5_000, bodyTimeoutMs: 5_000 },
+      report: () => {},
     });
     expect(seen.at(-1)?.traceparent).toBeUndefined();
   });

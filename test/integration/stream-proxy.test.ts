@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { forwardCompletion, type ProxyOutcome } from "../../api/gateway/proxy.ts";
+import { type ForwardOutcome, forwardCompletion } from "../../api/gateway/forward/index.ts";
 
 // The streaming proxy between two real sockets: an upstream speaking vLLM's SSE shape (continuous
 // usage on every chunk, a usage-only chunk, [DONE]) and the Response the gateway hands its client.
@@ -48,22 +48,24 @@ afterAll(async () => {
 });
 
 function forward(
-  onFinish: (outcome: ProxyOutcome) => Promise<void>,
+  onFinish: (outcome: ForwardOutcome) => Promise<void>,
   clientSignal = new AbortController().signal,
 ) {
   return forwardCompletion({
-    path: "/v1/chat/completions",
-    body: { model: "support-bot", messages: [{ role: "user", content: "hi" }], stream: true },
-    clientModel: "support-bot",
-    targets: [{ replicaId: "rep_test", baseUrl, loraName: "ver_replica_name" }],
-    maxAttempts: 1,
-    upstreamRequestId: "req_stream_test",
-    clientSignal,
-    dispatcher,
-    headersTimeoutMs: 5_000,
-    bodyTimeoutMs: 2_000,
-    onReplicaFailure: () => {},
-    onFinish,
+    request: {
+      path: "/v1/chat/completions",
+      body: { model: "support-bot", messages: [{ role: "user", content: "hi" }], stream: true },
+      clientModel: "support-bot",
+      upstreamRequestId: "req_stream_test",
+      clientSignal,
+    },
+    upstreams: { targets: [{ replicaId: "rep_test", baseUrl, loraName: "ver_replica_name" }] },
+    settings: { dispatcher, maxAttempts: 1, headersTimeoutMs: 5_000, bodyTimeoutMs: 2_000 },
+    report: async (event) => {
+      if (event.kind === "finished") {
+        await onFinish(event.outcome);
+      }
+    },
   });
 }
 
@@ -101,7 +103,7 @@ describe("the streaming proxy", () => {
       };
       next();
     };
-    const outcomes: ProxyOutcome[] = [];
+    const outcomes: ForwardOutcome[] = [];
     const res = await forward(async (outcome) => {
       await new Promise((r) => setTimeout(r, 50));
       outcomes.push(outcome);
@@ -130,7 +132,7 @@ describe("the streaming proxy", () => {
       res.write(event("partial", 1));
       setTimeout(() => res.socket?.destroy(), 20);
     };
-    const outcomes: ProxyOutcome[] = [];
+    const outcomes: ForwardOutcome[] = [];
     const res = await forward(async (outcome) => {
       outcomes.push(outcome);
     });
@@ -158,7 +160,7 @@ describe("the streaming proxy", () => {
       res.on("close", () => clearInterval(timer));
     };
     const closedBefore = upstreamClosed.length;
-    const outcomes: ProxyOutcome[] = [];
+    const outcomes: ForwardOutcome[] = [];
     const client = new AbortController();
     const res = await forward(async (outcome) => {
       outcomes.push(outcome);
@@ -183,7 +185,7 @@ describe("the streaming proxy", () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.end(event("cut", 1));
     };
-    const outcomes: ProxyOutcome[] = [];
+    const outcomes: ForwardOutcome[] = [];
     const text = await readSlowly(
       await forward(async (outcome) => {
         outcomes.push(outcome);
@@ -203,7 +205,7 @@ describe("the streaming proxy", () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.end("x".repeat(3 * 1024 * 1024));
     };
-    const outcomes: ProxyOutcome[] = [];
+    const outcomes: ForwardOutcome[] = [];
     const text = await readSlowly(
       await forward(async (outcome) => {
         outcomes.push(outcome);

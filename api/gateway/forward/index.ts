@@ -1,0 +1,2 @@
+export { forwardCompletion } from "./attempts.ts";
+export type * from "./types.ts";

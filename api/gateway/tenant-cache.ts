@@ -1,0 +1,35 @@
+import { LRUCache } from "lru-cache";
+import type { Database } from "../../db/client.ts";
+import { getTenant, type TenantRow } from "../../db/queries/tenants.ts";
+
+/** Tenants whose rows one process keeps (the least recently used beyond it are forgotten). */
+const MAX_TENANTS = 100_000;
+
+/**
+ * Tenants' rows (limits, budget, fallback) by verified tenant id, so that a request needs no
+ * database round trip: cached for `ttlMs`, and dropped at once when a `tenant-changed` event says so.
+ */
+export class TenantCache {
+  private readonly rows: LRUCache<string, { row: TenantRow | null }>;
+  private readonly db: Database;
+
+  constructor(options: { db: Database; ttlMs: number }) {
+    this.db = options.db;
+    this.rows = new LRUCache({ max: MAX_TENANTS, ttl: options.ttlMs, ttlAutopurge: false });
+  }
+
+  /** The tenant's row (null once deleted): a PATCH takes effect within `ttlMs` on every gateway. */
+  async get(tenantId: string): Promise<TenantRow | null> {
+    const hit = this.rows.get(tenantId);
+    if (hit) {
+      return hit.row;
+    }
+    const row = await getTenant(this.db, tenantId);
+    this.rows.set(tenantId, { row });
+    return row;
+  }
+
+  invalidate(tenantId: string): void {
+    this.rows.delete(tenantId);
+  }
+}
