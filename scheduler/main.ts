@@ -7,7 +7,7 @@ import { loadConfig } from "../lib/env.ts";
 import { createLogger } from "../lib/logger.ts";
 import { installShutdown } from "../lib/shutdown.ts";
 import { EventBus } from "./events.ts";
-import { SchedulerService } from "./service.ts";
+import { SchedulerService } from "./leader.ts";
 
 const config = loadConfig();
 const logger = createLogger(config.log, "scheduler");

@@ -1,4 +1,5 @@
 import { Queue } from "bullmq";
+import { z } from "zod";
 import type { Config } from "../lib/env.ts";
 import { bullPrefix, createRedis } from "../lib/redis.ts";
 
@@ -7,20 +8,33 @@ export const PLACEMENT_QUEUE = "placement";
 /** One queue per replica, worked one job at a time: a load stalls every stream on its replica. */
 export const replicaOpsQueue = (replicaId: string) => `replica-ops.${replicaId}`;
 
-export interface PlacementRequest {
-  adapterVersionId: string;
-}
-export interface LoadJob {
-  replicaId: string;
-  adapterVersionId: string;
+/** Job names: a placement decision on the placement queue; loads and unloads on a replica's queue. */
+export const PLACEMENT_JOB = "placement.request";
+export const LOAD_JOB = "adapter.load";
+export const UNLOAD_JOB = "adapter.unload";
+
+// Payloads are checked when a job runs (jobs/registry.ts): a job queued by another release, or
+// written to Redis by hand, fails for good with its reason instead of acting on a wrong shape.
+const id = z.string().min(1).max(256);
+
+export const PlacementRequest = z.object({ adapterVersionId: id });
+export type PlacementRequest = z.infer<typeof PlacementRequest>;
+
+export const LoadJob = z.object({
+  replicaId: id,
+  adapterVersionId: id,
   /** Whose load (fair queuing between tenants); absent on jobs queued by an earlier release. */
-  tenantId?: string;
-}
-export interface UnloadJob {
-  replicaId: string;
-  adapterVersionId: string;
-  loraName: string;
-}
+  tenantId: id.optional(),
+});
+export type LoadJob = z.infer<typeof LoadJob>;
+
+export const UnloadJob = z.object({
+  replicaId: id,
+  /** A version id, or a name registered on the replica that loraplane never placed. */
+  adapterVersionId: id,
+  loraName: id,
+});
+export type UnloadJob = z.infer<typeof UnloadJob>;
 
 export const placementJobOptions = {
   // Ids are reused for the next miss once a job is gone, so completed and failed jobs are not kept.

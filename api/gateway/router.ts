@@ -12,7 +12,7 @@ import {
   type PolicyKind,
   type ReplicaShadow,
 } from "../../scheduler/policy/index.ts";
-import { type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
+import { PLACEMENT_JOB, type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
 import type { UpstreamTarget } from "./forward/index.ts";
 
 /**
@@ -331,7 +331,7 @@ export class GatewayRouter {
   /** `priority`: the queue's order between tenants (see `fairPriority`); re-asks keep the first one's. */
   async requestPlacement(versionId: string, priority?: number): Promise<void> {
     const data: PlacementRequest = { adapterVersionId: versionId };
-    await this.placementQueue.add("placement.request", data, {
+    await this.placementQueue.add(PLACEMENT_JOB, data, {
       jobId: placementJobId(versionId),
       priority: priority ?? this.placementPriority.get(versionId) ?? 1,
     });

@@ -10,7 +10,7 @@ import { createLogger } from "../../lib/logger.ts";
 import { type Closer, installShutdown } from "../../lib/shutdown.ts";
 import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
-import { SchedulerService } from "../../scheduler/service.ts";
+import { SchedulerService } from "../../scheduler/leader.ts";
 import { startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
 import { ensureServices, isListening, startRedisServer } from "./services.ts";

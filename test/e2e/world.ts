@@ -18,8 +18,8 @@ import { createLogger } from "../../lib/logger.ts";
 import { type Closer, closeAll } from "../../lib/shutdown.ts";
 import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
+import { SchedulerService } from "../../scheduler/leader.ts";
 import type { PolicyConfig } from "../../scheduler/policy/index.ts";
-import { SchedulerService } from "../../scheduler/service.ts";
 import { buildAdapter } from "../fixtures/generate.ts";
 import { adapterForm, type Harness, type TestTenant, useHarness } from "../harness.ts";
 

@@ -1,0 +1,50 @@
+import { enqueueActions } from "../actions.ts";
+import { PLACEMENT_JOB, PlacementRequest } from "../queues.ts";
+import type { JobDefinition } from "./registry.ts";
+
+/**
+ * A gateway missed: the policy decides where the adapter goes (evicting if needed) and the loads
+ * and unloads are queued on the replicas. Runs in the leader's exclusive turn.
+ */
+export const placeJob: JobDefinition<PlacementRequest> = {
+  name: PLACEMENT_JOB,
+  payload: PlacementRequest,
+  async handle(ctx, { adapterVersionId }) {
+    await ctx.sync(250);
+    let result = ctx.policy.route({ adapterId: adapterVersionId }, Date.now());
+    if (!("replicaId" in result) && result.reason === "unknown-adapter") {
+      // Uploaded after our last read of the fleet.
+      await ctx.sync();
+      result = ctx.policy.route({ adapterId: adapterVersionId }, Date.now());
+    }
+    if (!("replicaId" in result)) {
+      if (result.retryable) {
+        // Capacity frees up as requests finish: the job retries with backoff; waiters keep waiting.
+        throw new Error(result.detail);
+      }
+      await ctx.deps.bus.publish({
+        type: "placement",
+        adapterVersionId,
+        replicaId: "",
+        state: "failed",
+        message: result.detail,
+      });
+      return `refused: ${result.reason}`;
+    }
+    // The leader places but never serves (the decision is not admitted): requests run on gateways.
+    if (result.actions.length === 0) {
+      // Already placed or loading: a gateway that missed it was stale; wake it.
+      await ctx.deps.bus.publish({
+        type: "placement",
+        adapterVersionId,
+        replicaId: result.replicaId,
+        state: "loaded",
+      });
+      return "already placed";
+    }
+    await enqueueActions(ctx, result.actions);
+    return result.actions
+      .map((a) => (a.kind === "drained" ? a.kind : `${a.kind} ${a.adapterId} on ${a.replicaId}`))
+      .join("; ");
+  },
+};

@@ -1,0 +1,30 @@
+import { UnrecoverableError } from "bullmq";
+import { deletePlacement } from "../../db/queries/placements.ts";
+import { getReplica } from "../../db/queries/replicas.ts";
+import { UNLOAD_JOB, UnloadJob } from "../queues.ts";
+import type { JobDefinition } from "./registry.ts";
+
+/** Unregisters the name on its replica through the agent (which deletes the files), then the row. */
+export const unloadJob: JobDefinition<UnloadJob> = {
+  name: UNLOAD_JOB,
+  payload: UnloadJob,
+  async handle(ctx, { replicaId, adapterVersionId, loraName }) {
+    const { db, bus } = ctx.deps;
+    const replica = await getReplica(db, replicaId);
+    if (!replica) {
+      throw new UnrecoverableError(`replica ${replicaId} is gone`);
+    }
+    if (!replica.agentUrl) {
+      throw new UnrecoverableError(
+        `replica ${replica.id} has no agent_url: loraplane loads adapters through the agent`,
+      );
+    }
+    const result = await ctx.agentFor(replica.agentUrl).unload(loraName);
+    if (result.kind === "transient" && result.code !== "not_found") {
+      throw new Error(`${result.code}: ${result.message}`);
+    }
+    await ctx.exclusive(() => deletePlacement(db, { replicaId: replica.id, adapterVersionId }));
+    await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "unloaded" });
+    return "unloaded";
+  },
+};

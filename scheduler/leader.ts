@@ -1,0 +1,137 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { Worker } from "bullmq";
+import { LeaderContext, type SchedulerDeps, type SchedulerOptions } from "./context.ts";
+import { FleetPoller } from "./fleet-poller.ts";
+import { LeaderElection } from "./lease.ts";
+import { createPolicy } from "./policy/index.ts";
+import { checkReported, reconcile } from "./reconcile.ts";
+import { BullReplicaQueues, startPlacementWorker } from "./worker.ts";
+
+export type { SchedulerDeps, SchedulerOptions } from "./context.ts";
+
+/**
+ * The scheduler process. Every instance competes for the lease; the leader alone places adapters
+ * (misses from gateways), runs one load/unload at a time per replica through its agent, polls the
+ * fleet and reconciles placements with what replicas really have registered.
+ */
+export class SchedulerService {
+  readonly holder = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  private readonly election: LeaderElection;
+  private readonly deps: SchedulerDeps;
+  private readonly options: SchedulerOptions;
+  private term: LeaderTerm | null = null;
+
+  constructor(deps: SchedulerDeps, options: SchedulerOptions) {
+    this.deps = deps;
+    this.options = options;
+    this.election = new LeaderElection(
+      deps.db,
+      deps.logger,
+      {
+        name: "scheduler",
+        holder: this.holder,
+        ttlMs: options.leaseTtlMs,
+        renewEveryMs: options.leaseTtlMs / 3,
+      },
+      { onElected: () => this.becomeLeader(), onDemoted: () => void this.stepDown() },
+    );
+  }
+
+  get isLeader(): boolean {
+    return this.election.isLeader;
+  }
+
+  start(): void {
+    this.election.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.election.stop();
+    await this.stepDown();
+  }
+
+  private becomeLeader(): void {
+    this.term = new LeaderTerm(this.deps, this.options);
+    void this.term
+      .start()
+      .then(() => this.deps.logger.info({ holder: this.holder }, "scheduler leader started"))
+      .catch((error) => this.deps.logger.error({ err: error }, "leader start failed"));
+  }
+
+  private async stepDown(): Promise<void> {
+    const term = this.term;
+    this.term = null;
+    await term?.stop();
+  }
+}
+
+/**
+ * One leadership term: a fresh policy, the fleet poller, the placement worker, the replicas' job
+ * queues, and the reconcile loop, all sharing one `LeaderContext`; everything stops with the term.
+ */
+class LeaderTerm {
+  private readonly ctx: LeaderContext;
+  private placementWorker: Worker | null = null;
+  private reconcileTimer: NodeJS.Timeout | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(deps: SchedulerDeps, options: SchedulerOptions) {
+    const poller = new FleetPoller(deps.db, deps.logger, {
+      ...options.poll,
+      ...(options.replicaApiKey !== undefined && { replicaApiKey: options.replicaApiKey }),
+      onHealthChange: () => {
+        void deps.bus
+          .publish({ type: "fleet-changed" })
+          .catch((error) => deps.logger.warn({ err: error }, "fleet change not published"));
+      },
+    });
+    const queues = new BullReplicaQueues(deps.redis, deps.logger, () => this.ctx);
+    this.ctx = new LeaderContext({
+      deps,
+      options,
+      policy: createPolicy(options.policy, options.policyConfig),
+      poller,
+      queues,
+    });
+  }
+
+  async start(): Promise<void> {
+    const { ctx } = this;
+    const { logger, bus } = ctx.deps;
+    await ctx.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
+    ctx.poller.start();
+    this.unsubscribe = await bus.subscribe((event) => {
+      if (event.type === "replica-failed" && !this.stopped) {
+        void checkReported(ctx, event).catch((error) =>
+          logger.warn({ err: error, replica_id: event.replicaId }, "reported replica not checked"),
+        );
+      }
+    });
+    await ctx.sync();
+    this.placementWorker = startPlacementWorker(ctx);
+    const tick = () => {
+      void reconcile(ctx)
+        .catch((error) => logger.error({ err: error }, "reconcile failed"))
+        .finally(() => {
+          if (!this.stopped) {
+            this.reconcileTimer = setTimeout(tick, ctx.options.reconcileEveryMs);
+          }
+        });
+    };
+    this.reconcileTimer = setTimeout(tick, ctx.options.reconcileEveryMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.reconcileTimer) {
+      clearTimeout(this.reconcileTimer);
+    }
+    await this.ctx.poller.stop();
+    await this.placementWorker?.close();
+    await this.ctx.queues.close();
+    await this.ctx.close();
+  }
+}
