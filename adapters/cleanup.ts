@@ -1,15 +1,14 @@
 import { type Job, Queue, UnrecoverableError, Worker } from "bullmq";
 import { z } from "zod";
-import type { Database } from "../db/client.ts";
+import type { Database } from "../db/index.ts";
 import {
   countPlacementsOf,
   listAdaptersPendingCleanup,
   listVersionsToClean,
   markVersionsDeleted,
-} from "../db/queries/adapters.ts";
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
-import { bullPrefix, createRedis } from "../lib/redis.ts";
+} from "../db/index.ts";
+import type { Config, Logger } from "../lib/index.ts";
+import { bullPrefix, createRedis } from "../lib/index.ts";
 import type { AdapterStore } from "./storage.ts";
 import { sweepOrphanObjects } from "./storage-sweep.ts";
 

@@ -1,6 +1,6 @@
-import type { Database } from "../db/client.ts";
-import { existingVersionIds } from "../db/queries/adapters.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Database } from "../db/index.ts";
+import { existingVersionIds } from "../db/index.ts";
+import type { Logger } from "../lib/index.ts";
 import type { AdapterStore } from "./storage.ts";
 
 /**

@@ -12,7 +12,7 @@ import {
   S3Client,
   S3ServiceException,
 } from "@aws-sdk/client-s3";
-import type { Config } from "../lib/env.ts";
+import type { Config } from "../lib/index.ts";
 import { uploadStream } from "./multipart-upload.ts";
 
 /** What the rest of loraplane sees of object storage; the AWS SDK stays behind it. */

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import Busboy from "busboy";
-import { AppError, type FieldProblem } from "../lib/errors.ts";
+import { AppError, type FieldProblem } from "../lib/index.ts";
 import type { AdapterStore } from "./storage.ts";
 import type { BaseModelSpec } from "./validate/base-spec.ts";
 import type { HeaderJob, HeaderValidationPool } from "./validate/header-pool.ts";

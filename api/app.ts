@@ -1,5 +1,5 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { NotFoundError, ValidationError } from "../lib/errors.ts";
+import { NotFoundError, ValidationError } from "../lib/index.ts";
 import { registerConsole } from "./console/routes.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { isInferencePath, renderError } from "./errors.ts";

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { AppError, toOpenAIError, toProblem } from "../lib/errors.ts";
+import { AppError, toOpenAIError, toProblem } from "../lib/index.ts";
 import type { AppEnv } from "./deps.ts";
 
 const INFERENCE_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/models"];

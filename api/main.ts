@@ -1,7 +1,4 @@
-import { loadConfig } from "../lib/env.ts";
-import { createLogger } from "../lib/logger.ts";
-import { installShutdown } from "../lib/shutdown.ts";
-import { startTracing } from "../lib/tracing.ts";
+import { createLogger, installShutdown, loadConfig, startTracing } from "../lib/index.ts";
 import { buildDeps, prepareDatabase, startHttp } from "./runtime.ts";
 
 const config = loadConfig();

@@ -1,4 +1,4 @@
-import { AppError } from "../lib/errors.ts";
+import { AppError } from "../lib/index.ts";
 
 /**
  * Concurrent uploads per tenant in this API process: an upload holds a connection, a worker's time

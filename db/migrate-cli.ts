@@ -1,4 +1,4 @@
-import { loadConfig } from "../lib/env.ts";
+import { loadConfig } from "../lib/index.ts";
 import { ensureDatabase, migrateDatabase } from "./migrate.ts";
 
 const config = loadConfig();

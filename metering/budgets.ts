@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { Database } from "../db/client.ts";
-import { monthCostAndStoredIds, monthStart } from "../db/queries/usage.ts";
-import type { Logger } from "../lib/logger.ts";
-import type { Redis } from "../lib/redis.ts";
+import type { Database } from "../db/index.ts";
+import { monthCostAndStoredIds, monthStart } from "../db/index.ts";
+import type { Logger, Redis } from "../lib/index.ts";
 
 /**
  * Monthly budgets enforced from Redis, in micro-dollars (Lua numbers are doubles: exact to $9e9).

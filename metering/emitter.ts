@@ -1,7 +1,5 @@
-import type { Database } from "../db/client.ts";
-import type { UsageConfig } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
-import type { Redis } from "../lib/redis.ts";
+import type { Database } from "../db/index.ts";
+import type { Logger, Redis, UsageConfig } from "../lib/index.ts";
 import type { UsageEvent } from "./events.ts";
 import { storeUsageEvents, toRow } from "./store.ts";
 import { usageStreamKey } from "./stream.ts";

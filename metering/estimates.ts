@@ -1,4 +1,4 @@
-import { AppError } from "../lib/errors.ts";
+import { AppError } from "../lib/index.ts";
 import { costPicos, type Prices } from "./pricing.ts";
 
 export type CompletionKind = "chat" | "completion";

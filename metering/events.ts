@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { SERVED_BY } from "../db/schema/usage.ts";
+import { SERVED_BY } from "../db/index.ts";
 
 /** Postgres `integer` columns (latencies): a value past this is refused by the database. */
 const INT4_MAX = 2_147_483_647;

@@ -1,11 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { Database } from "../db/client.ts";
-import { ensureUsagePartitions } from "../db/queries/usage.ts";
-import { insertUsageDeadLetters, type NewUsageDeadLetter } from "../db/queries/usage-dead-letters.ts";
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
-import { createRedis, type Redis } from "../lib/redis.ts";
+import type { Database } from "../db/index.ts";
+import { ensureUsagePartitions, insertUsageDeadLetters, type NewUsageDeadLetter } from "../db/index.ts";
+import type { Config, Logger } from "../lib/index.ts";
+import { createRedis, type Redis } from "../lib/index.ts";
 import { deadLetter, type PendingUsageEvent, parseUsagePayload, storeUsageEvents } from "./store.ts";
 import { USAGE_CONSUMER_GROUP, usageStreamKey } from "./stream.ts";
 

@@ -1,10 +1,5 @@
-import type { Executor } from "../db/client.ts";
-import {
-  type InvoiceLineRow,
-  listInvoiceLines,
-  listInvoicePeriods,
-  type UsageTotals,
-} from "../db/queries/billing.ts";
+import type { Executor } from "../db/index.ts";
+import { type InvoiceLineRow, listInvoiceLines, listInvoicePeriods, type UsageTotals } from "../db/index.ts";
 import { picosToDecimal } from "./pricing.ts";
 
 export type InvoiceLine = InvoiceLineRow;

@@ -1,9 +1,6 @@
 import { createServer } from "node:http";
-import { createDbHandle } from "../db/client.ts";
-import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
-import { loadConfig } from "../lib/env.ts";
-import { createLogger } from "../lib/logger.ts";
-import { installShutdown } from "../lib/shutdown.ts";
+import { createDbHandle, ensureDatabase, migrateDatabase } from "../db/index.ts";
+import { createLogger, installShutdown, loadConfig } from "../lib/index.ts";
 import { createMeteringMetrics } from "./metrics.ts";
 import { startMetering } from "./service.ts";
 

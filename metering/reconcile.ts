@@ -1,6 +1,6 @@
-import type { Executor } from "../db/client.ts";
-import { findRollupMismatches, type RollupKey, type UsageTotals } from "../db/queries/billing.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Executor } from "../db/index.ts";
+import { findRollupMismatches, type RollupKey, type UsageTotals } from "../db/index.ts";
+import type { Logger } from "../lib/index.ts";
 
 const HOUR_MS = 3_600_000;
 

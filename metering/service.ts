@@ -1,7 +1,6 @@
-import type { Database } from "../db/client.ts";
-import { dropExpiredUsagePartitions, ensureUsagePartitions } from "../db/queries/usage.ts";
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Database } from "../db/index.ts";
+import { dropExpiredUsagePartitions, ensureUsagePartitions } from "../db/index.ts";
+import type { Config, Logger } from "../lib/index.ts";
 import { UsageIngestWorker } from "./ingest-worker.ts";
 import { UsageReconciler } from "./reconcile.ts";
 

@@ -1,12 +1,13 @@
 import { createHash } from "node:crypto";
-import type { Executor } from "../db/client.ts";
-import { ingestUsageEvents, type UsageEventRow } from "../db/queries/usage.ts";
+import type { Executor } from "../db/index.ts";
 import {
   deleteUsageDeadLetter,
   getUsageDeadLetter,
+  ingestUsageEvents,
   insertUsageDeadLetters,
   type NewUsageDeadLetter,
-} from "../db/queries/usage-dead-letters.ts";
+  type UsageEventRow,
+} from "../db/index.ts";
 import { UsageEvent } from "./events.ts";
 
 export function toRow(event: UsageEvent): UsageEventRow {

@@ -1,4 +1,4 @@
-import type { Config } from "../lib/env.ts";
+import type { Config } from "../lib/index.ts";
 
 /** The Redis stream carrying usage events from gateways to the ingest workers. */
 export function usageStreamKey(config: Config["redis"]): string {

@@ -1,6 +1,10 @@
-import { getVersionForScheduler } from "../db/queries/adapters.ts";
-import { deletePlacement, setPlacementState, upsertPlacement } from "../db/queries/placements.ts";
-import { getTenant } from "../db/queries/tenants.ts";
+import {
+  deletePlacement,
+  getTenant,
+  getVersionForScheduler,
+  setPlacementState,
+  upsertPlacement,
+} from "../db/index.ts";
 import type { LeaderContext } from "./context.ts";
 import { fairPriority } from "./fair-queue.ts";
 import type { Action } from "./policy/index.ts";

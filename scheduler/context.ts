@@ -1,10 +1,9 @@
 import type { Job, JobsOptions } from "bullmq";
-import { AgentClient } from "../adapters/agent/index.ts";
-import type { Database } from "../db/client.ts";
-import { loadFleetSnapshot } from "../db/queries/fleet.ts";
+import { AgentClient } from "../adapters/index.ts";
+import type { Database } from "../db/index.ts";
+import { loadFleetSnapshot } from "../db/index.ts";
 import { vllm } from "../engines/index.ts";
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Config, Logger } from "../lib/index.ts";
 import type { EventBus } from "./events.ts";
 import type { FleetPoller } from "./fleet-poller.ts";
 import { toFleetState } from "./fleet-state.ts";

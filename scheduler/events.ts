@@ -1,6 +1,5 @@
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
-import { createRedis, type Redis } from "../lib/redis.ts";
+import type { Config, Logger } from "../lib/index.ts";
+import { createRedis, type Redis } from "../lib/index.ts";
 
 /** What one process tells the others through Redis pub/sub. Postgres stays the truth; events only wake readers. */
 export type FleetEvent =

@@ -1,14 +1,13 @@
-import type { Database } from "../db/client.ts";
+import type { Database, ReplicaLiveState } from "../db/index.ts";
 import {
   listReplicas,
   markReplicaDown,
   type ReplicaRow,
   recordReplicaSeen,
   replicaDisplayStatus,
-} from "../db/queries/replicas.ts";
-import type { ReplicaLiveState } from "../db/schema/replicas.ts";
+} from "../db/index.ts";
 import { vllm } from "../engines/index.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Logger } from "../lib/index.ts";
 
 export interface FleetPollerOptions {
   /** How often every replica is polled. */

@@ -1,5 +1,5 @@
-import type { FleetSnapshot } from "../db/queries/fleet.ts";
-import { replicaIsDraining, replicaIsUp } from "../db/queries/replicas.ts";
+import type { FleetSnapshot } from "../db/index.ts";
+import { replicaIsDraining, replicaIsUp } from "../db/index.ts";
 import type { FleetState } from "./policy/index.ts";
 
 /**

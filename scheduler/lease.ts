@@ -1,6 +1,6 @@
-import type { Database } from "../db/client.ts";
-import { acquireLease, releaseLease } from "../db/queries/leases.ts";
-import type { Logger } from "../lib/logger.ts";
+import type { Database } from "../db/index.ts";
+import { acquireLease, releaseLease } from "../db/index.ts";
+import type { Logger } from "../lib/index.ts";
 
 export interface LeaderOptions {
   name: string;

@@ -1,11 +1,7 @@
 import { createServer } from "node:http";
-import { startAdapterCleanupWorker } from "../adapters/cleanup.ts";
-import { createS3Storage } from "../adapters/storage.ts";
-import { createDbHandle } from "../db/client.ts";
-import { ensureDatabase, migrateDatabase } from "../db/migrate.ts";
-import { loadConfig } from "../lib/env.ts";
-import { createLogger } from "../lib/logger.ts";
-import { installShutdown } from "../lib/shutdown.ts";
+import { createS3Storage, startAdapterCleanupWorker } from "../adapters/index.ts";
+import { createDbHandle, ensureDatabase, migrateDatabase } from "../db/index.ts";
+import { createLogger, installShutdown, loadConfig } from "../lib/index.ts";
 import { EventBus } from "./events.ts";
 import { SchedulerService } from "./leader.ts";
 

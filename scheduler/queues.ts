@@ -1,7 +1,7 @@
 import { Queue } from "bullmq";
 import { z } from "zod";
-import type { Config } from "../lib/env.ts";
-import { bullPrefix, createRedis } from "../lib/redis.ts";
+import type { Config } from "../lib/index.ts";
+import { bullPrefix, createRedis } from "../lib/index.ts";
 
 /** Gateways ask the leader to place a missed adapter here; the job id makes N misses one job. */
 export const PLACEMENT_QUEUE = "placement";

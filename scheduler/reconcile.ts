@@ -1,6 +1,10 @@
-import { loadFleetSnapshot } from "../db/queries/fleet.ts";
-import { listReplicaPlacements } from "../db/queries/placements.ts";
-import { getReplica, markReplicaDown, replicaIsUp } from "../db/queries/replicas.ts";
+import {
+  getReplica,
+  listReplicaPlacements,
+  loadFleetSnapshot,
+  markReplicaDown,
+  replicaIsUp,
+} from "../db/index.ts";
 import { dropPlacements, enqueueActions, requestUnload } from "./actions.ts";
 import type { LeaderContext } from "./context.ts";
 import type { FleetEvent } from "./events.ts";

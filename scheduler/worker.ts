@@ -1,7 +1,6 @@
 import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
-import type { Config } from "../lib/env.ts";
-import type { Logger } from "../lib/logger.ts";
-import { bullPrefix, createRedis } from "../lib/redis.ts";
+import type { Config, Logger } from "../lib/index.ts";
+import { bullPrefix, createRedis } from "../lib/index.ts";
 import type { LeaderContext, ReplicaQueues } from "./context.ts";
 import { jobNamed } from "./jobs/registry.ts";
 import { PLACEMENT_QUEUE, replicaOpJobOptions, replicaOpsQueue } from "./queues.ts";

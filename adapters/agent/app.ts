@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { z } from "zod";
-import type { Logger } from "../../lib/logger.ts";
+import type { Logger } from "../../lib/index.ts";
 import { AgentError } from "./errors.ts";
 import { LoadAdapterBody, UnloadAdapterBody } from "./schema.ts";
 import type { ReplicaAgent } from "./service.ts";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Logger } from "../../lib/logger.ts";
+import type { Logger } from "../../lib/index.ts";
 import { loraNameProblem } from "./schema.ts";
 
 export const CONFIG_FILE = "adapter_config.json";

@@ -1,6 +1,4 @@
-import { loadAgentConfig } from "../../lib/env.ts";
-import { createLogger } from "../../lib/logger.ts";
-import { installShutdown } from "../../lib/shutdown.ts";
+import { createLogger, installShutdown, loadAgentConfig } from "../../lib/index.ts";
 import { startAgent } from "./server.ts";
 
 const config = loadAgentConfig();

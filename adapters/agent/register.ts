@@ -1,5 +1,4 @@
-import type { AgentRegistration } from "../../lib/env.ts";
-import type { Logger } from "../../lib/logger.ts";
+import type { AgentRegistration, Logger } from "../../lib/index.ts";
 
 export interface RegistrationOptions {
   logger: Logger;

@@ -1,8 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { vllm } from "../../engines/index.ts";
-import type { AgentConfig } from "../../lib/env.ts";
-import { createLogger, type Logger } from "../../lib/logger.ts";
+import type { AgentConfig } from "../../lib/index.ts";
+import { createLogger, type Logger } from "../../lib/index.ts";
 import { type AdapterStore, createS3Storage } from "../storage.ts";
 import { createAgentApp } from "./app.ts";
 import { type RegistrationResult, registerReplica } from "./register.ts";

@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { vllm } from "../../engines/index.ts";
-import type { Logger } from "../../lib/logger.ts";
+import type { Logger } from "../../lib/index.ts";
 import type { AdapterStore } from "../storage.ts";
 import { type CacheEntry, DiskCache, WEIGHTS_FILE } from "./cache.ts";
 import { downloadAdapter } from "./download.ts";

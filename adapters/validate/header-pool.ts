@@ -1,5 +1,5 @@
 import { Worker } from "node:worker_threads";
-import { AppError } from "../../lib/errors.ts";
+import { AppError } from "../../lib/index.ts";
 import type { BaseModelSpec } from "./base-spec.ts";
 import type { ValidationError } from "./errors.ts";
 import type { HeaderWorkerReply, HeaderWorkerRequest } from "./header-worker.ts";

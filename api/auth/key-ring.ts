@@ -13,12 +13,10 @@ import {
   SignJWT,
 } from "jose";
 import { LRUCache } from "lru-cache";
-import type { Database } from "../../db/client.ts";
-import { activateSigningKey, listVerifiableKeys } from "../../db/queries/signing-keys.ts";
-import type { Config } from "../../lib/env.ts";
-import { UnauthorizedError } from "../../lib/errors.ts";
-import { newId } from "../../lib/ids.ts";
-import { openSecret, sealSecret } from "../../lib/secrets.ts";
+import type { Database } from "../../db/index.ts";
+import { activateSigningKey, listVerifiableKeys } from "../../db/index.ts";
+import type { Config } from "../../lib/index.ts";
+import { newId, openSecret, sealSecret, UnauthorizedError } from "../../lib/index.ts";
 import { OPERATOR_ONLY_SCOPES, parseScopeClaim, type Scope } from "./scopes.ts";
 
 export const AUDIENCE = "loraplane";

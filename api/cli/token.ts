@@ -1,7 +1,6 @@
 import { parseArgs } from "node:util";
-import { createDbHandle } from "../../db/client.ts";
-import { getTenant } from "../../db/queries/tenants.ts";
-import { loadConfig } from "../../lib/env.ts";
+import { createDbHandle, getTenant } from "../../db/index.ts";
+import { loadConfig } from "../../lib/index.ts";
 import { KeyRing } from "../auth/key-ring.ts";
 import { OPERATOR_ONLY_SCOPES, OPERATOR_SCOPES, ScopeString, TENANT_SCOPES } from "../auth/scopes.ts";
 import { prepareDatabase } from "../runtime.ts";

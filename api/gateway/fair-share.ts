@@ -1,4 +1,4 @@
-import { AppError } from "../../lib/errors.ts";
+import { AppError } from "../../lib/index.ts";
 
 /**
  * Counts per tenant of work under way in this process: requests in flight (capped, 429 beyond) and

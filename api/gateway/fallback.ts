@@ -1,9 +1,7 @@
-import type { BaseModelRow } from "../../db/queries/base-models.ts";
-import type { TenantRow } from "../../db/queries/tenants.ts";
-import type { FallbackUpstream } from "../../db/schema/columns.ts";
-import { openSecret } from "../../lib/secrets.ts";
-import type { Prices } from "../../metering/pricing.ts";
-import type { UpstreamTarget } from "./forward/index.ts";
+import type { BaseModelRow, FallbackUpstream, TenantRow } from "../../db/index.ts";
+import { openSecret } from "../../lib/index.ts";
+import type { Prices } from "../../metering/index.ts";
+import type { UpstreamTarget } from "./forward/types.ts";
 
 /** The fallback that applies to a request: the tenant's own, else its base's; null when neither has one. */
 export function applicableFallback(

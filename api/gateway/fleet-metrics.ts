@@ -1,7 +1,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { Database } from "../../db/client.ts";
-import { listReplicas, replicaDisplayStatus } from "../../db/queries/replicas.ts";
-import type { EventBus } from "../../scheduler/events.ts";
+import type { Database } from "../../db/index.ts";
+import { listReplicas, replicaDisplayStatus } from "../../db/index.ts";
+import type { EventBus } from "../../scheduler/index.ts";
 import type { GatewayRouter } from "./router.ts";
 
 /**

@@ -1,8 +1,6 @@
-import type { Logger } from "../../lib/logger.ts";
-import type { Metrics } from "../../lib/metrics.ts";
-import type { UsageEmitter } from "../../metering/emitter.ts";
-import type { UsageEvent } from "../../metering/events.ts";
-import { costPicos } from "../../metering/pricing.ts";
+import type { Logger, Metrics } from "../../lib/index.ts";
+import type { UsageEmitter, UsageEvent } from "../../metering/index.ts";
+import { costPicos } from "../../metering/index.ts";
 import type { UsageRecord, UsageSink } from "./usage.ts";
 
 /**

@@ -1,7 +1,11 @@
 import { LRUCache } from "lru-cache";
-import type { Database } from "../../db/client.ts";
-import { type BaseModelRow, listBaseModels } from "../../db/queries/base-models.ts";
-import { type ResolvedAdapterVersion, resolveAdapterVersion } from "../../db/queries/models.ts";
+import type { Database } from "../../db/index.ts";
+import {
+  type BaseModelRow,
+  listBaseModels,
+  type ResolvedAdapterVersion,
+  resolveAdapterVersion,
+} from "../../db/index.ts";
 
 export type ResolvedModel =
   | { kind: "adapter"; requested: string; adapter: ResolvedAdapterVersion }

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
-import type { TenantRow } from "../../db/queries/tenants.ts";
-import type { Redis } from "../../lib/redis.ts";
+import type { TenantRow } from "../../db/index.ts";
+import type { Redis } from "../../lib/index.ts";
 
 /**
  * Token buckets per tenant in Redis, refilled continuously to their capacity per minute, shared by

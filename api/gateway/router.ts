@@ -1,18 +1,19 @@
 import type { Queue } from "bullmq";
-import type { Database } from "../../db/client.ts";
-import { loadFleetSnapshot } from "../../db/queries/fleet.ts";
-import { type ReplicaRow, replicaIsDraining, replicaIsUp } from "../../db/queries/replicas.ts";
-import type { Logger } from "../../lib/logger.ts";
-import type { EventBus, FleetEvent } from "../../scheduler/events.ts";
-import { toFleetState } from "../../scheduler/fleet-state.ts";
+import type { Database } from "../../db/index.ts";
+import { loadFleetSnapshot, type ReplicaRow, replicaIsDraining, replicaIsUp } from "../../db/index.ts";
+import type { Logger } from "../../lib/index.ts";
+import type { EventBus, FleetEvent } from "../../scheduler/index.ts";
 import {
   type CostLevel,
   createPolicy,
+  PLACEMENT_JOB,
+  type PlacementRequest,
   type Policy,
   type PolicyKind,
+  placementJobId,
   type ReplicaShadow,
-} from "../../scheduler/policy/index.ts";
-import { PLACEMENT_JOB, type PlacementRequest, placementJobId } from "../../scheduler/queues.ts";
+  toFleetState,
+} from "../../scheduler/index.ts";
 import type { UpstreamTarget } from "./forward/index.ts";
 
 /**

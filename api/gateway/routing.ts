@@ -1,8 +1,7 @@
-import type { TenantRow } from "../../db/queries/tenants.ts";
-import type { RouteLevel } from "../../lib/activity.ts";
-import { AppError } from "../../lib/errors.ts";
-import type { Logger } from "../../lib/logger.ts";
-import { fairPriority } from "../../scheduler/fair-queue.ts";
+import type { TenantRow } from "../../db/index.ts";
+import type { Logger, RouteLevel } from "../../lib/index.ts";
+import { AppError } from "../../lib/index.ts";
+import { fairPriority } from "../../scheduler/index.ts";
 import type { AppDeps } from "../deps.ts";
 import type { UpstreamTarget } from "./forward/index.ts";
 import type { RouteHold } from "./router.ts";

@@ -1,27 +1,28 @@
 import type { Span } from "@opentelemetry/api";
 import type { Context } from "hono";
-import type { BaseModelRow } from "../../db/queries/base-models.ts";
-import type { ResolvedAdapterVersion } from "../../db/queries/models.ts";
-import type { TenantRow } from "../../db/queries/tenants.ts";
-import type { FallbackUpstream } from "../../db/schema/columns.ts";
-import type { ServedBy } from "../../db/schema/usage.ts";
-import { AppError, ForbiddenError } from "../../lib/errors.ts";
-import { newId } from "../../lib/ids.ts";
-import type { Logger } from "../../lib/logger.ts";
-import type { Reservation } from "../../metering/budgets.ts";
+import type { ServedBy, TenantRow } from "../../db/index.ts";
+import type { Logger } from "../../lib/index.ts";
+import { AppError, ForbiddenError, newId } from "../../lib/index.ts";
 import {
-  type CompletionKind,
-  type CostBounds,
+  billUnreportedPrompts,
   costBounds,
+  costPicos,
   DEFAULT_CONTEXT_TOKENS,
+  type Prices,
   worstCaseCostPicos,
-} from "../../metering/estimates.ts";
-import { costPicos, type Prices } from "../../metering/pricing.ts";
-import { billUnreportedPrompts } from "../../metering/unreported-usage.ts";
+} from "../../metering/index.ts";
 import type { AppEnv } from "../deps.ts";
 import { applicableFallback, fallbackPrices, fallbackTarget } from "./fallback.ts";
 import { type ForwardOutcome, type ForwardReport, forwardCompletion } from "./forward/index.ts";
 import { MAX_MODEL_NAME_BYTES } from "./model-resolver.ts";
+import type {
+  Admission,
+  CompletionPath,
+  InferenceRequest,
+  ResolvedRequest,
+  SettledHook,
+  SettledRequest,
+} from "./request.ts";
 import { fallbackOnlyLease, type RouteLease, routeRequest } from "./routing.ts";
 import { annotateInferenceSpan, endInferenceSpan, startInferenceSpan } from "./tracing.ts";
 import type { UsageRecord } from "./usage.ts";
@@ -39,57 +40,6 @@ import type { UsageRecord } from "./usage.ts";
  * the `settled` hooks hear of it. How canary splits, routing rules, shadow copies and request logs
  * attach here: docs/architecture.md.
  */
-
-export type CompletionPath = "/v1/chat/completions" | "/v1/completions";
-
-/** The client's request, read and checked. */
-export interface InferenceRequest {
-  path: CompletionPath;
-  kind: CompletionKind;
-  body: Record<string, unknown>;
-  bodyBytes: number;
-  /** The model name the client asked for. */
-  requested: string;
-  /** The response's x-request-id: a correlation label (a client's own may be shared by many requests). */
-  requestId: string;
-  /** The billing identity: ours, unique per request, whatever the client sends. */
-  usageId: string;
-}
-
-/** What the request's `model` names for its tenant, and what it can cost there. */
-export interface ResolvedRequest {
-  adapter: ResolvedAdapterVersion | null;
-  /** The adapter version; null for a base model. */
-  versionId: string | null;
-  baseModelId: string;
-  base: BaseModelRow | undefined;
-  /** The base's prices; null when it has none (nothing is billed). */
-  prices: Prices | null;
-  /** The longest sequence the replicas serve (or the base's own window): what bounds the cost. */
-  contextTokens: number;
-  bounds: CostBounds;
-}
-
-/** The budget reserved for the request, and the fallback it may use. */
-export interface Admission {
-  reservation: Reservation | null;
-  /** Null when the tenant and base have none, or the budget cannot cover it. */
-  fallback: FallbackUpstream | null;
-}
-
-/** A request that has been answered (or failed, or was cancelled), its usage durable. */
-export interface SettledRequest {
-  tenant: TenantRow;
-  request: InferenceRequest;
-  model: ResolvedRequest;
-  outcome: ForwardOutcome;
-}
-
-/**
- * Told of every settled request after its usage is durable, off the response's path (errors are
- * logged): where a request log or a shadow copy to a frontier model attaches.
- */
-export type SettledHook = (settled: SettledRequest) => void | Promise<void>;
 
 type Ctx = Context<AppEnv>;
 

@@ -1,6 +1,6 @@
 import { LRUCache } from "lru-cache";
-import type { Database } from "../../db/client.ts";
-import { getTenant, type TenantRow } from "../../db/queries/tenants.ts";
+import type { Database } from "../../db/index.ts";
+import { getTenant, type TenantRow } from "../../db/index.ts";
 
 /** Tenants whose rows one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000;

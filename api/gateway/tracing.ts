@@ -1,5 +1,5 @@
 import { propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { ForwardOutcome, UpstreamTarget } from "./forward/index.ts";
+import type { ForwardOutcome, UpstreamTarget } from "./forward/types.ts";
 
 // Without a registered provider (OTEL_EXPORTER_OTLP_ENDPOINT unset) this is the API's no-op tracer:
 // spans are non-recording singletons, attributes and injection are skipped below.

@@ -1,4 +1,4 @@
-import type { Prices } from "../../metering/pricing.ts";
+import type { Prices } from "../../metering/index.ts";
 import type { ForwardOutcome } from "./forward/index.ts";
 
 /** One finished, failed or cancelled inference request: what metering bills. */

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import { ForbiddenError, NotFoundError, UnauthorizedError } from "../../lib/errors.ts";
+import { ForbiddenError, NotFoundError, UnauthorizedError } from "../../lib/index.ts";
 import type { Principal } from "../auth/key-ring.ts";
 import type { Scope } from "../auth/scopes.ts";
 import type { AppEnv } from "../deps.ts";

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit as streamingBodyLimit } from "hono/body-limit";
-import { AppError } from "../../lib/errors.ts";
+import { AppError } from "../../lib/index.ts";
 import type { AppEnv } from "../deps.ts";
 
 /**

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
-import { newId } from "../../lib/ids.ts";
+import { newId } from "../../lib/index.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 
 const VALID_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

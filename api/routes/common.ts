@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { ValidationError } from "../../lib/errors.ts";
+import { ValidationError } from "../../lib/index.ts";
 
 export const Problem = z
   .object({

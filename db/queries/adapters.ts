@@ -12,7 +12,7 @@ import {
   ne,
   sql,
 } from "drizzle-orm";
-import { newId } from "../../lib/ids.ts";
+import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import { adapters, adapterVersions, placements } from "../schema/index.ts";
 

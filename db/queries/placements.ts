@@ -1,5 +1,5 @@
 import { and, eq } from "drizzle-orm";
-import { newId } from "../../lib/ids.ts";
+import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import { placements } from "../schema/index.ts";
 

@@ -1,5 +1,5 @@
 import { and, asc, eq, isNull, lte, ne, or, sql } from "drizzle-orm";
-import { newId } from "../../lib/ids.ts";
+import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import { replicas } from "../schema/index.ts";
 import type { ReplicaLiveState } from "../schema/replicas.ts";

@@ -1,5 +1,5 @@
 import { asc, eq, gt } from "drizzle-orm";
-import { newId } from "../../lib/ids.ts";
+import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import type { FallbackUpstream } from "../schema/columns.ts";
 import { tenants } from "../schema/index.ts";

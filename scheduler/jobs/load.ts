@@ -1,10 +1,14 @@
 import { UnrecoverableError } from "bullmq";
-import { getVersionForScheduler, markVersionFailed } from "../../db/queries/adapters.ts";
-import { deletePlacement, setPlacementState } from "../../db/queries/placements.ts";
-import { getReplica } from "../../db/queries/replicas.ts";
+import {
+  deletePlacement,
+  getReplica,
+  getVersionForScheduler,
+  markVersionFailed,
+  setPlacementState,
+} from "../../db/index.ts";
 import type { LeaderContext } from "../context.ts";
 import { LOAD_JOB, LoadJob } from "../queues.ts";
-import type { JobDefinition } from "./registry.ts";
+import type { JobDefinition } from "./definition.ts";
 
 /**
  * Loads a version on its replica through the agent (fetch from S3, check the digest, register with

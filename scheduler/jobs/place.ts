@@ -1,6 +1,6 @@
 import { enqueueActions } from "../actions.ts";
 import { PLACEMENT_JOB, PlacementRequest } from "../queues.ts";
-import type { JobDefinition } from "./registry.ts";
+import type { JobDefinition } from "./definition.ts";
 
 /**
  * A gateway missed: the policy decides where the adapter goes (evicting if needed) and the loads

@@ -1,8 +1,7 @@
 import { UnrecoverableError } from "bullmq";
-import { deletePlacement } from "../../db/queries/placements.ts";
-import { getReplica } from "../../db/queries/replicas.ts";
+import { deletePlacement, getReplica } from "../../db/index.ts";
 import { UNLOAD_JOB, UnloadJob } from "../queues.ts";
-import type { JobDefinition } from "./registry.ts";
+import type { JobDefinition } from "./definition.ts";
 
 /** Unregisters the name on its replica through the agent (which deletes the files), then the row. */
 export const unloadJob: JobDefinition<UnloadJob> = {

@@ -1,6 +1,6 @@
 import type OpenAI from "openai";
 import { describe, expect, it } from "vitest";
-import type { SettledHook } from "../../api/gateway/serve-completion.ts";
+import type { SettledHook } from "../../api/gateway/request.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
 const world = useE2EWorld({ replicas: 2 });

@@ -1,4 +1,4 @@
-import type { ServedBy } from "../../../db/schema/usage.ts";
+import type { ServedBy } from "../../../db/index.ts";
 import { vllm } from "../../../engines/index.ts";
 import type { Exchange } from "./exchange.ts";
 import type { UpstreamTarget } from "./types.ts";

@@ -1,5 +1,5 @@
-import { DEFAULT_CONTEXT_TOKENS } from "../../../metering/estimates.ts";
-import type { EstimatedRequest } from "../../../metering/unreported-usage.ts";
+import type { EstimatedRequest } from "../../../metering/index.ts";
+import { DEFAULT_CONTEXT_TOKENS } from "../../../metering/index.ts";
 import { startUpstreamSpan, type UpstreamSpan } from "../tracing.ts";
 import type {
   FailureReason,

@@ -1,6 +1,6 @@
 import type { Dispatcher } from "undici";
 import { vllm } from "../../../engines/index.ts";
-import { contentTokens, usageToBill } from "../../../metering/unreported-usage.ts";
+import { contentTokens, usageToBill } from "../../../metering/index.ts";
 import { allPrompts, describeTarget, openAiError, servedBy } from "./errors.ts";
 import type { Exchange } from "./exchange.ts";
 import type { UpstreamTarget } from "./types.ts";

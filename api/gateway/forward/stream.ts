@@ -1,6 +1,6 @@
 import type { Dispatcher } from "undici";
 import { vllm } from "../../../engines/index.ts";
-import { usageToBill } from "../../../metering/unreported-usage.ts";
+import { usageToBill } from "../../../metering/index.ts";
 import { describeTarget, errorEvent, servedBy, upstreamModelName } from "./errors.ts";
 import type { Exchange } from "./exchange.ts";
 import type { ForwardOutcome, UpstreamTarget } from "./types.ts";

@@ -1,6 +1,6 @@
 import type { Span } from "@opentelemetry/api";
 import type { Dispatcher } from "undici";
-import type { ServedBy } from "../../../db/schema/usage.ts";
+import type { ServedBy } from "../../../db/index.ts";
 import type { vllm } from "../../../engines/index.ts";
 
 export interface UpstreamTarget {

@@ -1,9 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { countLiveAdapters, createAdapter } from "../../../db/queries/adapters.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { getBaseModel } from "../../../db/queries/base-models.ts";
-import { getTenant } from "../../../db/queries/tenants.ts";
-import { AppError, ConflictError } from "../../../lib/errors.ts";
+import { countLiveAdapters, createAdapter, getBaseModel, getTenant, recordAudit } from "../../../db/index.ts";
+import { AppError, ConflictError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";

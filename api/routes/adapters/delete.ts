@@ -1,8 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { enqueueAdapterCleanup } from "../../../adapters/cleanup.ts";
-import { markAdapterDeleted } from "../../../db/queries/adapters.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { enqueueAdapterCleanup } from "../../../adapters/index.ts";
+import { markAdapterDeleted, recordAudit } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,11 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import {
-  getAdapterByName,
-  getLatestVersionNumber,
-  listAdapters,
-  listVersions,
-} from "../../../db/queries/adapters.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { getAdapterByName, getLatestVersionNumber, listAdapters, listVersions } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import type { AppDeps, AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,7 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { setAdapterPin } from "../../../db/queries/adapters.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { recordAudit, setAdapterPin } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { AdapterRow, AdapterVersionRow } from "../../../db/queries/adapters.ts";
+import type { AdapterRow, AdapterVersionRow } from "../../../db/index.ts";
 
 export const AdapterName = z
   .string()

@@ -1,13 +1,15 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { discardRest, receiveAdapterFiles } from "../../../adapters/upload.ts";
-import { getAdapterByName, insertReadyVersion } from "../../../db/queries/adapters.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { getBaseModel } from "../../../db/queries/base-models.ts";
-import { getTenant } from "../../../db/queries/tenants.ts";
-import { AppError, NotFoundError, ValidationError } from "../../../lib/errors.ts";
-import { newId } from "../../../lib/ids.ts";
+import { discardRest, receiveAdapterFiles } from "../../../adapters/index.ts";
+import {
+  getAdapterByName,
+  getBaseModel,
+  getTenant,
+  insertReadyVersion,
+  recordAudit,
+} from "../../../db/index.ts";
+import { AppError, NotFoundError, newId, ValidationError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses, Problem } from "../common.ts";

@@ -1,7 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { createBaseModel } from "../../../db/queries/base-models.ts";
-import { ConflictError } from "../../../lib/errors.ts";
+import { createBaseModel, recordAudit } from "../../../db/index.ts";
+import { ConflictError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";

@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { listBaseModels } from "../../../db/queries/base-models.ts";
+import { listBaseModels } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";
 import { BaseModel, toBaseModelDto } from "./schema.ts";

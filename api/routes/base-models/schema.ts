@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { BaseModelRow, NewBaseModel } from "../../../db/queries/base-models.ts";
+import type { BaseModelRow, NewBaseModel } from "../../../db/index.ts";
 import { microsToUsd, UsdAmount, usdToMicros } from "../common.ts";
 
 const dim = z.number().int().positive().max(1_000_000);

@@ -1,4 +1,4 @@
-import { SEEDED_BASE_MODELS } from "../../../adapters/validate/base-spec.ts";
+import { SEEDED_BASE_MODELS } from "../../../adapters/index.ts";
 import type { BaseModelInput } from "./schema.ts";
 
 /** What tenants pay per million tokens on each seeded base (USD). */

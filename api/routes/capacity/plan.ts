@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { listObservedRequests } from "../../../db/queries/stats.ts";
-import { ValidationError } from "../../../lib/errors.ts";
+import { listObservedRequests } from "../../../db/index.ts";
+import { ValidationError } from "../../../lib/index.ts";
 import {
   defaultAssumptions,
   GPU_PROFILES,
@@ -8,7 +8,7 @@ import {
   observedTrace,
   planCapacity,
   syntheticTrace,
-} from "../../../scheduler/planner/index.ts";
+} from "../../../scheduler/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,11 +1,14 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Executor } from "../../../db/client.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { getBaseModel, setBaseModelFallback } from "../../../db/queries/base-models.ts";
-import { getTenant, setTenantFallback } from "../../../db/queries/tenants.ts";
-import type { FallbackUpstream } from "../../../db/schema/columns.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
-import type { FleetEvent } from "../../../scheduler/events.ts";
+import type { Executor, FallbackUpstream } from "../../../db/index.ts";
+import {
+  getBaseModel,
+  getTenant,
+  recordAudit,
+  setBaseModelFallback,
+  setTenantFallback,
+} from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
+import type { FleetEvent } from "../../../scheduler/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { BaseModelId } from "../base-models/schema.ts";

@@ -1,7 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import type { FallbackUpstream } from "../../../db/schema/columns.ts";
-import { ValidationError } from "../../../lib/errors.ts";
-import { sealSecret } from "../../../lib/secrets.ts";
+import type { FallbackUpstream } from "../../../db/index.ts";
+import { sealSecret, ValidationError } from "../../../lib/index.ts";
 import { microsToUsd, UsdAmount, usdToMicros } from "../common.ts";
 
 /** A request waits at most this long for the fleet by default before it goes to the fallback. */

@@ -1,6 +1,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { listReadyAdapters } from "../../../db/queries/models.ts";
-import { ForbiddenError } from "../../../lib/errors.ts";
+import { listReadyAdapters } from "../../../db/index.ts";
+import { ForbiddenError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 

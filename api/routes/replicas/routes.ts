@@ -1,16 +1,16 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { Executor } from "../../../db/client.ts";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { getBaseModel } from "../../../db/queries/base-models.ts";
+import type { Executor } from "../../../db/index.ts";
 import {
   createReplica,
   deleteReplica,
+  getBaseModel,
   getReplica,
   listReplicas,
+  recordAudit,
   setReplicaDraining,
-} from "../../../db/queries/replicas.ts";
-import { AppError, ConflictError, NotFoundError } from "../../../lib/errors.ts";
+} from "../../../db/index.ts";
+import { AppError, ConflictError, NotFoundError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireAnyScope, requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";

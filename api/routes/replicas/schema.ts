@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { type ReplicaRow, replicaDisplayStatus } from "../../../db/queries/replicas.ts";
+import { type ReplicaRow, replicaDisplayStatus } from "../../../db/index.ts";
 import { VLLM_LORA_RANKS } from "../base-models/schema.ts";
 
 const httpUrl = z

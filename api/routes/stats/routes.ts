@@ -1,7 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { listReplicas } from "../../../db/queries/replicas.ts";
-import { demandBuckets, tenantTotals, topAdapters } from "../../../db/queries/stats.ts";
-import { listTenants } from "../../../db/queries/tenants.ts";
+import { demandBuckets, listReplicas, listTenants, tenantTotals, topAdapters } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

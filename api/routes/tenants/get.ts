@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { getTenant } from "../../../db/queries/tenants.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { getTenant } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

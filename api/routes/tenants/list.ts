@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { listTenants } from "../../../db/queries/tenants.ts";
+import { listTenants } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

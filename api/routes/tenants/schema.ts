@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { TenantLimits, TenantRow } from "../../../db/queries/tenants.ts";
+import type { TenantLimits, TenantRow } from "../../../db/index.ts";
 import { microsToUsd, UsdAmount, usdToMicros } from "../common.ts";
 
 const nullableCount = z.number().int().positive().max(2_000_000_000).nullable();

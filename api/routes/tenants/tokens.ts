@@ -1,7 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { getTenant } from "../../../db/queries/tenants.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { getTenant, recordAudit } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import { ScopeString, TENANT_SCOPES } from "../../auth/scopes.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";

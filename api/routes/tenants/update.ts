@@ -1,7 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
-import { updateTenant } from "../../../db/queries/tenants.ts";
-import { NotFoundError } from "../../../lib/errors.ts";
+import { recordAudit, updateTenant } from "../../../db/index.ts";
+import { NotFoundError } from "../../../lib/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,13 +1,13 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { recordAudit } from "../../../db/queries/audit-log.ts";
 import {
   deleteUsageDeadLetter,
   getUsageDeadLetter,
   listUsageDeadLetters,
+  recordAudit,
   type UsageDeadLetterRow,
-} from "../../../db/queries/usage-dead-letters.ts";
-import { AppError, NotFoundError } from "../../../lib/errors.ts";
-import { replayUsageDeadLetter } from "../../../metering/store.ts";
+} from "../../../db/index.ts";
+import { AppError, NotFoundError } from "../../../lib/index.ts";
+import { replayUsageDeadLetter } from "../../../metering/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";

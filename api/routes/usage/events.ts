@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { listUsageEventsPage, type UsageEventListRow } from "../../../db/queries/usage.ts";
-import { ValidationError } from "../../../lib/errors.ts";
-import { picosToDecimal, picosToUsd } from "../../../metering/pricing.ts";
+import { listUsageEventsPage, type UsageEventListRow } from "../../../db/index.ts";
+import { ValidationError } from "../../../lib/index.ts";
+import { picosToDecimal, picosToUsd } from "../../../metering/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";

@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { getInvoice, invoiceToCsv, listInvoices } from "../../../metering/invoices.ts";
+import { getInvoice, invoiceToCsv, listInvoices } from "../../../metering/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { listUsageBuckets } from "../../../db/queries/billing.ts";
+import { listUsageBuckets } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";

@@ -1,8 +1,8 @@
 import { z } from "@hono/zod-openapi";
-import type { UsageBucketRow, UsageGranularity, UsageTotals } from "../../../db/queries/billing.ts";
-import { ValidationError } from "../../../lib/errors.ts";
-import type { Invoice, InvoiceLine, InvoiceSummary } from "../../../metering/invoices.ts";
-import { picosToDecimal, picosToUsd } from "../../../metering/pricing.ts";
+import type { UsageBucketRow, UsageGranularity, UsageTotals } from "../../../db/index.ts";
+import { ValidationError } from "../../../lib/index.ts";
+import type { Invoice, InvoiceLine, InvoiceSummary } from "../../../metering/index.ts";
+import { picosToDecimal, picosToUsd } from "../../../metering/index.ts";
 import { microsToUsd } from "../common.ts";
 
 const DAY_MS = 86_400_000;
