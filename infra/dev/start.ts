@@ -1,5 +1,3 @@
-import { randomBytes } from "node:crypto";
-import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { startAdapterCleanupWorker } from "../../adapters/cleanup.ts";
 import { OPERATOR_SCOPES, TENANT_SCOPES } from "../../api/auth/scopes.ts";
 import { buildDeps, prepareDatabase, startHttp } from "../../api/runtime.ts";
@@ -11,6 +9,7 @@ import { type Closer, installShutdown } from "../../lib/shutdown.ts";
 import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
 import { SchedulerService } from "../../scheduler/leader.ts";
+import { prepareDevEnvFile } from "./env-file.ts";
 import { startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
 import { ensureServices, isListening, startRedisServer } from "./services.ts";
@@ -20,28 +19,9 @@ const DEMO_TENANT = "demo";
 const S3_DEV_PORT = 9310;
 const USAGE_REDIS_DEV_PORT = 6390;
 
-/** Dev secrets live in a git-ignored .env so that `npm run token` signs with the same keys later. */
-function ensureDevEnvFile(): void {
-  const current = existsSync(ENV_FILE) ? readFileSync(ENV_FILE, "utf8") : "";
-  const missing: string[] = [];
-  if (!/^KEY_ENCRYPTION_KEY=/m.test(current) && !process.env.KEY_ENCRYPTION_KEY) {
-    missing.push(`KEY_ENCRYPTION_KEY=${randomBytes(32).toString("base64")}`);
-  }
-  if (!/^AGENT_TOKEN=/m.test(current) && !process.env.AGENT_TOKEN) {
-    missing.push(`AGENT_TOKEN=${randomBytes(24).toString("base64url")}`);
-  }
-  if (missing.length > 0) {
-    appendFileSync(
-      ENV_FILE,
-      `${current && !current.endsWith("\n") ? "\n" : ""}# written by npm start for local development\n${missing.join("\n")}\n`,
-    );
-  }
-}
-
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
-ensureDevEnvFile();
-process.loadEnvFile(ENV_FILE);
+prepareDevEnvFile(ENV_FILE, process.env);
 process.env.LOG_LEVEL ??= "warn";
 
 await ensureServices({
