@@ -104,6 +104,17 @@ export type LimitVerdict =
 
 /** Tenants whose leases one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000;
+
+/** Tokens of one tenant's requests that finished in this turn of the event loop, charged together. */
+interface PendingSpend {
+  tpmLimit: number;
+  tokens: number;
+  now: number;
+  /** Settles with the script call that charges them. */
+  settled: Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
 /** How long a lease (and a refusal) is trusted without asking Redis again. */
 const LEASE_TTL_MS = 1_000;
 /** A lease holds at most this share of the tenant's requests per minute, so copies that idle hold little. */
@@ -150,6 +161,8 @@ interface Lease {
  */
 export class RateLimiter {
   private readonly leases = new LRUCache<string, Lease>({ max: MAX_TENANTS });
+  private readonly pendingSpends = new Map<string, PendingSpend>();
+  private spendFlush: NodeJS.Immediate | null = null;
   private readonly redis: Redis;
   private readonly scripts: LimitScripts;
   private readonly prefix: string;
@@ -357,14 +370,53 @@ export class RateLimiter {
     return `${this.prefix}rl:{${tenantId}}:${kind}`;
   }
 
-  /** Charges the tokens a finished request used against the tenant's per-minute token budget. */
-  async spendTokens(tenant: TenantRow, tokens: number, now = Date.now()): Promise<void> {
-    if (tenant.tpmLimit !== null && tokens > 0) {
-      const lease = this.leases.get(tenant.id);
-      if (lease) {
-        lease.tpmSpent += tokens;
-      }
-      await this.scripts.loraplaneSpend(this.key(tenant.id, "tpm"), tenant.tpmLimit, tokens, now);
+  /**
+   * Charges the tokens a finished request used against the tenant's per-minute token budget. The
+   * requests that finish in the same turn of the event loop are charged in one script call per
+   * tenant (at the latest of their times); the promise settles with that call.
+   */
+  spendTokens(tenant: TenantRow, tokens: number, now = Date.now()): Promise<void> {
+    if (tenant.tpmLimit === null || tokens <= 0) {
+      return Promise.resolve();
+    }
+    const lease = this.leases.get(tenant.id);
+    if (lease) {
+      lease.tpmSpent += tokens;
+    }
+    // Bounded by the requests that finish within one turn: the map is emptied on the next.
+    const pending = this.pendingSpends.get(tenant.id) ?? this.newSpend(tenant.id, now);
+    pending.tpmLimit = tenant.tpmLimit;
+    pending.tokens += tokens;
+    pending.now = Math.max(pending.now, now);
+    this.spendFlush ??= setImmediate(() => this.flushSpends());
+    return pending.settled;
+  }
+
+  private newSpend(tenantId: string, now: number): PendingSpend {
+    const spend: PendingSpend = {
+      tpmLimit: 0,
+      tokens: 0,
+      now,
+      settled: Promise.resolve(),
+      resolve: () => {},
+      reject: () => {},
+    };
+    spend.settled = new Promise<void>((resolve, reject) => {
+      spend.resolve = resolve;
+      spend.reject = reject;
+    });
+    this.pendingSpends.set(tenantId, spend);
+    return spend;
+  }
+
+  private flushSpends(): void {
+    this.spendFlush = null;
+    const spends = [...this.pendingSpends];
+    this.pendingSpends.clear();
+    for (const [tenantId, spend] of spends) {
+      this.scripts
+        .loraplaneSpend(this.key(tenantId, "tpm"), spend.tpmLimit, spend.tokens, spend.now)
+        .then(() => spend.resolve(), spend.reject);
     }
   }
 }

@@ -41,6 +41,7 @@ import type { UsageRecord } from "./usage.ts";
  * attach here: docs/architecture.md.
  */
 
+// Request state is read with c.get(): Hono builds c.var afresh, from its map, on every read.
 type Ctx = Context<AppEnv>;
 
 export function serveCompletion(path: CompletionPath) {
@@ -76,11 +77,11 @@ async function serve(c: Ctx, path: CompletionPath, span: Span): Promise<Response
 
 /** The token's tenant: operator tokens have none to bill, and a deleted tenant's tokens serve nothing. */
 async function authenticate(c: Ctx): Promise<TenantRow> {
-  const tenantId = c.var.principal.tenantId;
+  const tenantId = c.get("principal").tenantId;
   if (tenantId === null) {
     throw new ForbiddenError("inference needs a tenant's token: operator tokens have no tenant to bill");
   }
-  const tenant = await c.var.deps.gateway.tenants.get(tenantId);
+  const tenant = await c.get("deps").gateway.tenants.get(tenantId);
   if (!tenant) {
     throw new ForbiddenError("this token's tenant no longer exists");
   }
@@ -92,7 +93,7 @@ async function authenticate(c: Ctx): Promise<TenantRow> {
  * counted until the request ends (its stream's last byte). Returns the slot's release.
  */
 async function admitCaller(c: Ctx, tenant: TenantRow): Promise<() => void> {
-  const { config, gateway, metrics } = c.var.deps;
+  const { config, gateway, metrics } = c.get("deps");
   // Answered from this process's lease of the tenant's tokens: a Redis round trip only to renew it.
   const verdict = await gateway.limiter.admit(tenant);
   if (!verdict.allowed) {
@@ -116,7 +117,7 @@ async function admitCaller(c: Ctx, tenant: TenantRow): Promise<() => void> {
 
 /** Reads the body: JSON, an object, with a `model` of bounded size and a boolean `stream`. */
 async function read(c: Ctx, path: CompletionPath, span: Span, tenant: TenantRow): Promise<InferenceRequest> {
-  const maxBytes = c.var.deps.config.gateway.maxBodyBytes;
+  const maxBytes = c.get("deps").config.gateway.maxBodyBytes;
   const text = await c.req.text();
   const bytes = Buffer.byteLength(text);
   if (bytes > maxBytes) {
@@ -156,8 +157,8 @@ async function read(c: Ctx, path: CompletionPath, span: Span, tenant: TenantRow)
     body: record,
     bodyBytes: bytes,
     requested: record.model,
-    requestId: c.var.requestId,
-    usageId: c.var.requestIdFromClient ? newId("req") : c.var.requestId,
+    requestId: c.get("requestId"),
+    usageId: c.get("requestIdFromClient") ? newId("req") : c.get("requestId"),
   };
 }
 
@@ -166,7 +167,7 @@ async function read(c: Ctx, path: CompletionPath, span: Span, tenant: TenantRow)
  * request there: a bad `n` or `max_tokens` is the client's 400 before anything is reserved or sent.
  */
 async function resolve(c: Ctx, tenant: TenantRow, request: InferenceRequest): Promise<ResolvedRequest> {
-  const { gateway } = c.var.deps;
+  const { gateway } = c.get("deps");
   const resolved = await gateway.resolver.resolve(tenant.id, request.requested);
   if (!resolved) {
     throw new AppError("NOT_FOUND", `The model \`${request.requested}\` does not exist.`, {
@@ -201,7 +202,7 @@ async function resolve(c: Ctx, tenant: TenantRow, request: InferenceRequest): Pr
  * cover the fallback keeps this request on the fleet.
  */
 async function reserve(c: Ctx, tenant: TenantRow, model: ResolvedRequest): Promise<Admission> {
-  const { budgets } = c.var.deps.gateway;
+  const { budgets } = c.get("deps").gateway;
   const fleetWorstCase = model.prices ? worstCaseCostPicos(model.prices, model.bounds) : 0n;
   let fallback = applicableFallback(tenant, model.base);
   let budget = fallback
@@ -235,7 +236,8 @@ async function route(
   model: ResolvedRequest,
   admission: Admission,
 ): Promise<RouteLease> {
-  const { deps, logger } = c.var;
+  const deps = c.get("deps");
+  const logger = c.get("logger");
   const started = performance.now();
   try {
     return await routeRequest(deps, logger, {
@@ -280,8 +282,8 @@ function forward(
   span: Span,
   settle: (outcome: ForwardOutcome) => Promise<void>,
 ): Promise<Response> {
-  const { config, gateway } = c.var.deps;
-  const { logger } = c.var;
+  const { config, gateway } = c.get("deps");
+  const logger = c.get("logger");
   const { fallback } = admission;
   const report = (event: ForwardReport): Promise<void> | undefined => {
     if (event.kind === "finished") {
@@ -350,8 +352,8 @@ interface Settling {
  * limit, and the usage is made durable (the response's last bytes wait for it). Then the hooks.
  */
 async function settled(c: Ctx, s: Settling, finished: ForwardOutcome): Promise<void> {
-  const { gateway, usage } = c.var.deps;
-  const { logger } = c.var;
+  const { gateway, usage } = c.get("deps");
+  const logger = c.get("logger");
   const { tenant, request, model, admission } = s;
   s.lease.release();
   s.leave();

@@ -34,7 +34,7 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
     if (!match?.[1]) {
       throw new UnauthorizedError("the Authorization header must be 'Bearer <token>'");
     }
-    c.set("principal", await c.var.deps.keyRing.verify(match[1]));
+    c.set("principal", await c.get("deps").keyRing.verify(match[1]));
     return next();
   };
 }
@@ -46,7 +46,7 @@ export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
 /** The token must carry at least one of `scopes`. */
 export function requireAnyScope(scopes: readonly Scope[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const principal = c.var.principal;
+    const principal = c.get("principal");
     if (!scopes.some((scope) => principal.scopes.has(scope))) {
       throw new ForbiddenError(`this token lacks the '${scopes.join("' or '")}' scope`);
     }

@@ -1,6 +1,6 @@
 // Summarizes a V8 .cpuprofile (node --cpu-prof): the functions with the most self time, and the
 // same grouped by package or project folder. For the diagnostic run described in run.ts.
-// Usage: node bench/gateway/profile-top.ts FILE.cpuprofile [--top 30] [--callers NAME [--depth 6]]
+// Usage: node bench/gateway/profile-top.ts FILE.cpuprofile [--top 30] [--skip-ms N] [--callers NAME [--depth 6]]
 // (--callers: the call paths, --depth frames up (default 6), that lead to functions named NAME, by self time)
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -23,6 +23,7 @@ const { values, positionals } = parseArgs({
     top: { type: "string", default: "30" },
     callers: { type: "string" },
     depth: { type: "string", default: "6" },
+    "skip-ms": { type: "string", default: "0" },
   },
 });
 const file = positionals[0];
@@ -38,9 +39,13 @@ for (const node of profile.nodes) {
   }
 }
 const selfUs = new Map<number, number>();
+// --skip-ms: leave out the process's start (module loading, warm-up) to see its steady state.
+const skipUs = Number(values["skip-ms"]) * 1000;
+let elapsedUs = 0;
 profile.samples.forEach((id, i) => {
+  elapsedUs += profile.timeDeltas[i] ?? 0;
   // Idle time is not the process's cost: shares below are of the time it was busy.
-  if (byId.get(id)?.callFrame.functionName !== "(idle)") {
+  if (elapsedUs >= skipUs && byId.get(id)?.callFrame.functionName !== "(idle)") {
     selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
   }
 });

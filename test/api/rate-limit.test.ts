@@ -157,6 +157,21 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     expect(await rl.admit(tenant, t0)).toEqual({ allowed: false, limit: "tpm", retryAfterMs: 12_000 });
   });
 
+  it("charges every token of requests that finish together, charged in one call per tenant", async () => {
+    const tenant = (await h.newTenant({ limits: { tpm: 1_000 } })).row;
+    const other = (await h.newTenant({ limits: { tpm: 1_000 } })).row;
+    const [charging, reading] = copies(2) as [RateLimiter, RateLimiter];
+    const t0 = 6_500_000;
+    // 30 requests of 50 tokens finish in one turn of the event loop: 1,500 tokens, 500 in debt.
+    await Promise.all([
+      ...Array.from({ length: 30 }, () => charging.spendTokens(tenant, 50, t0)),
+      charging.spendTokens(other, 10, t0),
+    ]);
+    // A copy with no lease asks Redis: 500 tokens of debt at 1,000 a minute is a 30 s wait.
+    expect(await reading.admit(tenant, t0)).toEqual({ allowed: false, limit: "tpm", retryAfterMs: 30_000 });
+    expect(await reading.admit(other, t0)).toEqual({ allowed: true });
+  });
+
   it("drops a lease taken under old limits when the tenant changes", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 100_000 } })).row;
     const rl = limiter();
