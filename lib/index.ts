@@ -7,4 +7,5 @@ export * from "./metrics.ts";
 export * from "./redis.ts";
 export * from "./secrets.ts";
 export * from "./shutdown.ts";
+export * from "./sizes.ts";
 export * from "./tracing.ts";

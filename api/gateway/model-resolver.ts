@@ -6,6 +6,7 @@ import {
   type ResolvedAdapterVersion,
   resolveAdapterVersion,
 } from "../../db/index.ts";
+import { approximateBytes } from "../../lib/index.ts";
 
 export type ResolvedModel =
   | { kind: "adapter"; requested: string; adapter: ResolvedAdapterVersion }
@@ -13,8 +14,10 @@ export type ResolvedModel =
 
 /** Requests' `model` is at most this long (the gateway refuses longer): a key is bounded too. */
 export const MAX_MODEL_NAME_BYTES = 256;
-/** Resolutions kept per process; each key is a tenant id and a model name. */
+/** Resolutions kept per process; each key is a tenant id and a model name (at most 256 bytes). */
 const CACHE_ENTRIES = 50_000;
+/** And the memory they may take (keys and resolved rows together). */
+const CACHE_BYTES = 64 * 1024 * 1024;
 
 const MODEL_NAME = /^([a-z0-9][a-z0-9-]{0,62})(?:@([1-9][0-9]{0,8}))?$/;
 
@@ -35,7 +38,13 @@ export class ModelResolver {
     this.db = db;
     this.ttlMs = options.ttlMs;
     this.negativeTtlMs = options.negativeTtlMs;
-    this.cache = new LRUCache({ max: CACHE_ENTRIES, ttl: options.ttlMs, ttlAutopurge: false });
+    this.cache = new LRUCache({
+      max: CACHE_ENTRIES,
+      maxSize: CACHE_BYTES,
+      sizeCalculation: (entry, key) => approximateBytes(entry.value) + 2 * key.length,
+      ttl: options.ttlMs,
+      ttlAutopurge: false,
+    });
   }
 
   async resolve(tenantId: string, requested: string, now = Date.now()): Promise<ResolvedModel | null> {

@@ -103,7 +103,7 @@ export type LimitVerdict =
   | { allowed: false; limit: "rpm" | "tpm" | "cold_loads"; retryAfterMs: number };
 
 /** Tenants whose leases one process keeps (the least recently used beyond it are forgotten). */
-const MAX_TENANTS = 100_000;
+const MAX_TENANTS = 100_000; // leases are a dozen numbers each: the count bounds their bytes
 
 /** Tokens of one tenant's requests that finished in this turn of the event loop, charged together. */
 interface PendingSpend {

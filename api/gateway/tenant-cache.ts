@@ -1,9 +1,12 @@
 import { LRUCache } from "lru-cache";
 import type { Database } from "../../db/index.ts";
 import { getTenant, type TenantRow } from "../../db/index.ts";
+import { approximateBytes } from "../../lib/index.ts";
 
 /** Tenants whose rows one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000;
+/** And the memory they may take: a row with a fallback upstream's settings is larger than most. */
+const MAX_BYTES = 64 * 1024 * 1024;
 
 /**
  * Tenants' rows (limits, budget, fallback) by verified tenant id, so that a request needs no
@@ -15,7 +18,13 @@ export class TenantCache {
 
   constructor(options: { db: Database; ttlMs: number }) {
     this.db = options.db;
-    this.rows = new LRUCache({ max: MAX_TENANTS, ttl: options.ttlMs, ttlAutopurge: false });
+    this.rows = new LRUCache({
+      max: MAX_TENANTS,
+      maxSize: MAX_BYTES,
+      sizeCalculation: (entry, tenantId) => approximateBytes(entry.row) + 2 * tenantId.length,
+      ttl: options.ttlMs,
+      ttlAutopurge: false,
+    });
   }
 
   /** The tenant's row (null once deleted): a PATCH takes effect within `ttlMs` on every gateway. */
