@@ -49,7 +49,16 @@ function weights(size: number, hugeHeader: boolean): Buffer {
   return body;
 }
 
-const cases = [
+interface RefusalCase {
+  name: string;
+  /** Merged into a valid config; `raw` replaces the whole file instead. */
+  config: Record<string, unknown>;
+  raw?: string;
+  hugeHeader: boolean;
+  /** Where the problem's errors point. */
+  path: string;
+}
+const cases: RefusalCase[] = [
   { name: "a DoRA config", config: { use_dora: true }, hugeHeader: false, path: "adapter_config" },
   {
     name: "a rank above the base's maximum",
@@ -63,18 +72,31 @@ const cases = [
     hugeHeader: false,
     path: "adapter_config",
   },
+  {
+    name: "a config that is not JSON",
+    config: {},
+    raw: "{ not json",
+    hugeHeader: false,
+    path: "adapter_config",
+  },
+  {
+    name: "a config trained on another model family",
+    config: { base_model_name_or_path: "mistralai/Mistral-7B-Instruct-v0.3" },
+    hugeHeader: false,
+    path: "adapter_config",
+  },
+  { name: 'a config with bias "all"', config: { bias: "all" }, hugeHeader: false, path: "adapter_config" },
   { name: "a weights header claiming 2^62 bytes", config: {}, hugeHeader: true, path: "adapter_model" },
-] as const;
+];
+const configFile = ({ config, raw }: RefusalCase) =>
+  raw === undefined ? configBuffer(BASE!, { rank: 8, config }) : Buffer.from(raw);
 const sizes = [5 * 1024 * 1024, 50 * 1024 * 1024];
 
 describe.each(sizes)("an upload refused early, with %i bytes of weights behind it", (size) => {
-  it.each(cases)("answers $name with its 422 to Node's fetch", async ({ config, hugeHeader, path }) => {
+  it.each(cases)("answers $name with its 422 to Node's fetch", async (refusal) => {
+    const { hugeHeader, path } = refusal;
     const form = new FormData();
-    form.append(
-      "adapter_config",
-      new Blob([configBuffer(BASE!, { rank: 8, config })]),
-      "adapter_config.json",
-    );
+    form.append("adapter_config", new Blob([configFile(refusal)]), "adapter_config.json");
     form.append("adapter_model", new Blob([weights(size, hugeHeader)]), "adapter_model.safetensors");
     const res = await fetch(`${url}/v1/adapters/refused/versions`, {
       method: "POST",
@@ -87,10 +109,11 @@ describe.each(sizes)("an upload refused early, with %i bytes of weights behind i
     expect(problem.errors.some((e) => e.path.startsWith(path))).toBe(true);
   });
 
-  it.each(cases)("answers $name with its 422 to curl", async ({ config, hugeHeader, path }) => {
-    const configFile = join(dir, `config-${size}.json`);
+  it.each(cases)("answers $name with its 422 to curl", async (refusal) => {
+    const { hugeHeader, path } = refusal;
+    const configPath = join(dir, `config-${size}.json`);
     const modelFile = join(dir, `model-${size}.safetensors`);
-    await writeFile(configFile, configBuffer(BASE!, { rank: 8, config }));
+    await writeFile(configPath, configFile(refusal));
     await writeFile(modelFile, weights(size, hugeHeader));
     const { stdout } = await run("curl", [
       "-sS",
@@ -99,7 +122,7 @@ describe.each(sizes)("an upload refused early, with %i bytes of weights behind i
       "-H",
       `authorization: Bearer ${token}`,
       "-F",
-      `adapter_config=@${configFile};type=application/json`,
+      `adapter_config=@${configPath};type=application/json`,
       "-F",
       `adapter_model=@${modelFile}`,
       `${url}/v1/adapters/refused/versions`,
