@@ -60,6 +60,10 @@ export class MeteringUsageSink implements UsageSink {
       occurredAt: usage.occurredAt.toISOString(),
     };
     const via = await this.emitter.emit(event);
+    // The line is built only when it is written (production runs at warn).
+    if (!this.logger.isLevelEnabled("info")) {
+      return;
+    }
     this.logger.info(
       {
         request_id: usage.requestId,

@@ -24,9 +24,16 @@ export function requestContext(deps: AppDeps): MiddlewareHandler<AppEnv> {
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.httpRequests.inc({ method: c.req.method, route, status });
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status }, seconds);
-    logger.info(
-      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 10000) / 10 },
-      "request",
-    );
+    if (logger.isLevelEnabled("info")) {
+      logger.info(
+        {
+          method: c.req.method,
+          path: c.req.path,
+          status: c.res.status,
+          ms: Math.round(seconds * 10000) / 10,
+        },
+        "request",
+      );
+    }
   };
 }

@@ -56,6 +56,9 @@ const TAIL_S = 0.5;
 const MAX_FOREIGN_CORES = 0.25;
 const QUIET_CORES = 0.15;
 const MAX_ATTEMPTS = 3;
+/** Before the first run, each path is driven this long at this concurrency, per workload, unmeasured. */
+const PREWARM_S = 3;
+const PREWARM_CONNECTIONS = 16;
 /** /proc's CPU ticks are USER_HZ, 100 per second on Linux. */
 const TICK_US = 10_000;
 
@@ -180,7 +183,12 @@ function requestBody(workload: WorkloadName): string {
  * requests cut off at the stop skew the figures. Latencies are each response's own timing in float
  * ms (autocannon's histogram keeps whole milliseconds; the added latencies here are sub-ms).
  */
-async function load(target: Target, workload: WorkloadName, connections: number): Promise<Sample> {
+async function load(
+  target: Target,
+  workload: WorkloadName,
+  connections: number,
+  seconds = warmupS + durationS + TAIL_S,
+): Promise<Sample> {
   const latencies: number[] = [];
   let non2xx = 0;
   let errors = 0;
@@ -197,7 +205,7 @@ async function load(target: Target, workload: WorkloadName, connections: number)
       headers: { "content-type": "application/json", ...target.headers },
       body: requestBody(workload),
       connections,
-      duration: warmupS + durationS + TAIL_S,
+      duration: seconds,
       timeout: 10,
     },
     (error) => finished(error ?? null),
@@ -562,6 +570,14 @@ try {
     }
   }
 
+  // Every gateway's code is compiled by the JIT before anything is measured: the first cell (c=1)
+  // would otherwise measure the interpreter, not the gateway, and the more code a gateway runs per
+  // request the more that would cost it.
+  for (const path of PATHS) {
+    for (const workload of WORKLOADS) {
+      await load(targets[path], workload, PREWARM_CONNECTIONS, PREWARM_S);
+    }
+  }
   const cells = runs * WORKLOADS.length * concurrencies.length * PATHS.length;
   process.stdout.write(
     `upstream ${upstreamUrl}, loraplane ${apiUrl}, Portkey ${portkeyUrl}; ${cells} cells of ${warmupS} + ${durationS} + ${TAIL_S} s\n`,
@@ -808,7 +824,8 @@ replicas of the dev base that the scheduler polls; the upstream is added as an i
 with the same tenant, limits and log level);
 **Portkey** (\`@portkey-ai/gateway\` 1.15, \`--headless\`, \`NODE_ENV=production\`, routed with \`x-portkey-provider: openai\`
 and \`x-portkey-custom-host\`; it has no auth or rate limit of its own here). Load: autocannon 9 in the benchmark process,
-keep-alive connections = concurrency, ${durationS} s per cell after a ${warmupS} s warm-up, ${runs} runs, the path order rotating
+keep-alive connections = concurrency, ${durationS} s per cell after a ${warmupS} s warm-up (and, before the first run, ${PREWARM_S} s
+per path and workload at c=${PREWARM_CONNECTIONS}, unmeasured, so that the JIT has compiled every gateway's code), ${runs} runs, the path order rotating
 between runs. Latency is each response's full time (request sent → last byte), in float ms from every 2xx response;
 *added* = the path's p50 or p99 minus direct's at the same concurrency in the same run, median over runs. Throughput
 = 2xx responses per second, median over runs; *max* = the best concurrency. Client, gateways, upstream, Postgres and
