@@ -51,7 +51,7 @@ describe("scheduler with simulated replicas", () => {
     const leader = world.scheduler;
     const standby = world.newScheduler();
     standby.scheduler.start();
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually(() => standby.scheduler.leaseAttempts >= 1, 5_000, 20); // it tried, and was refused
     expect(leader.isLeader).toBe(true);
     expect(standby.scheduler.isLeader).toBe(false);
 

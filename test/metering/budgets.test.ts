@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ingestUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { BudgetGuard } from "../../metering/budgets.ts";
-import { usageEvent } from "../fixtures/usage.ts";
 import { eventually } from "../eventually.ts";
+import { usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
 
 const h = useHarness();
