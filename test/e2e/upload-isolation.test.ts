@@ -53,7 +53,7 @@ async function underLoad<T>(token: string, work: () => Promise<T>) {
       });
       await res.text();
       completions.push(res.status);
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // a steady trickle of tenants' traffic, not a flood
     }
   })();
   try {
