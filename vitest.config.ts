@@ -42,7 +42,15 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], exclude: IGNORED, ...withServices },
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          exclude: IGNORED,
+          // A worker runs file after file in one process: modules (and the simulator's tokenizer) load
+          // once, not per file. Each file's world still has its own database, Redis prefix and bucket.
+          isolate: false,
+          ...withServices,
+        },
       },
       {
         extends: true,
