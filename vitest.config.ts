@@ -46,8 +46,8 @@ export default defineConfig({
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
           exclude: IGNORED,
-          // A worker runs file after file in one process: modules (and the simulator's tokenizer) load
-          // once, not per file. Each file's world still has its own database, Redis prefix and bucket.
+          // A worker runs file after file in one process: modules load once, and files that share a
+          // world (useE2EWorld's `shared`) start it once. Each world has its own database and prefix.
           isolate: false,
           ...withServices,
         },

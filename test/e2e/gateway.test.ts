@@ -4,7 +4,7 @@ import type { SettledHook } from "../../api/gateway/request.ts";
 import { eventually } from "../eventually.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
-const world = useE2EWorld({ replicas: 2 });
+const world = useE2EWorld({ replicas: 2 }, { shared: true });
 
 const ask = { role: "user" as const, content: "Summarise our refund policy in one line." };
 

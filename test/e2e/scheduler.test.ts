@@ -4,6 +4,7 @@ import { eventually } from "../eventually.ts";
 import { useE2EWorld } from "./world.ts";
 
 // Replication of hot adapters is off here so that every load in these tests is one the test caused.
+// Not shared: a replica is restarted and the leader killed.
 const world = useE2EWorld({ replicas: 2, policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY } });
 const ask = { role: "user" as const, content: "ping" };
 

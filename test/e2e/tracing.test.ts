@@ -28,7 +28,7 @@ afterAll(async () => {
   await provider.shutdown();
 });
 
-const world = useE2EWorld({ replicas: 1 });
+const world = useE2EWorld({ replicas: 1 }, { shared: true });
 
 const spansOf = (traceId: string) =>
   exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);

@@ -4,7 +4,7 @@ import { configBuffer } from "../fixtures/generate.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
 // Uploads are tenant input parsed by the API process that also serves everyone's completions.
-const world = useE2EWorld({ replicas: 1 });
+const world = useE2EWorld({ replicas: 1 }, { shared: true });
 
 /** A safetensors file whose JSON header holds `tensors` bogus entries, each padded with `pad` bytes. */
 function bogusHeader(tensors: number, pad = 0): Buffer {
