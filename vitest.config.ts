@@ -42,7 +42,15 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], exclude: IGNORED, ...withServices },
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          exclude: IGNORED,
+          // A worker runs file after file in one process: modules load once, and files that share a
+          // world (useE2EWorld's `shared`) start it once. Each world has its own database and prefix.
+          isolate: false,
+          ...withServices,
+        },
       },
       {
         extends: true,

@@ -13,6 +13,11 @@ export class UploadSlots {
     this.perTenant = perTenant;
   }
 
+  /** Uploads the tenant has running in this process now. */
+  inUse(tenantId: string): number {
+    return this.running.get(tenantId) ?? 0;
+  }
+
   /** Takes a slot or throws a 429; call the returned function exactly once when the upload ends. */
   acquire(tenantId: string): () => void {
     const count = this.running.get(tenantId) ?? 0;

@@ -103,6 +103,7 @@ export class BudgetGuard {
   private readonly logger: Logger;
   private readonly prefix: string;
   private readonly leaseMs: number;
+  private readonly now: () => number;
   /** This process's reservations still in flight: their leases are renewed until they settle. */
   private readonly live = new Map<string, Reservation>();
   private readonly renewer: NodeJS.Timeout | null;
@@ -123,6 +124,8 @@ export class BudgetGuard {
     onAlert: BudgetGuard["onAlert"];
     leaseMs?: number;
     renew?: boolean;
+    /** The clock leases are taken and renewed by (tests move it instead of waiting). */
+    now?: () => number;
     /** The usage stream: events still in it (not yet in Postgres) count when a counter is reloaded. */
     usageStream?: { redis: Redis; key: string };
   }) {
@@ -139,6 +142,7 @@ export class BudgetGuard {
     this.prefix = options.prefix;
     this.onAlert = options.onAlert;
     this.leaseMs = options.leaseMs ?? DEFAULT_RESERVATION_LEASE_MS;
+    this.now = options.now ?? Date.now;
     this.renewer =
       options.renew === false
         ? null
@@ -168,7 +172,7 @@ export class BudgetGuard {
   }
 
   /** Pushes the lease of every reservation still in flight here; one ZADD per tenant-month. */
-  async renew(now = Date.now()): Promise<void> {
+  async renew(now = this.now()): Promise<void> {
     const byKey = new Map<string, string[]>();
     for (const r of this.live.values()) {
       const ids = byKey.get(r.key) ?? [];
@@ -190,7 +194,7 @@ export class BudgetGuard {
   async reserve(
     tenant: { id: string; monthlyBudgetMicros: bigint | null },
     worstCase: bigint,
-    now = new Date(),
+    now = new Date(this.now()),
   ): Promise<ReserveResult> {
     if (tenant.monthlyBudgetMicros === null) {
       return { ok: true, reservation: null };

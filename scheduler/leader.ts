@@ -42,6 +42,11 @@ export class SchedulerService {
     return this.election.isLeader;
   }
 
+  /** Tries to take or renew the leader lease so far (see LeaderElection.attempts). */
+  get leaseAttempts(): number {
+    return this.election.attempts;
+  }
+
   start(): void {
     this.election.start();
   }

@@ -20,6 +20,7 @@ export class LeaderElection {
   private timer: NodeJS.Timeout | null = null;
   private leader = false;
   private stopped = false;
+  private attemptCount = 0;
   private readonly db: Database;
   private readonly logger: Logger;
   private readonly options: LeaderOptions;
@@ -39,6 +40,11 @@ export class LeaderElection {
 
   get isLeader(): boolean {
     return this.leader;
+  }
+
+  /** Tries to take or renew the lease so far, failed ones included (what a standby has seen). */
+  get attempts(): number {
+    return this.attemptCount;
   }
 
   start(): void {
@@ -70,6 +76,7 @@ export class LeaderElection {
       return;
     }
     this.setLeader(held);
+    this.attemptCount++;
     this.timer = setTimeout(() => void this.tick(), this.options.renewEveryMs);
   }
 

@@ -97,91 +97,109 @@ export async function cloneDatabase(options: { timezone?: string } = {}): Promis
 }
 
 /**
- * The per-file test world: real Postgres (own database), Redis (own prefix), S3 (own bucket), the
- * real app served in-process through `app.request`. Call at the top of a test file.
+ * A test world: real Postgres (own database), Redis (own prefix), S3 (own bucket), the real app
+ * served in-process through `app.request`. `close` releases what it holds.
  */
+export async function startHarness(
+  overrides: Record<string, string> = {},
+  database: { timezone?: string } = {},
+): Promise<{ h: Harness; close: () => Promise<void> }> {
+  const databaseName = await cloneDatabase(database);
+  const config = isolatedConfig(databaseName, overrides);
+  const logger = createLogger(config.log);
+  const { deps, closers } = await buildDeps(config, logger, { defaultMetrics: false });
+  const close = async () => {
+    await closeAll(closers, 5_000, logger);
+  };
+  await deps.store.ensureBucket().catch(async (error: unknown) => {
+    await close();
+    throw error;
+  });
+  const app = createApp(deps);
+  const request: Harness["request"] = async (method, path, options = {}) => {
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.token) {
+      headers.authorization = `Bearer ${options.token}`;
+    }
+    let body: string | FormData | undefined;
+    if (options.body instanceof FormData) {
+      body = options.body;
+    } else if (options.body !== undefined) {
+      body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await app.request(path, { method, headers, ...(body !== undefined && { body }) });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // not JSON: keep the text
+    }
+    return { status: res.status, headers: res.headers, body: parsed as never, text };
+  };
+  const h: Harness = {
+    config,
+    deps,
+    app,
+    databaseName,
+    request,
+    adminToken: async () =>
+      (
+        await deps.keyRing.sign({
+          subject: "operator:test",
+          tenantId: null,
+          scopes: [...OPERATOR_SCOPES],
+          ttlSeconds: 600,
+        })
+      ).token,
+    newTenant: async (input = {}) => {
+      const row = await createTenant(deps.db, {
+        name: input.name ?? `tenant-${suffix()}`,
+        ...(input.limits && { limits: input.limits }),
+      });
+      return {
+        row,
+        id: row.id,
+        token: async (scopes = TENANT_SCOPES) =>
+          (
+            await deps.keyRing.sign({
+              subject: `tenant:${row.id}`,
+              tenantId: row.id,
+              scopes: [...scopes],
+              ttlSeconds: 600,
+            })
+          ).token,
+      };
+    },
+  };
+  return { h, close };
+}
+
+/** A proxy that reads `current()`'s fields, or says when they are read before the hooks ran. */
+export function readyOnlyInHooks<T extends object>(what: string, current: () => T | undefined): T {
+  return new Proxy({} as T, {
+    get: (_, key) => {
+      const value = current();
+      if (!value) {
+        throw new Error(`${what} is ready only inside tests and hooks (after beforeAll)`);
+      }
+      return value[key as keyof T];
+    },
+  });
+}
+
+/** The per-file test world (see startHarness). Call at the top of a test file. */
 export function useHarness(
   overrides: Record<string, string> = {},
   database: { timezone?: string } = {},
 ): Harness {
-  const state = {} as { h: Harness; close: () => Promise<void> };
+  let started: Awaited<ReturnType<typeof startHarness>> | undefined;
   beforeAll(async () => {
-    const databaseName = await cloneDatabase(database);
-    const config = isolatedConfig(databaseName, overrides);
-    const logger = createLogger(config.log);
-    const { deps, closers } = await buildDeps(config, logger, { defaultMetrics: false });
-    await deps.store.ensureBucket();
-    const app = createApp(deps);
-    const request: Harness["request"] = async (method, path, options = {}) => {
-      const headers: Record<string, string> = { ...options.headers };
-      if (options.token) {
-        headers.authorization = `Bearer ${options.token}`;
-      }
-      let body: string | FormData | undefined;
-      if (options.body instanceof FormData) {
-        body = options.body;
-      } else if (options.body !== undefined) {
-        body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
-        headers["content-type"] ??= "application/json";
-      }
-      const res = await app.request(path, { method, headers, ...(body !== undefined && { body }) });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        // not JSON: keep the text
-      }
-      return { status: res.status, headers: res.headers, body: parsed as never, text };
-    };
-    state.h = {
-      config,
-      deps,
-      app,
-      databaseName,
-      request,
-      adminToken: async () =>
-        (
-          await deps.keyRing.sign({
-            subject: "operator:test",
-            tenantId: null,
-            scopes: [...OPERATOR_SCOPES],
-            ttlSeconds: 600,
-          })
-        ).token,
-      newTenant: async (input = {}) => {
-        const row = await createTenant(deps.db, {
-          name: input.name ?? `tenant-${suffix()}`,
-          ...(input.limits && { limits: input.limits }),
-        });
-        return {
-          row,
-          id: row.id,
-          token: async (scopes = TENANT_SCOPES) =>
-            (
-              await deps.keyRing.sign({
-                subject: `tenant:${row.id}`,
-                tenantId: row.id,
-                scopes: [...scopes],
-                ttlSeconds: 600,
-              })
-            ).token,
-        };
-      },
-    };
-    state.close = async () => {
-      await closeAll(closers, 5_000, logger);
-    };
+    started = await startHarness(overrides, database);
   });
   afterAll(async () => {
-    await state.close?.();
+    await started?.close();
   });
-  return new Proxy({} as Harness, {
-    get: (_, key: keyof Harness) => {
-      if (!state.h) {
-        throw new Error("the harness is ready only inside tests and hooks (after beforeAll)");
-      }
-      return state.h[key];
-    },
-  });
+  return readyOnlyInHooks("the harness", () => started?.h);
 }

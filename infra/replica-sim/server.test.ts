@@ -261,14 +261,14 @@ describe("replica-sim HTTP", () => {
   });
 
   it("shows running and waiting requests and KV usage in /metrics while streaming", async () => {
-    const { url } = await start({ maxNumSeqs: 1 });
+    const { sim, url } = await start({ maxNumSeqs: 1 });
     const body = JSON.stringify({ prompt: "x", max_tokens: 3000, ignore_eos: true, stream: true });
     const init = { method: "POST", headers: { "content-type": "application/json" }, body };
     const ac = new AbortController();
     const first = await fetch(`${url}/v1/completions`, { ...init, signal: ac.signal });
     await first.body?.getReader().read();
     const second = fetch(`${url}/v1/completions`, { ...init, signal: ac.signal }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 30));
+    await until(() => sim.inspect().waiting.length === 1);
     const m = await (await fetch(`${url}/metrics`)).text();
     expect(m).toContain('vllm:num_requests_running{engine="0",model_name="base"} 1.0');
     expect(m).toContain(

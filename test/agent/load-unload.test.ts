@@ -125,7 +125,8 @@ describe("loading and unloading through the agent", () => {
 
     // With one CPU slot, loading another adapter evicts A from the engine: A's next step re-reads its files.
     expect((await agent.call("POST", "/v1/adapters/load", body(b, version(1)))).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 150));
+    await eventually(async () => sim.inspect().cpuCache.includes(a)); // A's step has re-read it
+    await agent.running.agent.collectGarbage(); // a GC pass while A still runs: its files must stay
     expect(existsSync(join(agent.cacheDir, a, "adapter_model.safetensors"))).toBe(true);
     expect(sim.inspect().running.map((r) => r.lora)).toContain(a);
 

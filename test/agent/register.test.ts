@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
 import { startHttp } from "../../api/runtime.ts";
@@ -190,8 +191,23 @@ describe("agent self-registration against the API", () => {
       maxCpuLoras: 1,
       maxLoraRank: 16,
     };
-    const agent = await startAgent(agentConfig(register), { logger: silent, store: h.deps.store });
-    await new Promise((r) => setTimeout(r, 200));
+    let refused!: () => void;
+    const waitingToRetry = new Promise<void>((resolve) => {
+      refused = resolve;
+    });
+    // What the agent logs as it starts waiting out its backoff after a refusal.
+    const logger = pino(
+      { level: "warn" },
+      {
+        write: (line: string) => {
+          if (line.includes("replica registration failed; retrying")) {
+            refused();
+          }
+        },
+      },
+    );
+    const agent = await startAgent(agentConfig(register), { logger, store: h.deps.store });
+    await waitingToRetry;
     const started = Date.now();
     await agent.close();
     expect(await agent.registration).toBe("aborted");

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { startHttp } from "../../api/runtime.ts";
 import type { Closer } from "../../lib/shutdown.ts";
+import { eventually } from "../eventually.ts";
 import { configBuffer } from "../fixtures/generate.ts";
 import { useHarness } from "../harness.ts";
 
@@ -193,7 +194,8 @@ describe("uploads that take their time", () => {
         signal: controller.signal,
       } as RequestInit).catch(() => null);
     });
-    await new Promise((r) => setTimeout(r, 500));
+    const slots = h.deps.uploads.slots;
+    await eventually(() => slots.inUse(tenant.id) === cap);
     const oneMore = await fetch(`${url}/v1/adapters/busy/versions`, {
       method: "POST",
       headers: { authorization: `Bearer ${own}` },
@@ -206,7 +208,7 @@ describe("uploads that take their time", () => {
       c.abort();
     }
     await Promise.all(slow);
-    await new Promise((r) => setTimeout(r, 200));
+    await eventually(() => slots.inUse(tenant.id) === 0);
     const again = await fetch(`${url}/v1/adapters/busy/versions`, {
       method: "POST",
       headers: { authorization: `Bearer ${own}` },

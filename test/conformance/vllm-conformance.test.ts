@@ -679,7 +679,7 @@ describe("10.15 health, readiness, api key, content type", () => {
     const starting = sim.start(port);
     const client = vllm.createReplicaClient({ baseUrl: `http://127.0.0.1:${port}`, timeoutMs: 2_000 });
     try {
-      await sleep(50);
+      await sleep(50); // a probe while the engine starts (300 ms) is the point, not a race to win
       const early = await client.health();
       expect(early.kind).toBe("unreachable");
       const running = await starting;

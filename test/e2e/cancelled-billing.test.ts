@@ -20,8 +20,18 @@ async function replicaCount(): Promise<number> {
   return ((await res.json()) as { count: number }).count;
 }
 
-/** Sends a chat request and goes away after `ms`, before the prefill of its prompt is over. */
-async function sendAndLeave(token: string, body: Record<string, unknown>, ms = 600): Promise<void> {
+/** The replica is prefilling a prompt (about 2 s of it here): what the client may leave during. */
+const prefilling = () => {
+  const replica = world.replicas[0]?.sim.inspect();
+  return (replica?.running.length ?? 0) + (replica?.waiting.length ?? 0) === 1;
+};
+
+/** Sends a chat request and goes away once `leaveWhen` holds (before its prefill is over). */
+async function sendAndLeave(
+  token: string,
+  body: Record<string, unknown>,
+  leaveWhen: () => boolean = prefilling,
+): Promise<void> {
   const controller = new AbortController();
   const pending = fetch(`${world.url}/v1/chat/completions`, {
     method: "POST",
@@ -32,7 +42,7 @@ async function sendAndLeave(token: string, body: Record<string, unknown>, ms = 6
     await res.text();
     return res.status;
   });
-  await new Promise((r) => setTimeout(r, ms));
+  await eventually(leaveWhen, 10_000, 5);
   controller.abort();
   await pending.catch(() => "aborted");
 }
@@ -76,7 +86,12 @@ describe("work a client cancels is billed", () => {
   it("bills nothing for a request cancelled while it waited for its adapter to load (no replica saw it)", async () => {
     const tenant = await world.tenant();
     await world.uploadAdapter(tenant, "slow-to-load");
-    await sendAndLeave(await tenant.token(), { model: "slow-to-load", messages, max_tokens: 5 }, 300);
+    const waitingForLoad = () => world.h.deps.gateway.coldWaits.count(tenant.id) === 1;
+    await sendAndLeave(
+      await tenant.token(),
+      { model: "slow-to-load", messages, max_tokens: 5 },
+      waitingForLoad,
+    );
     await eventually(async () => (await eventsOf(tenant.id)).length === 1, 10_000);
     expect((await eventsOf(tenant.id))[0]).toMatchObject({
       status: "cancelled",

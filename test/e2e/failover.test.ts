@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE, useE2EWorld } from "./world.ts";
 
+// Not shared: the test kills a replica and leaves it dead.
 const world = useE2EWorld({ replicas: 2 });
 
 /** Requests a replica finished, from its own /metrics (vllm:request_success_total, all reasons). */

@@ -4,7 +4,7 @@ import { useE2EWorld } from "./world.ts";
 
 // Timings as slow as production's or slower (polls 2 s apart, down after 10 s unanswered, reconcile
 // every 5 s, cold starts waited 60 s), so that what the tests see comes from the report and the
-// re-reads, not from fast polling or reconciling.
+// re-reads, not from fast polling or reconciling. Not shared: replicas are killed and restarted.
 const world = useE2EWorld({
   replicas: 2,
   pollIntervalMs: 1_500,

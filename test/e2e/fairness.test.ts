@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { insertReadyVersion, listVersions } from "../../db/queries/adapters.ts";
 import { newId } from "../../lib/ids.ts";
+import { eventually } from "../eventually.ts";
 import { buildAdapter } from "../fixtures/generate.ts";
 import { adapterForm, type TestTenant } from "../harness.ts";
 import { BASE, useE2EWorld } from "./world.ts";
@@ -59,7 +60,8 @@ describe("fairness between tenants", () => {
         () => 0,
       ),
     );
-    await new Promise((r) => setTimeout(r, 300)); // A's loads are queued first
+    // A's loads are queued first: most of its requests wait on one when B asks.
+    await eventually(() => world.h.deps.gateway.coldWaits.count(a.id) >= 150, 10_000, 10);
     const started = Date.now();
     const res = await ask(tokenB, "mine");
     const tookMs = Date.now() - started;
@@ -93,10 +95,12 @@ describe("fairness between tenants", () => {
       await res.text();
       return res.status;
     };
+    const running = () => world.replicas.reduce((n, r) => n + r.sim.inspect().running.length, 0);
     const statuses = await Promise.all([
       ask(token, BASE.id, slow).then(status),
       ask(token, BASE.id, slow).then(status),
-      new Promise((r) => setTimeout(r, 150)).then(async () => {
+      // The third once both are on a replica (still generating: 300 tokens take about 0.6 s).
+      eventually(() => running() === 2, 5_000, 5).then(async () => {
         const third = await ask(token, BASE.id);
         expect(await third.json()).toMatchObject({ error: { code: "too_many_concurrent_requests" } });
         return third.status;

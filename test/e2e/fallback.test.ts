@@ -15,6 +15,7 @@ const FRONTIER_KEY = "sk-frontier-test-0123456789";
 const FRONTIER_PRICE = { input_per_mtok_usd: 2.5, output_per_mtok_usd: 10 };
 const FRONTIER_PRICES = { inputMicrosPerMtok: 2_500_000, outputMicrosPerMtok: 10_000_000 };
 
+// Not shared: a test kills the only replica and sets a fallback for the whole base.
 const world = useE2EWorld({ replicas: 1 });
 let frontierSim: ReplicaSim;
 let frontier: RunningReplicaSim;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { useE2EWorld } from "./world.ts";
 
+// Not shared: it checks the replica's own totals (one load, one adapter registered).
 const world = useE2EWorld({ replicas: 1, maxLoras: 2, maxCpuLoras: 4 });
 
 const sample = (text: string, name: string, labels: Record<string, string>): number | null => {

@@ -1,9 +1,10 @@
 import type OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import type { SettledHook } from "../../api/gateway/request.ts";
+import { eventually } from "../eventually.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
-const world = useE2EWorld({ replicas: 2 });
+const world = useE2EWorld({ replicas: 2 }, { shared: true });
 
 const ask = { role: "user" as const, content: "Summarise our refund policy in one line." };
 
@@ -119,7 +120,8 @@ describe("inference through the gateway with the OpenAI SDK", () => {
     const tenant = await world.tenant();
     await world.uploadAdapter(tenant, "long-talker");
     const openai = world.client(await tenant.token());
-    const abortedBefore = world.replicas.reduce((n, r) => n + r.sim.inspect().abortedRequestIds.length, 0);
+    const aborted = () => world.replicas.reduce((n, r) => n + r.sim.inspect().abortedRequestIds.length, 0);
+    const abortedBefore = aborted();
     const controller = new AbortController();
     const stream = await openai.chat.completions.create(
       { model: "long-talker", messages: [ask], max_tokens: 500, stream: true },
@@ -135,13 +137,8 @@ describe("inference through the gateway with the OpenAI SDK", () => {
     } catch {
       // the SDK throws on abort
     }
-    const deadline = Date.now() + 3_000;
-    let aborted = abortedBefore;
-    while (aborted === abortedBefore && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-      aborted = world.replicas.reduce((n, r) => n + r.sim.inspect().abortedRequestIds.length, 0);
-    }
-    expect(aborted).toBe(abortedBefore + 1);
+    await eventually(() => aborted() > abortedBefore, 3_000, 20);
+    expect(aborted()).toBe(abortedBefore + 1);
   });
 
   it("answers 429 with Retry-After past the tenant's requests-per-minute limit", async () => {

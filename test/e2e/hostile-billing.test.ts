@@ -5,7 +5,7 @@ import { eventually } from "../eventually.ts";
 import { BASE, useE2EWorld, useMetering } from "./world.ts";
 
 // A tenant who wants free compute: every trick below must still bill each token exactly once.
-const world = useE2EWorld({ replicas: 2 });
+const world = useE2EWorld({ replicas: 2 }, { shared: true });
 useMetering(world);
 
 const LLAMA_PRICES = { inputMicrosPerMtok: 120_000, outputMicrosPerMtok: 360_000 };

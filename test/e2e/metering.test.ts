@@ -128,7 +128,10 @@ describe("metering end to end", () => {
     // Four long requests in flight when every budget counter is lost (a Redis restarted empty).
     const long = { ...small, max_tokens: 5_000 };
     const inFlight = Array.from({ length: 4 }, () => world.chat(token, long).then((r) => r.status));
-    await new Promise((r) => setTimeout(r, 300));
+    // All four reserved and on a replica (5,000 tokens take over a second here): counters go now.
+    const onReplicas = () =>
+      world.replicas.reduce((n, r) => n + r.sim.inspect().running.length + r.sim.inspect().waiting.length, 0);
+    await eventually(() => onReplicas() === 4, 5_000, 5);
     const counters = await world.h.deps.redis.keys(`${world.h.config.redis.prefix}budget:*`);
     expect(counters.length).toBeGreaterThan(0);
     await world.h.deps.redis.del(...counters);

@@ -18,6 +18,8 @@ const BACKGROUND_CONCURRENCY = 2;
 const MAX_REGISTERED = 2;
 const silent = createLogger({ level: "silent" });
 
+// Not shared: the planner replays every tenant's usage in this world, and cold starts are counted
+// fleet-wide.
 const world = useE2EWorld({ replicas: 2, maxRegistered: MAX_REGISTERED });
 let metering: Awaited<ReturnType<typeof startMetering>>;
 let tenant: TestTenant;

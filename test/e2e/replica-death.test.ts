@@ -3,6 +3,7 @@ import { listTenantPlacements } from "../../db/queries/placements.ts";
 import { eventually } from "../eventually.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
+// Not shared: replicas are killed, and one is left draining.
 const world = useE2EWorld({ replicas: 2, policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY } });
 const ask = { role: "user" as const, content: "ping" };
 

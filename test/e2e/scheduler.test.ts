@@ -4,6 +4,7 @@ import { eventually } from "../eventually.ts";
 import { useE2EWorld } from "./world.ts";
 
 // Replication of hot adapters is off here so that every load in these tests is one the test caused.
+// Not shared: a replica is restarted and the leader killed.
 const world = useE2EWorld({ replicas: 2, policyConfig: { replicateAboveShare: Number.POSITIVE_INFINITY } });
 const ask = { role: "user" as const, content: "ping" };
 
@@ -51,7 +52,7 @@ describe("scheduler with simulated replicas", () => {
     const leader = world.scheduler;
     const standby = world.newScheduler();
     standby.scheduler.start();
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually(() => standby.scheduler.leaseAttempts >= 1, 5_000, 20); // it tried, and was refused
     expect(leader.isLeader).toBe(true);
     expect(standby.scheduler.isLeader).toBe(false);
 

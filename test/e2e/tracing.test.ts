@@ -17,10 +17,18 @@ const execFileAsync = promisify(execFile);
 // What lib/tracing.ts registers when OTEL_EXPORTER_OTLP_ENDPOINT is set, with an in-memory exporter.
 const exporter = new InMemorySpanExporter();
 const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
-trace.setGlobalTracerProvider(provider);
-propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+beforeAll(() => {
+  trace.setGlobalTracerProvider(provider);
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+});
+// Test files share this process (isolate: false): the next ones get no provider and send no trace context.
+afterAll(async () => {
+  trace.disable();
+  propagation.disable();
+  await provider.shutdown();
+});
 
-const world = useE2EWorld({ replicas: 1 });
+const world = useE2EWorld({ replicas: 1 }, { shared: true });
 
 const spansOf = (traceId: string) =>
   exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);

@@ -4,7 +4,7 @@ import { configBuffer } from "../fixtures/generate.ts";
 import { BASE, useE2EWorld } from "./world.ts";
 
 // Uploads are tenant input parsed by the API process that also serves everyone's completions.
-const world = useE2EWorld({ replicas: 1 });
+const world = useE2EWorld({ replicas: 1 }, { shared: true });
 
 /** A safetensors file whose JSON header holds `tensors` bogus entries, each padded with `pad` bytes. */
 function bogusHeader(tensors: number, pad = 0): Buffer {
@@ -53,7 +53,7 @@ async function underLoad<T>(token: string, work: () => Promise<T>) {
       });
       await res.text();
       completions.push(res.status);
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // a steady trickle of tenants' traffic, not a flood
     }
   })();
   try {

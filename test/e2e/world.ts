@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { afterAll, beforeAll, expect } from "vitest";
+import { afterAll, beforeAll, expect, test } from "vitest";
 import { type RunningAgent, startAgent } from "../../adapters/agent/server.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { startHttp } from "../../api/runtime.ts";
@@ -20,8 +20,9 @@ import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
 import { SchedulerService } from "../../scheduler/leader.ts";
 import type { PolicyConfig } from "../../scheduler/policy/index.ts";
+import { eventually } from "../eventually.ts";
 import { buildAdapter } from "../fixtures/generate.ts";
-import { adapterForm, type Harness, type TestTenant, useHarness } from "../harness.ts";
+import { adapterForm, type Harness, readyOnlyInHooks, startHarness, type TestTenant } from "../harness.ts";
 
 export const BASE =
   SEEDED_BASE_MODELS.find((b) => b.id === "llama-3.1-8b-instruct-awq") ?? expect.unreachable();
@@ -74,49 +75,163 @@ export interface E2EWorld {
   restartReplica: (node: ReplicaNode) => Promise<void>;
 }
 
+export interface E2EWorldOptions {
+  replicas?: number;
+  maxLoras?: number;
+  maxCpuLoras?: number;
+  /** Registration budget per replica (the API's default when absent). */
+  maxRegistered?: number;
+  policyConfig?: PolicyConfig;
+  /** The replicas' latency model (FAST_LATENCY by default). */
+  latency?: Partial<LatencyModel>;
+  /** The replicas' --max-model-len (8192 by default). */
+  maxModelLen?: number;
+  /** More API settings (environment variables) for this world. */
+  env?: Record<string, string>;
+  coldStartTimeoutMs?: number;
+  /** How often the leader's fleet poller polls each replica (100 ms by default). */
+  pollIntervalMs?: number;
+  /** How long a replica may not answer polls before the poller marks it down (600 ms by default). */
+  downAfterMs?: number;
+  /** How often the leader reconciles placements with the replicas and plans (200 ms by default). */
+  reconcileEveryMs?: number;
+}
+
+type RunningWorld = E2EWorld & { close: () => Promise<void> };
+
+interface SharedWorld {
+  starting: Promise<RunningWorld>;
+  /** Files in their tests now (0: idle, kept for the next file that asks for the same options). */
+  users: number;
+}
+
+/** Worlds that files share, by their options: one set per vitest worker. */
+// biome-ignore lint/correctness/noEmptyPattern: vitest reads a fixture's dependencies from this pattern.
+const e2e = test.extend("sharedWorlds", { scope: "worker" }, async ({}, { onCleanup }) => {
+  const worlds = new Map<string, SharedWorld>();
+  onCleanup(() => closeIdleWorlds(worlds, null));
+  return worlds;
+});
+
+/**
+ * Closes every idle shared world but `keep`'s: an idle world's pollers and reconciler would load the
+ * machine under the files that follow (a 2-core runner feels it in event-loop and timing bounds).
+ */
+async function closeIdleWorlds(worlds: Map<string, SharedWorld>, keep: string | null): Promise<void> {
+  for (const [key, shared] of worlds) {
+    if (key !== keep && shared.users === 0) {
+      worlds.delete(key);
+      await (await shared.starting.catch(() => null))?.close();
+    }
+  }
+}
+
+/** The options as a key: the same world whether a default is spelled out or left out. */
+function worldKey(options: E2EWorldOptions): string {
+  const resolved = { replicas: 2, maxLoras: 2, maxCpuLoras: 4, ...options };
+  const sorted = Object.fromEntries(Object.entries(resolved).sort(([a], [b]) => a.localeCompare(b)));
+  return JSON.stringify(sorted, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v));
+}
+
 /**
  * The whole system on this machine: the API served over HTTP, real Postgres/Redis/S3, `count`
  * simulated vLLM replicas each with its agent, registered through the admin API, and a scheduler.
+ *
+ * `shared: true` lets the next file with the same options reuse this file's world instead of
+ * starting one (0.3-0.6 s once modules are loaded): test/e2e runs with `isolate: false`, so a worker
+ * runs file after file in one process. A world is kept only until a file asks for another. Share
+ * only from a file that leaves the fleet as it found it (no replica killed, restarted or drained, no
+ * scheduler killed, no base-wide setting left changed) and reads only its own tenants' state or
+ * before/after differences, never fleet-wide totals. Each test still makes its own tenants.
  */
-export function useE2EWorld(
-  options: {
-    replicas?: number;
-    maxLoras?: number;
-    maxCpuLoras?: number;
-    /** Registration budget per replica (the API's default when absent). */
-    maxRegistered?: number;
-    policyConfig?: PolicyConfig;
-    /** The replicas' latency model (FAST_LATENCY by default). */
-    latency?: Partial<LatencyModel>;
-    /** The replicas' --max-model-len (8192 by default). */
-    maxModelLen?: number;
-    /** More API settings (environment variables) for this world. */
-    env?: Record<string, string>;
-    coldStartTimeoutMs?: number;
-    /** How often the leader's fleet poller polls each replica (100 ms by default). */
-    pollIntervalMs?: number;
-    /** How long a replica may not answer polls before the poller marks it down (600 ms by default). */
-    downAfterMs?: number;
-    /** How often the leader reconciles placements with the replicas and plans (200 ms by default). */
-    reconcileEveryMs?: number;
-  } = {},
-): E2EWorld {
-  const h = useHarness({
-    PORT: "0",
-    GATEWAY_COLD_START_TIMEOUT_MS: String(options.coldStartTimeoutMs ?? 15_000),
-    SCHEDULER_RECONCILE_MS: String(options.reconcileEveryMs ?? 200),
-    FLEET_POLL_INTERVAL_MS: "100",
-    FLEET_DOWN_AFTER_MS: "600",
-    SCHEDULER_LEASE_TTL_MS: "1500",
-    AGENT_TOKEN,
-    LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? "silent",
-    ...options.env,
+export function useE2EWorld(options: E2EWorldOptions = {}, sharing: { shared?: boolean } = {}): E2EWorld {
+  const key = sharing.shared ? worldKey(options) : null;
+  let current: E2EWorld | undefined;
+  let release = async () => {};
+  e2e.beforeAll(async ({ sharedWorlds }) => {
+    await closeIdleWorlds(sharedWorlds, key);
+    if (key === null) {
+      const own = await startE2EWorld(options);
+      release = own.close;
+      current = own;
+      return;
+    }
+    let shared = sharedWorlds.get(key);
+    if (!shared) {
+      shared = { starting: startE2EWorld(options), users: 0 };
+      sharedWorlds.set(key, shared);
+    }
+    const held = shared;
+    held.users++;
+    release = async () => {
+      held.users--;
+    };
+    current = await held.starting.catch((error: unknown) => {
+      sharedWorlds.delete(key); // the next file tries afresh
+      throw error;
+    });
   });
-  const world = { h, replicas: [] as ReplicaNode[] } as E2EWorld;
+  afterAll(async () => {
+    await release();
+  });
+  return readyOnlyInHooks("the e2e world", () => current);
+}
+
+async function startE2EWorld(options: E2EWorldOptions): Promise<RunningWorld> {
   const closers: Closer[] = [];
   const schedulers: SchedulerService[] = [];
-  let bus: EventBus;
+  const replicas: ReplicaNode[] = [];
+  let bus: EventBus | undefined;
+  let harness: Awaited<ReturnType<typeof startHarness>> | undefined;
+  const close = async () => {
+    for (const s of schedulers) {
+      await s.stop().catch(() => {});
+    }
+    for (const node of replicas) {
+      await node.agent.close();
+      await node.running.close();
+      await rm(node.cacheDir, { recursive: true, force: true });
+    }
+    await bus?.close();
+    await closeAll(closers, 5_000, silent);
+    await harness?.close();
+  };
+  try {
+    harness = await startHarness({
+      PORT: "0",
+      GATEWAY_COLD_START_TIMEOUT_MS: String(options.coldStartTimeoutMs ?? 15_000),
+      SCHEDULER_RECONCILE_MS: String(options.reconcileEveryMs ?? 200),
+      FLEET_POLL_INTERVAL_MS: "100",
+      FLEET_DOWN_AFTER_MS: "600",
+      SCHEDULER_LEASE_TTL_MS: "1500",
+      AGENT_TOKEN,
+      LOG_LEVEL: process.env.E2E_LOG_LEVEL ?? "silent",
+      ...options.env,
+    });
+    const { h } = harness;
+    const http = await startHttp(h.deps);
+    closers.push(http.closer);
+    const eventBus = new EventBus(h.config.redis, silent);
+    bus = eventBus;
+    return await populate({ h, url: http.url, bus: eventBus, options, replicas, schedulers, closers, close });
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  }
+}
 
+/** Starts the replicas, their agents and the first scheduler on a started API, and waits until ready. */
+async function populate(started: {
+  h: Harness;
+  url: string;
+  bus: EventBus;
+  options: E2EWorldOptions;
+  replicas: ReplicaNode[];
+  schedulers: SchedulerService[];
+  closers: Closer[];
+  close: () => Promise<void>;
+}): Promise<RunningWorld> {
+  const { h, url, bus, options, replicas, schedulers, closers } = started;
   const simOptions = () => ({
     servedModelNames: [BASE.id],
     maxLoras: options.maxLoras ?? 2,
@@ -125,8 +240,7 @@ export function useE2EWorld(
     latency: { ...FAST_LATENCY, ...options.latency },
     ...(options.maxModelLen !== undefined && { maxModelLen: options.maxModelLen }),
   });
-
-  world.newScheduler = () => {
+  const newScheduler = () => {
     const connection = createDbHandle({ url: h.config.db.url, poolSize: 3 });
     const scheduler = new SchedulerService(
       { db: connection.db, redis: h.config.redis, logger: silent, bus },
@@ -149,113 +263,99 @@ export function useE2EWorld(
     // A crash: the process stops renewing its lease without handing it back.
     return { scheduler, kill: () => connection.close() };
   };
-  world.downloads = () => world.replicas.reduce((n, r) => n + r.agent.agent.downloads, 0);
 
-  beforeAll(async () => {
-    const http = await startHttp(h.deps);
-    closers.push(http.closer);
-    world.url = http.url;
-    bus = new EventBus(h.config.redis, silent);
-    const admin = await h.adminToken();
-    for (let i = 0; i < (options.replicas ?? 2); i++) {
-      const sim = createReplicaSim(simOptions());
-      const running = await sim.start(0);
-      const cacheDir = await mkdtemp(join(tmpdir(), "loraplane-e2e-agent-"));
-      const agent = await startAgent(
-        {
-          log: { level: "silent" },
-          http: { host: "127.0.0.1", port: 0 },
-          token: AGENT_TOKEN,
-          replica: { url: running.url, apiKey: undefined },
-          cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100 },
-          s3: h.config.s3,
-          shutdownTimeoutMs: 1_000,
-        },
-        { logger: silent, store: h.deps.store },
-      );
-      const created = await h.request<{ id: string }>("POST", "/admin/replicas", {
-        token: admin,
-        body: {
-          url: running.url,
-          agent_url: agent.url,
-          base_model: BASE.id,
-          max_loras: 2,
-          max_cpu_loras: 4,
-          max_lora_rank: 16,
-          ...(options.maxRegistered !== undefined && { max_registered: options.maxRegistered }),
-        },
+  const admin = await h.adminToken();
+  for (let i = 0; i < (options.replicas ?? 2); i++) {
+    const sim = createReplicaSim(simOptions());
+    const running = await sim.start(0);
+    const cacheDir = await mkdtemp(join(tmpdir(), "loraplane-e2e-agent-"));
+    const agent = await startAgent(
+      {
+        log: { level: "silent" },
+        http: { host: "127.0.0.1", port: 0 },
+        token: AGENT_TOKEN,
+        replica: { url: running.url, apiKey: undefined },
+        cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100 },
+        s3: h.config.s3,
+        shutdownTimeoutMs: 1_000,
+      },
+      { logger: silent, store: h.deps.store },
+    );
+    const node: ReplicaNode = { id: "", sim, running, agent, cacheDir };
+    replicas.push(node);
+    const created = await h.request<{ id: string }>("POST", "/admin/replicas", {
+      token: admin,
+      body: {
+        url: running.url,
+        agent_url: agent.url,
+        base_model: BASE.id,
+        max_loras: 2,
+        max_cpu_loras: 4,
+        max_lora_rank: 16,
+        ...(options.maxRegistered !== undefined && { max_registered: options.maxRegistered }),
+      },
+    });
+    expect(created.status).toBe(201);
+    node.id = created.body.id;
+  }
+  const initial = newScheduler();
+  initial.scheduler.start();
+  await eventually(() => initial.scheduler.isLeader, 10_000, 20);
+  // Ready when the leader has polled every replica up and the gateway has seen it.
+  await eventually(async () => {
+    await h.deps.gateway.router.sync();
+    return h.deps.gateway.router.routeBase(BASE.id).length === replicas.length;
+  }, 10_000);
+
+  const world: RunningWorld = {
+    h,
+    url,
+    replicas,
+    scheduler: initial.scheduler,
+    newScheduler,
+    killInitialScheduler: initial.kill,
+    close: started.close,
+    downloads: () => replicas.reduce((n, r) => n + r.agent.agent.downloads, 0),
+    tenant: () => h.newTenant(),
+    client: (token) => new OpenAI({ apiKey: token, baseURL: `${url}/v1`, maxRetries: 0, timeout: 20_000 }),
+    chat: (token, body) =>
+      fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      }),
+    uploadAdapter: async (tenant, name, seed = 1) => {
+      const token = await tenant.token();
+      const created = await h.request("POST", "/v1/adapters", { token, body: { name, base_model: BASE.id } });
+      expect([201, 409]).toContain(created.status);
+      const version = await h.request("POST", `/v1/adapters/${name}/versions`, {
+        token,
+        body: adapterForm(buildAdapter(BASE, { rank: 8, seed })),
       });
-      expect(created.status).toBe(201);
-      world.replicas.push({ id: created.body.id, sim, running, agent, cacheDir });
-    }
-    const initial = world.newScheduler();
-    world.scheduler = initial.scheduler;
-    world.killInitialScheduler = initial.kill;
-    world.scheduler.start();
-    const deadline = Date.now() + 10_000;
-    while (!world.scheduler.isLeader && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    // Ready when the leader has polled every replica up and the gateway has seen it.
-    while (h.deps.gateway.router.routeBase(BASE.id).length < world.replicas.length && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-      await h.deps.gateway.router.sync();
-    }
-  });
-
-  afterAll(async () => {
-    for (const s of schedulers) {
-      await s.stop().catch(() => {});
-    }
-    for (const node of world.replicas) {
-      await node.agent.close();
+      expect(version.status).toBe(201);
+    },
+    adapterOnOneReplica: async (name) => {
+      const tenant = await world.tenant();
+      await world.uploadAdapter(tenant, name);
+      const openai = world.client(await tenant.token());
+      await openai.chat.completions.create({
+        model: name,
+        messages: [{ role: "user", content: "ping" }],
+        max_tokens: 2,
+      });
+      const placements = await listTenantPlacements(h.deps.db, tenant.id);
+      const holder = replicas.find((r) => r.id === placements[0]?.replicaId);
+      const other = replicas.find((r) => r.id !== placements[0]?.replicaId);
+      if (placements.length !== 1 || !holder || !other) {
+        throw new Error(`${name} is not placed on exactly one of the world's replicas`);
+      }
+      return { tenant, openai, holder, other };
+    },
+    restartReplica: async (node) => {
       await node.running.close();
-      await rm(node.cacheDir, { recursive: true, force: true });
-    }
-    await bus?.close();
-    await closeAll(closers, 5_000, silent);
-  });
-
-  world.tenant = () => h.newTenant();
-  world.client = (token) =>
-    new OpenAI({ apiKey: token, baseURL: `${world.url}/v1`, maxRetries: 0, timeout: 20_000 });
-  world.chat = (token, body) =>
-    fetch(`${world.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-  world.uploadAdapter = async (tenant, name, seed = 1) => {
-    const token = await tenant.token();
-    const created = await h.request("POST", "/v1/adapters", { token, body: { name, base_model: BASE.id } });
-    expect([201, 409]).toContain(created.status);
-    const version = await h.request("POST", `/v1/adapters/${name}/versions`, {
-      token,
-      body: adapterForm(buildAdapter(BASE, { rank: 8, seed })),
-    });
-    expect(version.status).toBe(201);
-  };
-  world.adapterOnOneReplica = async (name) => {
-    const tenant = await world.tenant();
-    await world.uploadAdapter(tenant, name);
-    const openai = world.client(await tenant.token());
-    await openai.chat.completions.create({
-      model: name,
-      messages: [{ role: "user", content: "ping" }],
-      max_tokens: 2,
-    });
-    const placements = await listTenantPlacements(h.deps.db, tenant.id);
-    const holder = world.replicas.find((r) => r.id === placements[0]?.replicaId);
-    const other = world.replicas.find((r) => r.id !== placements[0]?.replicaId);
-    if (placements.length !== 1 || !holder || !other) {
-      throw new Error(`${name} is not placed on exactly one of the world's replicas`);
-    }
-    return { tenant, openai, holder, other };
-  };
-  world.restartReplica = async (node) => {
-    await node.running.close();
-    node.sim = createReplicaSim(simOptions());
-    node.running = await node.sim.start(node.running.port);
+      node.sim = createReplicaSim(simOptions());
+      node.running = await node.sim.start(node.running.port);
+    },
   };
   return world;
 }

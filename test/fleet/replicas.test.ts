@@ -52,6 +52,9 @@ async function gatedHealth(upstream: string) {
   };
 }
 
+/** A poll's clock `ms` ahead of now: the replica has been unseen that much longer. */
+const later = (ms: number) => () => new Date(Date.now() + ms);
+
 function poller(options: { downAfterMs: number; timeoutMs: number }): FleetPoller {
   return new FleetPoller(h.deps.db, createLogger({ level: "silent" }), { intervalMs: 50, ...options });
 }
@@ -127,8 +130,7 @@ describe("fleet registry", () => {
       await running.close();
       await fleet.pollOnce();
       expect((await read()).status).toBe("up"); // within the grace
-      await new Promise((r) => setTimeout(r, 350));
-      await fleet.pollOnce();
+      await fleet.pollOnce(later(350));
       expect((await read()).status).toBe("down");
 
       const back = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(
@@ -185,8 +187,9 @@ describe("fleet registry", () => {
       expect(polled.status).toBe("draining");
       expect(polled.draining_since).not.toBeNull();
       await running.close();
-      await new Promise((r) => setTimeout(r, 250));
       await fleet.pollOnce();
+      expect((await read()).status).toBe("draining"); // within the grace
+      await fleet.pollOnce(later(250));
       expect(await read()).toMatchObject({ status: "down", draining_since: polled.draining_since });
     } finally {
       await fleet.stop();

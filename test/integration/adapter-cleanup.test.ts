@@ -57,10 +57,14 @@ describe("adapter cleanup worker", () => {
     const worker = await startAdapterCleanupWorker({ ...h.deps, config: h.config.redis });
     try {
       // Still registered on a replica: deleting its files would kill the engine, so they stay.
-      await new Promise((r) => setTimeout(r, 1_500));
+      const deletion = () => h.deps.queues.adapterCleanup.getJob(`adapter.delete.${adapterId}`);
+      await eventually(async () => ((await deletion())?.attemptsMade ?? 0) >= 1);
+      expect((await deletion())?.failedReason).toMatch(/still registered on 1 replica/);
       expect(await h.deps.store.list(prefix)).toHaveLength(2);
 
       await deletePlacement(h.deps.db, { replicaId: replica?.id ?? "", adapterVersionId: versionId });
+      // Its retry is due after the queue's backoff (2 s): bring it forward instead of waiting.
+      await (await deletion())?.promote();
       await h.deps.queues.adapterCleanup.add("adapter.sweep", {}, { jobId: `sweep-${Date.now()}` });
       await eventually(
         async () =>

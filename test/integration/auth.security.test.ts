@@ -183,6 +183,7 @@ describe("verified-token cache", () => {
     });
     expect((await h.request("GET", ADMIN_ROUTE, { token })).status).toBe(200);
     expect((await h.request("GET", ADMIN_ROUTE, { token })).status).toBe(200);
+    // KeyRing reads Date.now (and jose its own clock): no clock to move, so the token's 1 s runs out.
     await new Promise((r) => setTimeout(r, 2_100));
     expectProblem(await h.request("GET", ADMIN_ROUTE, { token }), 401, /expired/);
   });

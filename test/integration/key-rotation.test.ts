@@ -44,6 +44,7 @@ describe("signing key rotation", () => {
       scopes: ["admin"],
       ttlSeconds: 120,
     });
+    // An unknown kid re-reads the keys at most every 2 s of KeyRing's Date.now: no clock to move.
     await new Promise((r) => setTimeout(r, 2_100));
     const principal = await otherCopy.verify(token);
     expect(principal.scopes.has("admin")).toBe(true);

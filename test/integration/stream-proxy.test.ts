@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ForwardOutcome, forwardCompletion } from "../../api/gateway/forward/index.ts";
+import { eventually } from "../eventually.ts";
 
 // The streaming proxy between two real sockets: an upstream speaking vLLM's SSE shape (continuous
 // usage on every chunk, a usage-only chunk, [DONE]) and the Response the gateway hands its client.
@@ -81,7 +82,7 @@ async function readSlowly(res: Response, pauseMs: number, onChunk: (text: string
     }
     text += decoder.decode(value, { stream: true });
     onChunk(text);
-    await new Promise((r) => setTimeout(r, pauseMs));
+    await new Promise((r) => setTimeout(r, pauseMs)); // a slow reader is the point: the proxy must pause
   }
 }
 
@@ -105,7 +106,7 @@ describe("the streaming proxy", () => {
     };
     const outcomes: ForwardOutcome[] = [];
     const res = await forward(async (outcome) => {
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 50)); // a slow recorder: [DONE] must still wait for it
       outcomes.push(outcome);
     });
     let recordedWhenDone: boolean | null = null;
@@ -170,10 +171,7 @@ describe("the streaming proxy", () => {
     await reader.read();
     await reader.cancel("client went away");
     client.abort();
-    const deadline = Date.now() + 2_000;
-    while ((upstreamClosed.length === closedBefore || outcomes.length === 0) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await eventually(() => upstreamClosed.length > closedBefore && outcomes.length > 0, 2_000, 10);
     expect(upstreamClosed.slice(closedBefore)).toEqual([true]);
     expect(outcomes).toHaveLength(1);
     expect(outcomes[0]?.status).toBe("cancelled");

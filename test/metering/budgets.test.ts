@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ingestUsageEvents } from "../../db/queries/usage.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { BudgetGuard } from "../../metering/budgets.ts";
+import { eventually } from "../eventually.ts";
 import { usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
 
@@ -16,14 +17,25 @@ afterEach(() => {
   }
 });
 
+/** A clock the test moves by hand: leases run out when it says so, not after a real wait. */
+function manualClock(start = Date.now()) {
+  let at = start;
+  return {
+    now: () => at,
+    advance: (ms: number) => {
+      at += ms;
+    },
+  };
+}
+
 /**
  * A gateway copy's budget guard. Copies made with the same `prefix` share the counters, as every API
  * process does; `leaseMs` is how long a reservation lives without renewal, `renew: false` is a
- * process that died (it never renews again).
+ * process that died (it never renews again); copies that share a lease must share `now`.
  */
 function guard(
   alerts: number[] = [],
-  options: { prefix?: string; leaseMs?: number; renew?: boolean } = {},
+  options: { prefix?: string; leaseMs?: number; renew?: boolean; now?: () => number } = {},
 ): BudgetGuard {
   const budgets = new BudgetGuard({
     redis: h.deps.redis,
@@ -33,6 +45,7 @@ function guard(
     onAlert: (a) => alerts.push(a.threshold),
     leaseMs: options.leaseMs ?? 60_000,
     renew: options.renew ?? true,
+    ...(options.now && { now: options.now }),
   });
   guards.push(budgets);
   return budgets;
@@ -119,11 +132,14 @@ describe("monthly budgets", () => {
   it("gives a dead process's reservations back once their lease runs out, and not before", async () => {
     const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
     const keys = prefix();
-    const dead = guard([], { prefix: keys, leaseMs: 600, renew: false });
-    const alive = guard([], { prefix: keys, leaseMs: 600 });
+    const clock = manualClock();
+    const dead = guard([], { prefix: keys, leaseMs: 600, renew: false, now: clock.now });
+    const alive = guard([], { prefix: keys, leaseMs: 600, now: clock.now });
     expect((await dead.reserve(tenant, usd(9))).ok).toBe(true);
     expect((await alive.reserve(tenant, usd(2))).ok).toBe(false);
-    await new Promise((r) => setTimeout(r, 700));
+    clock.advance(599);
+    expect((await alive.reserve(tenant, usd(2))).ok).toBe(false); // 1 ms of the lease is left
+    clock.advance(2);
     const after = await alive.reserve(tenant, usd(2));
     expect(after.ok).toBe(true);
     const held = await alive.reserve(tenant, usd(7.5));
@@ -134,12 +150,22 @@ describe("monthly budgets", () => {
   it("keeps a live process's reservation past its lease by renewing it", async () => {
     const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
     const keys = prefix();
-    const busy = guard([], { prefix: keys, leaseMs: 300 });
-    const other = guard([], { prefix: keys, leaseMs: 300 });
+    const clock = manualClock();
+    const busy = guard([], { prefix: keys, leaseMs: 300, now: clock.now });
+    const other = guard([], { prefix: keys, leaseMs: 300, now: clock.now });
     const long = await busy.reserve(tenant, usd(9));
     expect(long.ok).toBe(true);
-    await new Promise((r) => setTimeout(r, 1_000));
-    expect((await other.reserve(tenant, usd(2))).ok).toBe(false);
+    const leaseEnd = async () =>
+      long.ok && long.reservation
+        ? Number(await h.deps.redis.zscore(`${long.reservation.key}:leases`, long.reservation.id))
+        : 0;
+    // Over two lease lengths pass, in steps shorter than one; each waits for busy's own renewal.
+    for (let step = 1; step <= 4; step++) {
+      clock.advance(200);
+      const due = clock.now() + 300;
+      await eventually(async () => (await leaseEnd()) >= due, 5_000, 10);
+      expect((await other.reserve(tenant, usd(2))).ok).toBe(false);
+    }
     await busy.settle(long.ok ? long.reservation : null, usd(3));
     expect((await other.reserve(tenant, usd(7))).ok).toBe(true);
     expect((await other.reserve(tenant, usd(0.5))).ok).toBe(false);
@@ -148,14 +174,19 @@ describe("monthly budgets", () => {
   it("does not give back a reservation twice when it expired and then its request settled", async () => {
     const tenant = { id: (await h.newTenant()).id, monthlyBudgetMicros: 10_000_000n };
     const keys = prefix();
-    const stalled = guard([], { prefix: keys, leaseMs: 200, renew: false });
-    const other = guard([], { prefix: keys });
+    const clock = manualClock();
+    const stalled = guard([], { prefix: keys, leaseMs: 200, renew: false, now: clock.now });
+    const other = guard([], { prefix: keys, now: clock.now });
     const late = await stalled.reserve(tenant, usd(5));
-    await new Promise((r) => setTimeout(r, 300));
-    const fresh = await other.reserve(tenant, usd(4)); // purges the expired one
+    expect((await other.reserve(tenant, usd(6))).ok).toBe(false); // 5 + 6 > 10 while the lease lives
+    clock.advance(300);
+    const fresh = await other.reserve(tenant, usd(6)); // purges the expired one, so 6 fits
     expect(fresh.ok).toBe(true);
-    await stalled.settle(late.ok ? late.reservation : null, usd(5)); // spent 5; reserved stays 4
-    expect((await other.reserve(tenant, usd(1))).ok).toBe(true); // 5 + 4 + 1 = 10
+    await stalled.settle(late.ok ? late.reservation : null, usd(5)); // spent 5; reserved stays 6
+    // 5 + 6 is past 10 already; given back twice, the reserved 1 left would let 4 more in.
+    expect((await other.reserve(tenant, usd(0.01))).ok).toBe(false);
+    await other.settle(fresh.ok ? fresh.reservation : null, 0n); // spent 5, nothing reserved
+    expect((await other.reserve(tenant, usd(5))).ok).toBe(true); // 5 + 5 = 10
     expect((await other.reserve(tenant, usd(0.01))).ok).toBe(false);
   });
 
