@@ -351,6 +351,27 @@ async function uploadAdapter(api: ApiClient, token: string, name: string, seed: 
   }
 }
 
+/** What the running run leaves behind if the bench is interrupted. */
+let current: { children: Children; dbName: string; prefix: string } | null = null;
+
+/** The run's database and Redis keys (queues, rate-limit buckets, events). */
+async function dropRunState(redis: Redis, prefix: string, dbName: string): Promise<void> {
+  let cursor = "0";
+  do {
+    const [nextCursor, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = nextCursor;
+    if (keys.length > 0) {
+      await redis.unlink(...keys);
+    }
+  } while (cursor !== "0");
+  const adminSql = postgres(PG, { max: 1, onnotice: () => {} });
+  try {
+    await adminSql.unsafe(`drop database if exists "${dbName}" with (force)`);
+  } finally {
+    await adminSql.end();
+  }
+}
+
 interface RunResult {
   measured: ColdResult[];
   warmupTotalsMs: number[];
@@ -395,6 +416,7 @@ async function oneRun(
   await prepareDatabase(config);
   const logs = new LogBook(values.logs ? join(values.logs, `run-${run + 1}`) : undefined);
   const children = new Children(logs, join(scratch, `run-${run}`), echo);
+  current = { children, dbName, prefix };
   const redis = new Redis(REDIS);
   const sql = postgres(config.db.url, { max: 1, onnotice: () => {} });
   const busyBefore = await waitQuiet(60_000, QUIET_CORES);
@@ -609,19 +631,12 @@ async function oneRun(
     } satisfies RunResult;
   } finally {
     await children.stopAll();
+    current = null;
     await sql.end();
-    let cursor = "0";
-    do {
-      const [nextCursor, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-      cursor = nextCursor;
-      if (keys.length > 0) {
-        await redis.unlink(...keys);
-      }
-    } while (cursor !== "0");
+    await dropRunState(redis, prefix, dbName).catch((error: unknown) =>
+      echo(`cleanup failed (${String(error)}): drop database ${dbName} and Redis keys ${prefix}* by hand`),
+    );
     redis.disconnect();
-    const adminSql = postgres(PG, { max: 1, onnotice: () => {} });
-    await adminSql.unsafe(`drop database if exists "${dbName}" with (force)`);
-    await adminSql.end();
   }
 }
 
@@ -646,26 +661,52 @@ const measuredCode = describeCode();
 const scratch = mkdtempSync(join(tmpdir(), "loraplane-bench-cold-"));
 let usageRedis: RunningRedis | undefined;
 const results: RunResult[] = [];
+let s3: ReturnType<typeof spawn> | undefined;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    const run = current;
+    void (async () => {
+      if (run) {
+        await run.children.stopAll();
+        const redis = new Redis(REDIS);
+        await dropRunState(redis, run.prefix, run.dbName).catch(() =>
+          echo(`interrupted: drop database ${run.dbName} and Redis keys ${run.prefix}* by hand`),
+        );
+        redis.disconnect();
+      }
+      s3?.kill("SIGTERM");
+      await usageRedis?.close();
+      rmSync(scratch, { recursive: true, force: true });
+      process.exit(130);
+    })();
+  });
+}
+
 try {
   await ensureServices({ databaseUrl: PG, redisUrl: REDIS });
   // Usage events go to a Redis that fsyncs every write, as production's must (the stream is durable
   // before a response's last byte; the first byte does not wait for it, but the machine does the work).
   usageRedis = await startRedisServer({ dir: join(scratch, "usage-redis"), durable: true });
-  const s3 = spawn(process.execPath, [join(ROOT, "bench/upload/s3-server-main.ts"), join(scratch, "s3")], {
-    cwd: scratch,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const s3Endpoint = await firstLine(s3);
+  const s3Child = spawn(
+    process.execPath,
+    [join(ROOT, "bench/upload/s3-server-main.ts"), join(scratch, "s3")],
+    {
+      cwd: scratch,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  s3 = s3Child;
+  const s3Endpoint = await firstLine(s3Child);
   try {
     say(
       `load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(" ")}; ${runs} runs × ${requestsPerRun} cold requests`,
     );
     for (let run = 0; run < runs; run++) {
-      results.push(await oneRun(run, { s3Endpoint, s3Pid: s3.pid ?? 0, usageRedis, scratch }));
+      results.push(await oneRun(run, { s3Endpoint, s3Pid: s3Child.pid ?? 0, usageRedis, scratch }));
     }
   } finally {
-    const exited = new Promise((r) => s3.once("exit", r));
-    s3.kill("SIGTERM");
+    const exited = new Promise((r) => s3Child.once("exit", r));
+    s3Child.kill("SIGTERM");
     await exited;
   }
 } finally {
