@@ -772,7 +772,7 @@ that fsyncs every write for usage events; production defaults (\`NODE_ENV=produc
 poll 2 s, reconcile 5 s, gateway re-read 2 s), each replica allowed to keep every adapter of the run registered
 (no cold request waits for an eviction). The simulator's engine load costs a fixed ${loadBaseMs} ms
 (\`--load-base-ms ${loadBaseMs}\`, nothing per MB) and inference is near-instant (1 ms steps, 1M prompt tokens/s).
-One tenant uploads ${requestsPerRun} + warm-up adapters (Llama-3.1-8B, rank ${ADAPTER_RANK}, q/v, fp16: ${sizeMb.toFixed(1)} MB); then
+One tenant uploads ${2 * requestsPerRun + MAX_WARMUP} adapters per run (Llama-3.1-8B, rank ${ADAPTER_RANK}, q/v, fp16: ${sizeMb.toFixed(1)} MB); then
 one client sends, one at a time, each once the machine has been quiet for a second (below ${QUIET_CORES} busy cores,
 waiting up to ${QUIET_WAIT_MS / 1000} s) and after a random pause of up to ${JITTER_MS} ms, a streamed chat completion (\`max_tokens: 1\`) for an
 adapter nobody has requested yet. The first cold loads of a run (until each replica has loaded once: the leader
