@@ -6,13 +6,17 @@ import { BASE, useE2EWorld } from "./world.ts";
 
 // Uploads are tenant input parsed by the API process that also serves everyone's completions. That
 // process is measured on its own: a second API copy on the world's database (so it routes to the
-// world's replica), its event loop read from its /metrics, not this test process's.
+// world's replica), its event loop read from its /metrics, not this test process's. It runs favoured
+// by the CPU scheduler: this process sends the uploads and hosts the replica on the same two cores,
+// and measured without that (schedstat of the API's main thread, 2026-12-02) most of the API's loop
+// delay during a 16 MiB upload was time spent waiting for a core (54 of 70 ms in the worst 10 ms
+// tick), not time its loop was busy (17 ms).
 const world = useE2EWorld({ replicas: 1 }, { shared: true });
 let api: ApiProcess;
 let metricsUrl = "";
 beforeAll(async () => {
   const metricsPort = await freePort();
-  api = await startApiProcess(world.h.config, { API_METRICS_PORT: String(metricsPort) });
+  api = await startApiProcess(world.h.config, { API_METRICS_PORT: String(metricsPort) }, { favoured: true });
   metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
 });
 afterAll(() => api?.kill());
@@ -59,8 +63,7 @@ async function upload(token: string, name: string, model: Buffer): Promise<Respo
 
 /**
  * Runs `work` while completions keep being asked for; returns the API's event-loop p99 over it and
- * the completions' statuses. With the header parsed on the loop, p99 was 244 ms (16 MiB header) and
- * 375 ms (200,000 tensors), measured in the test process that hosted the API then.
+ * the completions' statuses.
  */
 async function underLoad<T>(token: string, work: () => Promise<T>) {
   await apiLoopP99(); // starts the window: the scrape resets the histogram
@@ -88,21 +91,21 @@ async function underLoad<T>(token: string, work: () => Promise<T>) {
 }
 
 /**
- * Issue 14 asks for 50 ms. Measured in the API's own process (this file, 2026-12-02): the 200,000
- * tensor header 37-53 ms, the 16 MiB header 49-102 ms depending on the machine's load, with only 2-4
- * completions served during three such uploads: short of the target, which is open (see the closing
- * note). The bound keeps the test a regression check against the old parse on the loop (244 and 375
- * ms, then measured in a process that hosted the API) without failing on a machine under load.
+ * Issue 14's bound. With the header parsed on the loop, p99 was 244 ms (16 MiB header) and 375 ms
+ * (200,000 tensors), then measured in the test process that hosted the API.
  */
-const P99_BOUND_MS = 150;
+const P99_BOUND_MS = 50;
+/** Long enough that the p99 of the 10 ms samples is not decided by one or two of them. */
+const WINDOW_MS = 3_000;
 
 /**
- * The same upload three times in a row, all refused alike: one window of a few seconds gives the
- * p99 enough samples (one every 10 ms) that a single scheduling hiccup of a shared machine is not it.
+ * The same upload again and again for WINDOW_MS (three times at least), all refused alike: the
+ * window is spent under uploads, not between them.
  */
 async function repeated<T extends { status: number }>(send: () => Promise<T>): Promise<T> {
+  const started = Date.now();
   const first = await send();
-  for (let i = 0; i < 2; i++) {
+  for (let i = 1; i < 3 || Date.now() - started < WINDOW_MS; i++) {
     expect((await send()).status).toBe(first.status);
   }
   return first;
@@ -120,7 +123,7 @@ async function newAdapter(name: string) {
 }
 
 describe("uploads do not hold the API process", () => {
-  it("refuses a 16 MiB header with a 422 while the API's event-loop p99 stays under 150 ms and completions are served", async () => {
+  it("refuses a 16 MiB header with a 422 while the API's event-loop p99 stays under 50 ms and completions are served", async () => {
     const token = await newAdapter("huge-header");
     const model = bogusHeader(40_000, 370); // just over 16 MiB of JSON header
     expect(model.length).toBeGreaterThan(16 * 1024 * 1024);
@@ -143,7 +146,7 @@ describe("uploads do not hold the API process", () => {
     expect(p99).toBeLessThan(P99_BOUND_MS);
   });
 
-  it("answers a header of 200,000 bogus tensors with a 422 listing a bounded set of problems, never a 500, p99 under 150 ms", async () => {
+  it("answers a header of 200,000 bogus tensors with a 422 listing a bounded set of problems, never a 500, p99 under 50 ms", async () => {
     const token = await newAdapter("many-tensors");
     const model = bogusHeader(200_000); // about 1.8 MB: under the header limit, so every entry is checked
     expect(model.length).toBeLessThan(2 * 1024 * 1024);
