@@ -1,6 +1,12 @@
 import type { Queue } from "bullmq";
 import type { Database } from "../../db/index.ts";
-import { loadFleetSnapshot, type ReplicaRow, replicaIsDraining, replicaIsUp } from "../../db/index.ts";
+import {
+  listVersionPlacements,
+  loadFleetSnapshot,
+  type ReplicaRow,
+  replicaIsDraining,
+  replicaIsUp,
+} from "../../db/index.ts";
 import type { Logger } from "../../lib/index.ts";
 import type { EventBus, FleetEvent } from "../../scheduler/index.ts";
 import {
@@ -69,6 +75,8 @@ export class GatewayRouter {
   private timer: NodeJS.Timeout | null = null;
   private contextByBase = new Map<string, number>();
   private syncing: Promise<void> | null = null;
+  /** The read after the one under way, shared by every `sync()` call made while that one runs. */
+  private nextSync: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly db: Database;
   private readonly bus: EventBus;
@@ -123,56 +131,93 @@ export class GatewayRouter {
     }
     this.waiters.clear();
     await this.syncing?.catch(() => {});
+    await this.nextSync?.catch(() => {});
   }
 
-  /** Re-reads replicas and placements; concurrent callers share one read. */
+  /**
+   * Re-reads replicas and placements. A call made while a read is under way gets the next read,
+   * not that one: the change the caller heard of may have landed after it began. Calls made
+   * meanwhile share that next read.
+   */
   sync(): Promise<void> {
-    this.syncing ??= (async () => {
-      try {
-        const snapshot = await loadFleetSnapshot(this.db);
-        this.policy.sync(toFleetState(snapshot));
-        this.replicas = new Map(snapshot.replicas.map((r) => [r.id, r]));
-        const contextByBase = new Map<string, number>();
-        for (const r of snapshot.replicas) {
-          const length = r.liveState?.maxModelLen;
-          if (typeof length === "number" && length > (contextByBase.get(r.baseModelId) ?? 0)) {
-            contextByBase.set(r.baseModelId, length);
-          }
-        }
-        this.contextByBase = contextByBase;
-        const loadedOn = new Map<string, string[]>();
-        for (const p of snapshot.placements) {
-          if (p.state === "loaded") {
-            loadedOn.set(p.adapterVersionId, [...(loadedOn.get(p.adapterVersionId) ?? []), p.replicaId]);
-          }
-        }
-        this.loadedOn = loadedOn;
-        const now = Date.now();
-        for (const [key, at] of this.lost) {
-          const [replicaId = "", versionId = ""] = key.split(" ");
-          if (now - at > LOST_MARK_MS || !(loadedOn.get(versionId) ?? []).includes(replicaId)) {
-            this.lost.delete(key);
-          }
-        }
-        for (const known of [this.suspects, this.reported]) {
-          for (const id of known.keys()) {
-            if (!this.replicas.has(id)) {
-              known.delete(id);
-            }
-          }
-        }
-        // Any re-read may make a waited-for adapter servable: loaded somewhere, or its replica
-        // trusted again (a suspect seen good by the poller since), with no event to say so.
-        for (const versionId of [...this.waiters.keys()]) {
-          if (this.holders(versionId).length > 0) {
-            this.settle(versionId, { kind: "loaded" });
-          }
-        }
-      } finally {
+    if (this.syncing === null) {
+      this.syncing = this.readFleet().finally(() => {
         this.syncing = null;
+      });
+      return this.syncing;
+    }
+    this.nextSync ??= this.syncing
+      .catch(() => {})
+      .then(() => {
+        this.nextSync = null;
+        return this.sync();
+      });
+    return this.nextSync;
+  }
+
+  private async readFleet(): Promise<void> {
+    const snapshot = await loadFleetSnapshot(this.db);
+    this.policy.sync(toFleetState(snapshot));
+    this.replicas = new Map(snapshot.replicas.map((r) => [r.id, r]));
+    const contextByBase = new Map<string, number>();
+    for (const r of snapshot.replicas) {
+      const length = r.liveState?.maxModelLen;
+      if (typeof length === "number" && length > (contextByBase.get(r.baseModelId) ?? 0)) {
+        contextByBase.set(r.baseModelId, length);
       }
-    })();
-    return this.syncing;
+    }
+    this.contextByBase = contextByBase;
+    const loadedOn = new Map<string, string[]>();
+    for (const p of snapshot.placements) {
+      if (p.state === "loaded") {
+        loadedOn.set(p.adapterVersionId, [...(loadedOn.get(p.adapterVersionId) ?? []), p.replicaId]);
+      }
+    }
+    this.loadedOn = loadedOn;
+    const now = Date.now();
+    for (const [key, at] of this.lost) {
+      const [replicaId = "", versionId = ""] = key.split(" ");
+      if (now - at > LOST_MARK_MS || !(loadedOn.get(versionId) ?? []).includes(replicaId)) {
+        this.lost.delete(key);
+      }
+    }
+    for (const known of [this.suspects, this.reported]) {
+      for (const id of known.keys()) {
+        if (!this.replicas.has(id)) {
+          known.delete(id);
+        }
+      }
+    }
+    // Any re-read may make a waited-for adapter servable: loaded somewhere, or its replica
+    // trusted again (a suspect seen good by the poller since), with no event to say so.
+    this.settleServable();
+  }
+
+  /** Wakes the requests waiting for a version that some replica can now be sent. */
+  private settleServable(): void {
+    for (const versionId of [...this.waiters.keys()]) {
+      if (this.holders(versionId).length > 0) {
+        this.settle(versionId, { kind: "loaded" });
+      }
+    }
+  }
+
+  /**
+   * Re-reads one version's placements: what a request waiting for its load needs, in one indexed
+   * query instead of the whole fleet (which grows with every adapter, and which `sync()` re-reads
+   * after, off the waiting request's path).
+   */
+  private async refreshVersion(versionId: string): Promise<void> {
+    const rows = await listVersionPlacements(this.db, versionId);
+    const loaded = rows.filter((r) => r.state === "loaded").map((r) => r.replicaId);
+    if (loaded.length > 0) {
+      this.loadedOn.set(versionId, loaded);
+    } else {
+      this.loadedOn.delete(versionId);
+    }
+    if (this.holders(versionId).length > 0) {
+      this.settle(versionId, { kind: "loaded" });
+    }
   }
 
   private serving(replica: ReplicaRow | undefined): replica is ReplicaRow {
@@ -373,8 +418,8 @@ export class GatewayRouter {
     });
     if (first) {
       await this.requestPlacement(versionId, priority);
-      // It may have been loaded between our miss and the subscription-backed wait (the sync settles it).
-      await this.sync();
+      // It may have been loaded between our miss and the subscription-backed wait.
+      await this.refreshVersion(versionId);
     }
     return result;
   }
@@ -410,30 +455,36 @@ export class GatewayRouter {
     if (event.type === "adapters-changed") {
       this.onAdaptersChanged(event.tenantId);
     }
+    const warn = (error: unknown) => this.logger.warn({ err: error }, "gateway fleet sync failed");
+    if (event.type === "placement" && this.waiters.has(event.adapterVersionId)) {
+      // Requests wait for this one: its rows first, the whole fleet after.
+      void this.onWaitedPlacement(event)
+        .catch(warn)
+        .finally(() => void this.sync().catch(warn));
+      return;
+    }
     void this.sync()
       .then(() => {
         if (event.type === "fleet-changed") {
           this.askAgainForWaited();
-          return;
-        }
-        if (event.type !== "placement" || !this.waiters.has(event.adapterVersionId)) {
-          return;
-        }
-        if (this.holders(event.adapterVersionId).length > 0) {
-          return; // settled by the sync
-        }
-        if (event.state === "failed") {
-          this.settle(event.adapterVersionId, {
-            kind: "failed",
-            message: event.message ?? "the load failed",
-          });
-        } else if (event.state === "unloaded") {
-          // Dropped from the replica a waiting request could not reach (it went down): the leader
-          // is asked again and places it where it can be served. Not on `loaded`: the leader would
-          // answer "already placed" with another `loaded`, back and forth.
-          this.askAgain(event.adapterVersionId);
         }
       })
-      .catch((error) => this.logger.warn({ err: error }, "gateway fleet sync failed"));
+      .catch(warn);
+  }
+
+  private async onWaitedPlacement(event: Extract<FleetEvent, { type: "placement" }>): Promise<void> {
+    const versionId = event.adapterVersionId;
+    await this.refreshVersion(versionId);
+    if (!this.waiters.has(versionId) || this.holders(versionId).length > 0) {
+      return; // settled by the refresh
+    }
+    if (event.state === "failed") {
+      this.settle(versionId, { kind: "failed", message: event.message ?? "the load failed" });
+    } else if (event.state === "unloaded") {
+      // Dropped from the replica a waiting request could not reach (it went down): the leader
+      // is asked again and places it where it can be served. Not on `loaded`: the leader would
+      // answer "already placed" with another `loaded`, back and forth.
+      this.askAgain(versionId);
+    }
   }
 }

@@ -53,6 +53,17 @@ export async function listTenantPlacements(db: Executor, tenantId: string): Prom
   return db.select().from(placements).where(eq(placements.tenantId, tenantId));
 }
 
+/** Where one version is placed, and in which state: what a gateway waiting for its load reads. */
+export async function listVersionPlacements(
+  db: Executor,
+  adapterVersionId: string,
+): Promise<{ replicaId: string; state: PlacementState }[]> {
+  return db
+    .select({ replicaId: placements.replicaId, state: placements.state })
+    .from(placements)
+    .where(eq(placements.adapterVersionId, adapterVersionId));
+}
+
 /** Sets a placement's state (and error); false if the row is gone. */
 export async function setPlacementState(
   db: Executor,

@@ -29,6 +29,8 @@ export const placements = pgTable(
   },
   (t) => [
     index("placements_tenant_id_idx").on(t.tenantId),
+    // A gateway waiting for a cold load reads that one version's rows (listVersionPlacements).
+    index("placements_adapter_version_id_idx").on(t.adapterVersionId),
     uniqueIndex("placements_replica_id_adapter_version_id_idx").on(t.replicaId, t.adapterVersionId),
   ],
 );

@@ -1,0 +1,1 @@
+CREATE INDEX "placements_adapter_version_id_idx" ON "placements" USING btree ("adapter_version_id");
