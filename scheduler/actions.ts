@@ -42,17 +42,19 @@ async function requestLoad(ctx: LeaderContext, replicaId: string, adapterVersion
   if (!version) {
     return;
   }
-  await upsertPlacement(db, {
-    tenantId: version.tenantId,
-    replicaId,
-    adapterVersionId,
-    loraName: adapterVersionId,
-    state: "loading",
-  });
+  const [, tenant] = await Promise.all([
+    upsertPlacement(db, {
+      tenantId: version.tenantId,
+      replicaId,
+      adapterVersionId,
+      loraName: adapterVersionId,
+      state: "loading",
+    }),
+    getTenant(db, version.tenantId),
+  ]);
   const data: LoadJob = { replicaId, adapterVersionId, tenantId: version.tenantId };
   const waitingKey = `${replicaId} ${version.tenantId}`;
   const waiting = ctx.waitingLoads.get(waitingKey) ?? 0;
-  const tenant = await getTenant(db, version.tenantId);
   await ctx.queues.add(replicaId, {
     name: LOAD_JOB,
     data,

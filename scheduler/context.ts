@@ -56,6 +56,13 @@ export class LeaderContext {
   private readonly replicaClients = new Map<string, vllm.ReplicaClient>();
   private lastSync = 0;
   /**
+   * Something changed in Postgres that this policy did not do itself: a replica's health, the
+   * fleet or an adapter changed through the API, or a load or unload failed outside the policy's
+   * own bookkeeping. The next placement re-reads the fleet first; otherwise the policy, which
+   * records its own decisions and their loads as it makes them, is current without a read.
+   */
+  private stale = true;
+  /**
    * Placement decisions, fleet re-reads and the writes that commit a load or unload take turns.
    * A snapshot read while a decision was being written would otherwise be applied over it: the
    * policy would forget a load it had just started, and with it that the adapter is hot, so a
@@ -89,8 +96,27 @@ export class LeaderContext {
     if (Date.now() - this.lastSync < minIntervalMs) {
       return;
     }
-    this.policy.sync(toFleetState(await loadFleetSnapshot(this.deps.db)));
+    // Cleared before the read: a change marked while it runs may not be in it, so it marks again.
+    this.stale = false;
+    try {
+      this.policy.sync(toFleetState(await loadFleetSnapshot(this.deps.db)));
+    } catch (error) {
+      this.stale = true;
+      throw error;
+    }
     this.lastSync = Date.now();
+  }
+
+  /** See `stale`: the fleet changed behind the policy's back. */
+  markStale(): void {
+    this.stale = true;
+  }
+
+  /** Re-reads the fleet only if it changed behind the policy's back since the last read. */
+  async syncIfStale(): Promise<void> {
+    if (this.stale) {
+      await this.sync();
+    }
   }
 
   /** The client of the agent at `url` (one keep-alive pool each). */

@@ -87,6 +87,7 @@ class LeaderTerm {
       ...options.poll,
       ...(options.replicaApiKey !== undefined && { replicaApiKey: options.replicaApiKey }),
       onHealthChange: () => {
+        this.ctx.markStale();
         void deps.bus
           .publish({ type: "fleet-changed" })
           .catch((error) => deps.logger.warn({ err: error }, "fleet change not published"));
@@ -108,6 +109,10 @@ class LeaderTerm {
     await ctx.poller.pollOnce().catch((error) => logger.warn({ err: error }, "first fleet poll failed"));
     ctx.poller.start();
     this.unsubscribe = await bus.subscribe((event) => {
+      // Replicas registered, drained or pinned through the API, adapters deleted or failed.
+      if (event.type === "fleet-changed" || event.type === "adapters-changed") {
+        ctx.markStale();
+      }
       if (event.type === "replica-failed" && !this.stopped) {
         void checkReported(ctx, event).catch((error) =>
           logger.warn({ err: error, replica_id: event.replicaId }, "reported replica not checked"),

@@ -18,7 +18,10 @@ export async function runJob(ctx: LeaderContext, job: Job): Promise<string> {
   return definition.handle(ctx, payload.data, job);
 }
 
-/** A job failed: if for good (out of retries, or unrecoverable), its definition hears of it. */
+/**
+ * A job failed: if for good (out of retries, or unrecoverable), its definition hears of it and the
+ * policy re-reads the fleet before its next decision.
+ */
 async function jobFailed(ctx: LeaderContext, job: Job | undefined, error: Error): Promise<void> {
   if (job === undefined) {
     return;
@@ -26,8 +29,16 @@ async function jobFailed(ctx: LeaderContext, job: Job | undefined, error: Error)
   const final = job.attemptsMade >= (job.opts.attempts ?? 1) || error instanceof UnrecoverableError;
   const definition = jobNamed(job.name);
   const payload = definition?.payload.safeParse(job.data);
-  if (final && definition?.failedForGood && payload?.success) {
-    await definition.failedForGood(ctx, payload.data, error);
+  if (!final) {
+    return;
+  }
+  try {
+    if (definition?.failedForGood && payload?.success) {
+      await definition.failedForGood(ctx, payload.data, error);
+    }
+  } finally {
+    // What the job left in Postgres (a dropped placement, say) is not what the policy planned.
+    ctx.markStale();
   }
 }
 

@@ -24,7 +24,10 @@ export const loadJob: JobDefinition<LoadJob> = {
     }
     const { db, bus, logger } = ctx.deps;
     const { adapterVersionId } = data;
-    const replica = await getReplica(db, data.replicaId);
+    const [replica, version] = await Promise.all([
+      getReplica(db, data.replicaId),
+      getVersionForScheduler(db, adapterVersionId),
+    ]);
     if (!replica) {
       throw new UnrecoverableError(`replica ${data.replicaId} is gone`);
     }
@@ -33,7 +36,6 @@ export const loadJob: JobDefinition<LoadJob> = {
         `replica ${replica.id} has no agent_url: loraplane loads adapters through the agent`,
       );
     }
-    const version = await getVersionForScheduler(db, adapterVersionId);
     if (version?.status !== "ready") {
       await ctx.exclusive(() => deletePlacement(db, { replicaId: replica.id, adapterVersionId }));
       throw new UnrecoverableError(`version ${adapterVersionId} is no longer ready`);

@@ -10,7 +10,9 @@ export const placeJob: JobDefinition<PlacementRequest> = {
   name: PLACEMENT_JOB,
   payload: PlacementRequest,
   async handle(ctx, { adapterVersionId }) {
-    await ctx.sync(250);
+    // Not a re-read per decision: it was two thirds of a cold start's decision time, and grows with
+    // the fleet. The policy holds its own decisions; what changes behind its back marks it stale.
+    await ctx.syncIfStale();
     let result = ctx.policy.route({ adapterId: adapterVersionId }, Date.now());
     if (!("replicaId" in result) && result.reason === "unknown-adapter") {
       // Uploaded after our last read of the fleet.
