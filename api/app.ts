@@ -18,6 +18,7 @@ import { registerCapacityPlan } from "./routes/capacity/plan.ts";
 import { registerFallbackRoutes } from "./routes/fallbacks/routes.ts";
 import { registerCompletionRoutes } from "./routes/inference/completions.ts";
 import { registerModelsRoute } from "./routes/inference/models.ts";
+import { registerPlacementRoutes } from "./routes/replicas/placements.ts";
 import { registerReplicaRoutes } from "./routes/replicas/routes.ts";
 import { registerStatsRoutes } from "./routes/stats/routes.ts";
 import { registerSystemRoutes } from "./routes/system/health.ts";
@@ -79,6 +80,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerDeleteAdapter(app);
   registerPinAdapter(app);
   registerReplicaRoutes(app);
+  registerPlacementRoutes(app);
   registerCompletionRoutes(app);
   registerModelsRoute(app);
   registerUsageRoutes(app);

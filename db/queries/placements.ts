@@ -1,7 +1,7 @@
-import { and, eq } from "drizzle-orm";
+import { and, desc, eq, lt, or } from "drizzle-orm";
 import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
-import { placements } from "../schema/index.ts";
+import { adapters, adapterVersions, placements } from "../schema/index.ts";
 
 export type PlacementRow = typeof placements.$inferSelect;
 export type PlacementState = PlacementRow["state"];
@@ -89,4 +89,68 @@ export async function setPlacementState(
 /** Every placement on a replica (fleet-wide, operator data). */
 export async function listReplicaPlacements(db: Executor, replicaId: string): Promise<PlacementRow[]> {
   return db.select().from(placements).where(eq(placements.replicaId, replicaId));
+}
+
+export interface FleetPlacementRow {
+  id: string;
+  replicaId: string;
+  tenantId: string;
+  adapterId: string;
+  adapterName: string;
+  version: number;
+  adapterVersionId: string;
+  loraName: string;
+  state: PlacementState;
+  pinned: boolean;
+  lastError: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** Every tenant's placements, newest first, one page (operator data). */
+export async function listFleetPlacements(
+  db: Executor,
+  params: {
+    limit: number;
+    before?: { createdAt: Date; id: string } | undefined;
+    replicaId?: string | undefined;
+    tenantId?: string | undefined;
+    state?: PlacementState | undefined;
+  },
+): Promise<FleetPlacementRow[]> {
+  const { before } = params;
+  return db
+    .select({
+      id: placements.id,
+      replicaId: placements.replicaId,
+      tenantId: placements.tenantId,
+      adapterId: adapters.id,
+      adapterName: adapters.name,
+      version: adapterVersions.version,
+      adapterVersionId: placements.adapterVersionId,
+      loraName: placements.loraName,
+      state: placements.state,
+      pinned: placements.pinned,
+      lastError: placements.lastError,
+      createdAt: placements.createdAt,
+      updatedAt: placements.updatedAt,
+    })
+    .from(placements)
+    .innerJoin(adapterVersions, eq(adapterVersions.id, placements.adapterVersionId))
+    .innerJoin(adapters, eq(adapters.id, adapterVersions.adapterId))
+    .where(
+      and(
+        params.replicaId === undefined ? undefined : eq(placements.replicaId, params.replicaId),
+        params.tenantId === undefined ? undefined : eq(placements.tenantId, params.tenantId),
+        params.state === undefined ? undefined : eq(placements.state, params.state),
+        before === undefined
+          ? undefined
+          : or(
+              lt(placements.createdAt, before.createdAt),
+              and(eq(placements.createdAt, before.createdAt), lt(placements.id, before.id)),
+            ),
+      ),
+    )
+    .orderBy(desc(placements.createdAt), desc(placements.id))
+    .limit(params.limit);
 }
