@@ -79,12 +79,7 @@ async function newSealedKey(kek: Buffer) {
  */
 export class KeyRing {
   private verifying = new Map<string, VerifyingKey>();
-  private readonly verified = new LRUCache<string, VerifiedToken>({
-    max: VERIFIED_CACHE_SIZE,
-    maxSize: VERIFIED_CACHE_BYTES,
-    sizeCalculation: (_, token) => token.length,
-    ttlAutopurge: false,
-  });
+  private readonly verified: LRUCache<string, VerifiedToken>;
   private refresher: NodeJS.Timeout | null = null;
   private signing: { kid: string; key: KeyObject } | null = null;
   private lastRefresh = 0;
@@ -92,10 +87,21 @@ export class KeyRing {
   private readonly external: ReturnType<typeof createRemoteJWKSet> | null;
   private readonly db: Database;
   private readonly config: Config["auth"];
+  private readonly now: () => number;
 
-  constructor(db: Database, config: Config["auth"]) {
+  /** `now`: the clock (ms since the epoch) tokens expire and retired keys lapse by; tests move it. */
+  constructor(db: Database, config: Config["auth"], options: { now?: () => number } = {}) {
     this.db = db;
     this.config = config;
+    this.now = options.now ?? Date.now;
+    this.verified = new LRUCache<string, VerifiedToken>({
+      max: VERIFIED_CACHE_SIZE,
+      maxSize: VERIFIED_CACHE_BYTES,
+      sizeCalculation: (_, token) => token.length,
+      ttlAutopurge: false,
+      // The cache's TTLs run on the injected clock too; by default, lru-cache's own (performance.now).
+      ...(options.now && { perf: { now: options.now } }),
+    });
     this.external = config.external ? createRemoteJWKSet(new URL(config.external.jwksUrl)) : null;
   }
 
@@ -103,7 +109,7 @@ export class KeyRing {
   async init(): Promise<this> {
     await activateSigningKey(this.db, await newSealedKey(this.config.keyEncryptionKey), {
       onlyIfNone: true,
-      verifyUntil: new Date(Date.now() + this.config.maxTtlSeconds * 1000),
+      verifyUntil: new Date(this.now() + this.config.maxTtlSeconds * 1000),
     });
     await this.refresh();
     return this;
@@ -114,7 +120,7 @@ export class KeyRing {
     const sealed = await newSealedKey(this.config.keyEncryptionKey);
     await activateSigningKey(this.db, sealed, {
       onlyIfNone: false,
-      verifyUntil: new Date(Date.now() + this.config.maxTtlSeconds * 1000),
+      verifyUntil: new Date(this.now() + this.config.maxTtlSeconds * 1000),
     });
     await this.refresh();
     return sealed.kid;
@@ -123,7 +129,7 @@ export class KeyRing {
   async refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
-        const rows = await listVerifiableKeys(this.db, new Date());
+        const rows = await listVerifiableKeys(this.db, new Date(this.now()));
         const next = new Map<string, VerifyingKey>();
         let signing: typeof this.signing = null;
         for (const row of rows) {
@@ -149,7 +155,7 @@ export class KeyRing {
         }
         this.verifying = next;
         this.signing = signing;
-        this.lastRefresh = Date.now();
+        this.lastRefresh = this.now();
       } finally {
         this.refreshing = null;
       }
@@ -189,7 +195,7 @@ export class KeyRing {
       throw new Error("no active signing key: call init() first");
     }
     const ttl = Math.min(claims.ttlSeconds, this.config.maxTtlSeconds);
-    const now = Math.floor(Date.now() / 1000);
+    const now = Math.floor(this.now() / 1000);
     const payload: JWTPayload = { scope: claims.scopes.join(" ") };
     if (claims.tenantId !== null) {
       payload.tenant_id = claims.tenantId;
@@ -208,7 +214,7 @@ export class KeyRing {
 
   /** Verifies a bearer token; every failure is an UnauthorizedError saying what was wrong. */
   async verify(token: string): Promise<Principal> {
-    const now = Date.now();
+    const now = this.now();
     const cached = this.verified.get(token);
     if (cached) {
       if (
@@ -219,7 +225,7 @@ export class KeyRing {
       }
       this.verified.delete(token);
     }
-    const { principal, kid } = await this.verifyUncached(token);
+    const { principal, kid } = await this.verifyUncached(token, now);
     const ttl = principal.expiresAt * 1000 - now;
     if (ttl > 0) {
       this.verified.set(token, { principal, kid }, { ttl });
@@ -233,7 +239,7 @@ export class KeyRing {
     return key !== undefined && (key.verifyUntil === null || now < key.verifyUntil);
   }
 
-  private async verifyUncached(token: string): Promise<VerifiedToken> {
+  private async verifyUncached(token: string, now: number): Promise<VerifiedToken> {
     let unverified: JWTPayload;
     try {
       unverified = decodeJwt(token);
@@ -242,13 +248,14 @@ export class KeyRing {
     }
     try {
       if (this.external && unverified.iss === this.config.external?.issuer) {
-        return { principal: await this.verifyExternal(token), kid: null };
+        return { principal: await this.verifyExternal(token, now), kid: null };
       }
       const { payload, protectedHeader } = await jwtVerify(token, (header) => this.lookupKey(header.kid), {
         issuer: this.config.issuer,
         audience: AUDIENCE,
         algorithms: [ALG],
         requiredClaims: ["exp", "iat", "sub"],
+        currentDate: new Date(now),
       });
       return { principal: toPrincipal(payload, "tenant_id", "scope"), kid: protectedHeader.kid ?? null };
     } catch (error) {
@@ -261,14 +268,14 @@ export class KeyRing {
       throw new UnauthorizedError("the token header has no 'kid'");
     }
     let found = this.verifying.get(kid);
-    if (!found && Date.now() - this.lastRefresh > UNKNOWN_KID_REFRESH_MS) {
+    if (!found && this.now() - this.lastRefresh > UNKNOWN_KID_REFRESH_MS) {
       await this.refresh();
       found = this.verifying.get(kid);
     }
     if (!found) {
       throw new UnauthorizedError(`the token was signed with an unknown key '${kid}'`);
     }
-    if (!this.verifiable(kid, Date.now())) {
+    if (!this.verifiable(kid, this.now())) {
       throw new UnauthorizedError(
         `the token was signed with a retired key '${kid}' past its verification window`,
       );
@@ -276,7 +283,7 @@ export class KeyRing {
     return found.key;
   }
 
-  private async verifyExternal(token: string): Promise<Principal> {
+  private async verifyExternal(token: string, now: number): Promise<Principal> {
     const external = this.config.external;
     if (!this.external || !external) {
       throw new UnauthorizedError("no external issuer is configured");
@@ -286,6 +293,7 @@ export class KeyRing {
       audience: external.audience,
       algorithms: ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"],
       requiredClaims: ["exp", "sub"],
+      currentDate: new Date(now),
     });
     const principal = toPrincipal(payload, external.tenantClaim, external.scopeClaim);
     if (principal.tenantId === null && !external.operators) {

@@ -167,6 +167,8 @@ export class RateLimiter {
   private readonly scripts: LimitScripts;
   private readonly prefix: string;
   private readonly sweeper: NodeJS.Timeout | null;
+  /** Work no caller awaits (renewals ahead of need, charges, timed sweeps): what `idle()` waits for. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   /** `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by itself). */
   constructor(options: { redis: Redis; prefix: string; sweepEveryMs?: number }) {
@@ -183,7 +185,7 @@ export class RateLimiter {
     this.sweeper =
       every > 0
         ? setInterval(() => {
-            void this.sweep().catch(() => {});
+            void this.track(this.sweep()).catch(() => {});
           }, every)
         : null;
     this.sweeper?.unref();
@@ -193,6 +195,22 @@ export class RateLimiter {
     if (this.sweeper) {
       clearInterval(this.sweeper);
     }
+  }
+
+  /** Resolves once the background work in flight (renewals, charges, sweeps) has settled, failed or not. */
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) {
+      await Promise.allSettled(this.inFlight);
+    }
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.inFlight.add(work);
+    const settled = () => {
+      this.inFlight.delete(work);
+    };
+    work.then(settled, settled);
+    return work;
   }
 
   /**
@@ -242,7 +260,7 @@ export class RateLimiter {
           lease.remaining <= lease.granted * RENEW_AT_SHARE &&
           lease.renewing === null
         ) {
-          void this.renew(tenant, lease, now, false).catch(() => {});
+          void this.track(this.renew(tenant, lease, now, false)).catch(() => {});
         }
         return { allowed: true };
       }
@@ -406,6 +424,7 @@ export class RateLimiter {
       spend.reject = reject;
     });
     this.pendingSpends.set(tenantId, spend);
+    this.track(spend.settled);
     return spend;
   }
 

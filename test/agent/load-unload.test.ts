@@ -5,15 +5,9 @@ import { isAbsolute, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { CacheDto, LoadAdapterResponse, UnloadAdapterResponse } from "../../adapters/agent/schema.ts";
 import type { AdapterStore } from "../../adapters/storage.ts";
+import { eventually } from "../eventually.ts";
 import { useHarness } from "../harness.ts";
-import {
-  eventually,
-  replicaAdapters,
-  type StoredVersion,
-  startReplica,
-  startTestAgent,
-  uploadVersion,
-} from "./world.ts";
+import { replicaAdapters, type StoredVersion, startReplica, startTestAgent, uploadVersion } from "./world.ts";
 
 const h = useHarness();
 
@@ -86,7 +80,7 @@ describe("loading and unloading through the agent", () => {
     expect(unloaded.status).toBe(200);
     expect(unloaded.body.unregistered).toBe(true);
     expect(await replicaAdapters(replica.url)).toEqual([]);
-    await eventually(async () => !existsSync(dir));
+    await eventually(async () => !existsSync(dir), 3_000, 20);
     expect(await agent.cacheListing()).toEqual([]);
     expect((await agent.call<CacheDto>("GET", "/v1/cache")).body).toMatchObject({ bytes: 0, entries: [] });
   });
@@ -125,7 +119,7 @@ describe("loading and unloading through the agent", () => {
 
     // With one CPU slot, loading another adapter evicts A from the engine: A's next step re-reads its files.
     expect((await agent.call("POST", "/v1/adapters/load", body(b, version(1)))).status).toBe(200);
-    await eventually(async () => sim.inspect().cpuCache.includes(a)); // A's step has re-read it
+    await eventually(async () => sim.inspect().cpuCache.includes(a), 3_000, 20); // A's step has re-read it
     await agent.running.agent.collectGarbage(); // a GC pass while A still runs: its files must stay
     expect(existsSync(join(agent.cacheDir, a, "adapter_model.safetensors"))).toBe(true);
     expect(sim.inspect().running.map((r) => r.lora)).toContain(a);
@@ -140,7 +134,7 @@ describe("loading and unloading through the agent", () => {
       .find((e) => e.usage);
     expect(usage?.usage?.completion_tokens).toBe(1000);
 
-    await eventually(async () => (await agent.cacheListing()).join() === b);
+    await eventually(async () => (await agent.cacheListing()).join() === b, 3_000, 20);
     expect((await fetch(`${replica.url}/health`)).status).toBe(200);
     expect(sim.inspect().dead).toBe(false);
   });
@@ -211,6 +205,6 @@ describe("loading and unloading through the agent", () => {
       lora_name: name,
     });
     expect(unloaded.status).toBe(200);
-    await eventually(async () => (await second.cacheListing()).length === 0);
+    await eventually(async () => (await second.cacheListing()).length === 0, 3_000, 20);
   });
 });

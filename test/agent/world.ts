@@ -169,13 +169,3 @@ export async function replicaAdapters(replicaUrl: string): Promise<{ id: string;
   const body = (await res.json()) as { data: { id: string; root: string; parent: string | null }[] };
   return body.data.filter((c) => c.parent !== null).map((c) => ({ id: c.id, root: c.root }));
 }
-
-export async function eventually(check: () => Promise<boolean>, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`condition not met within ${timeoutMs} ms`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

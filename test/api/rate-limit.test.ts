@@ -115,9 +115,8 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     const [idle, busy] = copies(2) as [RateLimiter, RateLimiter];
     const t0 = 9_000_000;
     expect(await admitted(idle, tenant, 12, t0)).toBe(12);
-    // Let the idle copy's background renewal land (RateLimiter exposes no handle on it), then drain
-    // the rest from the busy copy.
-    await new Promise((r) => setTimeout(r, 50));
+    // Let the idle copy's background renewal land, then drain the rest from the busy copy.
+    await idle.idle();
     const first = await admitted(busy, tenant, 1_000, t0);
     const held = 1_000 - 12 - first;
     expect(held).toBeGreaterThan(0);

@@ -26,6 +26,8 @@ async function freePort(): Promise<number> {
 interface Running {
   child: ChildProcessWithoutNullStreams;
   output: () => string;
+  /** The process exited and its output streams are closed: no more output will come. */
+  closed: () => boolean;
 }
 
 function start(command: string, env: Record<string, string>): Running {
@@ -42,21 +44,51 @@ function start(command: string, env: Record<string, string>): Running {
   child.stderr.on("data", (d) => {
     output += d;
   });
-  return { child, output: () => output };
+  let closed = false;
+  child.once("close", () => {
+    closed = true;
+  });
+  return { child, output: () => output, closed: () => closed };
 }
 
-async function waitFor(running: Running, pattern: RegExp, timeoutMs = 60_000): Promise<RegExpExecArray> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const match = pattern.exec(running.output());
-    if (match) {
-      return match;
+/** The first match of `pattern` in the process's output, checked as each chunk arrives. */
+function waitFor(running: Running, pattern: RegExp, timeoutMs = 60_000): Promise<RegExpExecArray> {
+  const { child } = running;
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      child.stdout.off("data", check);
+      child.stderr.off("data", check);
+      child.off("close", fail);
+    };
+    function check(): boolean {
+      const match = pattern.exec(running.output());
+      if (match) {
+        done();
+        resolve(match);
+      }
+      return match !== null;
     }
-    if (running.child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`no ${pattern} (exit ${running.child.exitCode}):\n${running.output()}`);
+    function fail(): void {
+      if (!check()) {
+        done();
+        reject(new Error(`no ${pattern} (exit ${child.exitCode}):\n${running.output()}`));
+      }
     }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    if (check()) {
+      return;
+    }
+    if (running.closed()) {
+      fail();
+      return;
+    }
+    timer = setTimeout(fail, timeoutMs);
+    // Registered after start()'s listeners: each chunk is in the output by the time check runs.
+    child.stdout.on("data", check);
+    child.stderr.on("data", check);
+    child.once("close", fail);
+  });
 }
 
 async function stop(running: Running): Promise<number | null> {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { KeyRing } from "../../api/auth/key-ring.ts";
 import { useHarness } from "../harness.ts";
+import { manualClock } from "../manual-clock.ts";
 import { decodeHeader, forgeToken, validClaims } from "../tokens.ts";
 
 const h = useHarness();
@@ -36,7 +37,8 @@ describe("signing key rotation", () => {
   });
 
   it("lets another API copy verify tokens of a key rotated in elsewhere (unknown kid re-reads the keys)", async () => {
-    const otherCopy = await new KeyRing(h.deps.db, h.config.auth).init();
+    const clock = manualClock();
+    const otherCopy = await new KeyRing(h.deps.db, h.config.auth, { now: clock.now }).init();
     await h.deps.keyRing.rotate();
     const { token } = await h.deps.keyRing.sign({
       subject: "x",
@@ -44,8 +46,9 @@ describe("signing key rotation", () => {
       scopes: ["admin"],
       ttlSeconds: 120,
     });
-    // An unknown kid re-reads the keys at most every 2 s of KeyRing's Date.now: no clock to move.
-    await new Promise((r) => setTimeout(r, 2_100));
+    // An unknown kid re-reads the keys at most every 2 s: not yet, then once the copy's clock moves.
+    await expect(otherCopy.verify(token)).rejects.toThrow(/unknown key/);
+    clock.advance(2_100);
     const principal = await otherCopy.verify(token);
     expect(principal.scopes.has("admin")).toBe(true);
   });

@@ -5,6 +5,7 @@ import { BudgetGuard } from "../../metering/budgets.ts";
 import { eventually } from "../eventually.ts";
 import { usageEvent } from "../fixtures/usage.ts";
 import { useHarness } from "../harness.ts";
+import { manualClock } from "../manual-clock.ts";
 
 const h = useHarness();
 const silent = createLogger({ level: "silent" });
@@ -16,17 +17,6 @@ afterEach(() => {
     g.close();
   }
 });
-
-/** A clock the test moves by hand: leases run out when it says so, not after a real wait. */
-function manualClock(start = Date.now()) {
-  let at = start;
-  return {
-    now: () => at,
-    advance: (ms: number) => {
-      at += ms;
-    },
-  };
-}
 
 /**
  * A gateway copy's budget guard. Copies made with the same `prefix` share the counters, as every API
