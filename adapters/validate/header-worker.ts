@@ -1,3 +1,4 @@
+import { getPriority, setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import type { BaseModelSpec } from "./base-spec.ts";
 import type { ValidationError } from "./errors.ts";
@@ -20,6 +21,13 @@ export type HeaderWorkerRequest =
 export type HeaderWorkerReply =
   | { type: "header"; id: number; errors: ValidationError[] }
   | { type: "finish"; id: number; result: ReturnType<typeof assessAdapter> };
+
+// A tenant's header is batch work beside the event loop that serves every tenant: this thread
+// yields a core to the loop whenever both want one (on Linux a priority is per thread; pid 0 is
+// this one). Raising a niceness needs no privilege; where it fails anyway, parsing runs as before.
+try {
+  setPriority(Math.min(19, getPriority() + 10));
+} catch {}
 
 // Parsed headers wait here for their file's size; the pool drops a job it gives up on.
 const parsed = new Map<number, HeaderParse>();
