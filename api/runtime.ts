@@ -55,7 +55,7 @@ export async function buildDeps(
   const metrics = createMetrics({ defaultMetrics: options.defaultMetrics ?? true });
   await registerFleetMetrics({ registry: metrics.registry, db: dbHandle.db, router, bus });
   await bus.subscribe((event) => {
-    if (event.type === "placement" && event.state !== "failed") {
+    if (event.type === "placement" && (event.state === "loaded" || event.state === "unloaded")) {
       metrics.activity.placement(event.state === "loaded" ? "load" : "evict", event.replicaId);
     }
   });

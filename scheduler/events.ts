@@ -7,7 +7,11 @@ export type FleetEvent =
       type: "placement";
       adapterVersionId: string;
       replicaId: string;
-      state: "loaded" | "unloaded" | "failed";
+      /**
+       * `present`: the leader was asked to place a version it finds placed already (the asking
+       * gateway's view was stale): it wakes the waiters, but no load happened.
+       */
+      state: "loaded" | "present" | "unloaded" | "failed";
       message?: string;
     }
   /** A tenant's adapters changed (new version, deletion): drop cached model resolutions. */

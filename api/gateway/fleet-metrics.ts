@@ -24,7 +24,8 @@ export async function registerFleetMetrics(deps: {
     registers: [registry],
   });
   await deps.bus.subscribe((event) => {
-    if (event.type === "placement") {
+    // `present` is no event on a replica: the leader found the version placed already.
+    if (event.type === "placement" && event.state !== "present") {
       placements.inc({ replica: event.replicaId, event: event.state });
     }
   });

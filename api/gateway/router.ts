@@ -482,8 +482,8 @@ export class GatewayRouter {
       this.settle(versionId, { kind: "failed", message: event.message ?? "the load failed" });
     } else if (event.state === "unloaded") {
       // Dropped from the replica a waiting request could not reach (it went down): the leader
-      // is asked again and places it where it can be served. Not on `loaded`: the leader would
-      // answer "already placed" with another `loaded`, back and forth.
+      // is asked again and places it where it can be served. Not on `loaded` or `present`: the
+      // leader would answer "already placed" with another `present`, back and forth.
       this.askAgain(versionId);
     }
   }

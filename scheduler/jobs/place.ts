@@ -35,12 +35,12 @@ export const placeJob: JobDefinition<PlacementRequest> = {
     }
     // The leader places but never serves (the decision is not admitted): requests run on gateways.
     if (result.actions.length === 0) {
-      // Already placed or loading: a gateway that missed it was stale; wake it.
+      // Already placed or loading: a gateway that missed it was stale; wake it (not a load).
       await ctx.deps.bus.publish({
         type: "placement",
         adapterVersionId,
         replicaId: result.replicaId,
-        state: "loaded",
+        state: "present",
       });
       return "already placed";
     }

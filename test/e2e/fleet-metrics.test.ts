@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { FleetEvent } from "../../scheduler/index.ts";
 import { useE2EWorld } from "./world.ts";
 
 // Not shared: it checks the replica's own totals (one load, one adapter registered).
@@ -46,5 +47,46 @@ describe("the API's /metrics describes the fleet", () => {
     ).toBeGreaterThanOrEqual(0);
     expect(sample(text, "loraplane_replica_requests", { replica, state: "waiting" })).toBe(0);
     expect(sample(text, "loraplane_replica_requests", { replica, state: "running" })).not.toBeNull();
+  });
+
+  it("counts a placement a stale gateway asks for, of a version already loaded, as no load", async () => {
+    const tenant = await world.tenant();
+    await world.uploadAdapter(tenant, "placed-bot");
+    const openai = world.client(await tenant.token());
+    await openai.chat.completions.create({
+      model: "placed-bot",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 2,
+    });
+    const replica = world.replicas[0]?.id as string;
+    const admin = await world.h.adminToken();
+    const scrape = async () =>
+      (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+    const loads = async () =>
+      sample(await scrape(), "loraplane_adapter_placements_total", { replica, event: "loaded" });
+    await expect.poll(loads).toBeGreaterThanOrEqual(1);
+    const before = await loads();
+    const placed = await world.h.request<{ data: { adapter_version_id: string; state: string }[] }>(
+      "GET",
+      `/admin/placements?tenant_id=${tenant.id}`,
+      { token: admin },
+    );
+    const versionId = placed.body.data[0]?.adapter_version_id ?? "";
+    expect(placed.body.data.map((p) => p.state)).toEqual(["loaded"]);
+
+    // A gateway whose view is stale misses and asks the leader, which finds it placed already.
+    const downloads = world.downloads();
+    const answered = new Promise<FleetEvent>((resolve) => {
+      void world.h.deps.bus.subscribe((event) => {
+        if (event.type === "placement" && event.adapterVersionId === versionId) {
+          resolve(event);
+        }
+      });
+    });
+    await world.h.deps.gateway.router.requestPlacement(versionId);
+    const event = await answered;
+    expect(await loads()).toBe(before);
+    expect(world.downloads()).toBe(downloads);
+    expect(event).toMatchObject({ type: "placement", state: "present" });
   });
 });
