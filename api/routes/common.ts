@@ -61,3 +61,18 @@ export function decodeCursor(cursor: string): { at: Date; id: string } {
   }
   return { at, id };
 }
+
+/**
+ * One page of a list read with one row more than `limit` (that row only says a next page exists):
+ * the page, and the cursor after its last row (null on the last page).
+ */
+export function pageOf<T>(
+  rows: readonly T[],
+  limit: number,
+  sortKey: (row: T) => { at: Date; id: string },
+): { page: T[]; nextCursor: string | null } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  const key = rows.length > limit && last !== undefined ? sortKey(last) : null;
+  return { page, nextCursor: key && encodeCursor(key.at, key.id) };
+}

@@ -1,7 +1,8 @@
-import { and, desc, eq, lt, or } from "drizzle-orm";
+import { and, desc, eq } from "drizzle-orm";
 import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import { adapters, adapterVersions, placements } from "../schema/index.ts";
+import { olderThan } from "./paging.ts";
 
 export type PlacementRow = typeof placements.$inferSelect;
 export type PlacementState = PlacementRow["state"];
@@ -143,12 +144,7 @@ export async function listFleetPlacements(
         params.replicaId === undefined ? undefined : eq(placements.replicaId, params.replicaId),
         params.tenantId === undefined ? undefined : eq(placements.tenantId, params.tenantId),
         params.state === undefined ? undefined : eq(placements.state, params.state),
-        before === undefined
-          ? undefined
-          : or(
-              lt(placements.createdAt, before.createdAt),
-              and(eq(placements.createdAt, before.createdAt), lt(placements.id, before.id)),
-            ),
+        olderThan(placements.createdAt, placements.id, before && { at: before.createdAt, id: before.id }),
       ),
     )
     .orderBy(desc(placements.createdAt), desc(placements.id))

@@ -1,6 +1,7 @@
-import { and, desc, eq, lt, or, sql } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import type { Executor } from "../client.ts";
 import { usageDeadLetters } from "../schema/index.ts";
+import { olderThan } from "./paging.ts";
 
 export type UsageDeadLetterRow = typeof usageDeadLetters.$inferSelect;
 export type NewUsageDeadLetter = Omit<UsageDeadLetterRow, "createdAt">;
@@ -27,12 +28,11 @@ export async function listUsageDeadLetters(
     .where(
       and(
         params.tenantId === undefined ? undefined : eq(usageDeadLetters.tenantId, params.tenantId),
-        before === undefined
-          ? undefined
-          : or(
-              lt(usageDeadLetters.createdAt, before.createdAt),
-              and(eq(usageDeadLetters.createdAt, before.createdAt), lt(usageDeadLetters.id, before.id)),
-            ),
+        olderThan(
+          usageDeadLetters.createdAt,
+          usageDeadLetters.id,
+          before && { at: before.createdAt, id: before.id },
+        ),
       ),
     )
     .orderBy(desc(usageDeadLetters.createdAt), desc(usageDeadLetters.id))

@@ -1,10 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
-import { listVersions } from "../../db/queries/adapters.ts";
 import { upsertPlacement } from "../../db/queries/placements.ts";
-import { createReplica } from "../../db/queries/replicas.ts";
-import { buildAdapter } from "../fixtures/generate.ts";
-import { adapterForm, type TestTenant, useHarness } from "../harness.ts";
+import { replicaRow, uploadedVersion } from "../fixtures/fleet.ts";
+import { type TestTenant, useHarness } from "../harness.ts";
 
 const h = useHarness();
 const base = SEEDED_BASE_MODELS[0] ?? expect.unreachable();
@@ -21,34 +19,9 @@ interface Placement {
 }
 type Page = { data: Placement[]; next_cursor: string | null };
 
-async function version(tenant: TestTenant, name: string): Promise<string> {
-  const token = await tenant.token();
-  const created = await h.request<{ id: string }>("POST", "/v1/adapters", {
-    token,
-    body: { name, base_model: base.id },
-  });
-  expect(created.status).toBe(201);
-  const uploaded = await h.request("POST", `/v1/adapters/${name}/versions`, {
-    token,
-    body: adapterForm(buildAdapter(base, { rank: 8 })),
-  });
-  expect(uploaded.status).toBe(201);
-  const [row] = await listVersions(h.deps.db, { tenantId: tenant.id, adapterId: created.body.id });
-  return row?.id ?? "";
-}
-
-async function replica(tag: string): Promise<string> {
-  const row = await createReplica(h.deps.db, {
-    baseModelId: base.id,
-    url: `http://127.0.0.1:1/${tag}`,
-    maxLoras: 4,
-    maxCpuLoras: 8,
-    maxLoraRank: 64,
-    maxRegistered: 16,
-    diskBudgetBytes: 10 ** 10,
-  });
-  return row?.id ?? "";
-}
+const version = async (tenant: TestTenant, name: string) =>
+  (await uploadedVersion(h, tenant, name, base)).versionId;
+const replica = (tag: string) => replicaRow(h, base, tag);
 
 async function place(tenant: TestTenant, replicaId: string, versionId: string, state: "loading" | "loaded") {
   await upsertPlacement(h.deps.db, {

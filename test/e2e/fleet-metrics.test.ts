@@ -18,20 +18,25 @@ const sample = (text: string, name: string, labels: Record<string, string>): num
   return null;
 };
 
+/** A new tenant's adapter `name`, uploaded and served once (so loaded on the world's replica). */
+async function servedOnce(name: string) {
+  const tenant = await world.tenant();
+  await world.uploadAdapter(tenant, name);
+  const openai = world.client(await tenant.token());
+  await openai.chat.completions.create({
+    model: name,
+    messages: [{ role: "user", content: "hi" }],
+    max_tokens: 2,
+  });
+  const admin = await world.h.adminToken();
+  const scrape = async () =>
+    (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+  return { tenant, replica: world.replicas[0]?.id as string, admin, scrape };
+}
+
 describe("the API's /metrics describes the fleet", () => {
   it("exports replica health, queue depth, LoRA slots and occupancy, and loads from the event bus", async () => {
-    const tenant = await world.tenant();
-    await world.uploadAdapter(tenant, "metered-bot");
-    const openai = world.client(await tenant.token());
-    await openai.chat.completions.create({
-      model: "metered-bot",
-      messages: [{ role: "user", content: "hi" }],
-      max_tokens: 2,
-    });
-    const replica = world.replicas[0]?.id as string;
-    const admin = await world.h.adminToken();
-    const scrape = async () =>
-      (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+    const { replica, scrape } = await servedOnce("metered-bot");
     await expect
       .poll(async () =>
         sample(await scrape(), "loraplane_adapter_placements_total", { replica, event: "loaded" }),
@@ -50,18 +55,7 @@ describe("the API's /metrics describes the fleet", () => {
   });
 
   it("counts a placement a stale gateway asks for, of a version already loaded, as no load", async () => {
-    const tenant = await world.tenant();
-    await world.uploadAdapter(tenant, "placed-bot");
-    const openai = world.client(await tenant.token());
-    await openai.chat.completions.create({
-      model: "placed-bot",
-      messages: [{ role: "user", content: "hi" }],
-      max_tokens: 2,
-    });
-    const replica = world.replicas[0]?.id as string;
-    const admin = await world.h.adminToken();
-    const scrape = async () =>
-      (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+    const { tenant, replica, admin, scrape } = await servedOnce("placed-bot");
     const loads = async () =>
       sample(await scrape(), "loraplane_adapter_placements_total", { replica, event: "loaded" });
     await expect.poll(loads).toBeGreaterThanOrEqual(1);

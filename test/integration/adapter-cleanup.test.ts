@@ -3,49 +3,26 @@ import { startAdapterCleanupWorker } from "../../adapters/cleanup.ts";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
 import { listVersions } from "../../db/queries/adapters.ts";
 import { deletePlacement, listTenantPlacements, upsertPlacement } from "../../db/queries/placements.ts";
-import { createReplica } from "../../db/queries/replicas.ts";
 import { eventually } from "../eventually.ts";
-import { buildAdapter } from "../fixtures/generate.ts";
-import { adapterForm, type TestTenant, useHarness } from "../harness.ts";
+import { replicaRow, uploadedVersion } from "../fixtures/fleet.ts";
+import { type TestTenant, useHarness } from "../harness.ts";
 
 const h = useHarness();
 const base = SEEDED_BASE_MODELS[0] ?? expect.unreachable();
 
 async function uploadedAdapter(tenant: TestTenant, name: string) {
-  const token = await tenant.token();
-  const created = await h.request<{ id: string }>("POST", "/v1/adapters", {
-    token,
-    body: { name, base_model: base.id },
-  });
-  const version = await h.request("POST", `/v1/adapters/${name}/versions`, {
-    token,
-    body: adapterForm(buildAdapter(base, { rank: 8 })),
-  });
-  expect(version.status).toBe(201);
-  const [row] = await listVersions(h.deps.db, { tenantId: tenant.id, adapterId: created.body.id });
-  return {
-    adapterId: created.body.id,
-    versionId: row?.id ?? "",
-    prefix: `tenants/${tenant.id}/adapters/${created.body.id}/`,
-  };
+  const { adapterId, versionId } = await uploadedVersion(h, tenant, name, base);
+  return { adapterId, versionId, prefix: `tenants/${tenant.id}/adapters/${adapterId}/` };
 }
 
 describe("adapter cleanup worker", () => {
   it("deletes a deleted adapter's objects, and only after no replica has it registered", async () => {
     const tenant = await h.newTenant();
     const { adapterId, versionId, prefix } = await uploadedAdapter(tenant, "placed");
-    const replica = await createReplica(h.deps.db, {
-      baseModelId: base.id,
-      url: `http://127.0.0.1:1/${tenant.id}`,
-      maxLoras: 4,
-      maxCpuLoras: 8,
-      maxLoraRank: 64,
-      maxRegistered: 16,
-      diskBudgetBytes: 10 ** 10,
-    });
+    const replicaId = await replicaRow(h, base, tenant.id);
     await upsertPlacement(h.deps.db, {
       tenantId: tenant.id,
-      replicaId: replica?.id ?? "",
+      replicaId: replicaId,
       adapterVersionId: versionId,
       loraName: "t-placed-v1",
       state: "loaded",
@@ -62,7 +39,7 @@ describe("adapter cleanup worker", () => {
       expect((await deletion())?.failedReason).toMatch(/still registered on 1 replica/);
       expect(await h.deps.store.list(prefix)).toHaveLength(2);
 
-      await deletePlacement(h.deps.db, { replicaId: replica?.id ?? "", adapterVersionId: versionId });
+      await deletePlacement(h.deps.db, { replicaId: replicaId, adapterVersionId: versionId });
       // Its retry is due after the queue's backoff (2 s): bring it forward instead of waiting.
       await (await deletion())?.promote();
       await h.deps.queues.adapterCleanup.add("adapter.sweep", {}, { jobId: `sweep-${Date.now()}` });

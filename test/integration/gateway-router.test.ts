@@ -1,12 +1,11 @@
 import postgres from "postgres";
 import { afterAll, describe, expect, it } from "vitest";
 import { SEEDED_BASE_MODELS } from "../../adapters/validate/base-spec.ts";
-import { listVersions } from "../../db/queries/adapters.ts";
-import { createReplica, recordReplicaSeen } from "../../db/queries/replicas.ts";
+import { recordReplicaSeen } from "../../db/queries/replicas.ts";
 import { newId } from "../../lib/ids.ts";
 import { eventually } from "../eventually.ts";
-import { buildAdapter } from "../fixtures/generate.ts";
-import { adapterForm, useHarness } from "../harness.ts";
+import { replicaRow, uploadedVersion } from "../fixtures/fleet.ts";
+import { useHarness } from "../harness.ts";
 
 const h = useHarness();
 const base = SEEDED_BASE_MODELS[0] ?? expect.unreachable();
@@ -18,29 +17,11 @@ afterAll(async () => {
 /** A tenant's uploaded version and an up replica of its base, both known to the gateway's router. */
 async function versionAndReplica() {
   const tenant = await h.newTenant();
-  const token = await tenant.token();
-  const created = await h.request<{ id: string }>("POST", "/v1/adapters", {
-    token,
-    body: { name: "waited", base_model: base.id },
-  });
-  const uploaded = await h.request("POST", "/v1/adapters/waited/versions", {
-    token,
-    body: adapterForm(buildAdapter(base, { rank: 8 })),
-  });
-  expect(uploaded.status).toBe(201);
-  const [version] = await listVersions(h.deps.db, { tenantId: tenant.id, adapterId: created.body.id });
-  const replica = await createReplica(h.deps.db, {
-    baseModelId: base.id,
-    url: `http://127.0.0.1:1/${tenant.id}`,
-    maxLoras: 4,
-    maxCpuLoras: 8,
-    maxLoraRank: 64,
-    maxRegistered: 16,
-    diskBudgetBytes: 10 ** 10,
-  });
+  const { versionId } = await uploadedVersion(h, tenant, "waited", base);
+  const replicaId = await replicaRow(h, base, tenant.id);
   const liveState = { registeredAdapters: [], running: 0, waiting: 0, kvCacheUsage: null, maxModelLen: null };
-  await recordReplicaSeen(h.deps.db, replica?.id ?? "", { liveState, seenAt: new Date() });
-  return { tenantId: tenant.id, versionId: version?.id ?? "", replicaId: replica?.id ?? "" };
+  await recordReplicaSeen(h.deps.db, replicaId, { liveState, seenAt: new Date() });
+  return { tenantId: tenant.id, versionId, replicaId };
 }
 
 describe("the gateway router's fleet reads", () => {

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { type FleetPlacementRow, listFleetPlacements } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
-import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";
+import { bearerSecurity, decodeCursor, errorResponses, pageOf } from "../common.ts";
 import { TenantId } from "../tenants/schema.ts";
 import { ReplicaId } from "./schema.ts";
 
@@ -91,9 +91,7 @@ export function registerPlacementRoutes(app: OpenAPIHono<AppEnv>) {
       tenantId: query.tenant_id,
       state: query.state,
     });
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    const next = rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null;
-    return c.json({ data: page.map(toDto), next_cursor: next }, 200);
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => ({ at: r.createdAt, id: r.id }));
+    return c.json({ data: page.map(toDto), next_cursor: nextCursor }, 200);
   });
 }

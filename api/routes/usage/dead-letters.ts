@@ -10,7 +10,7 @@ import { AppError, NotFoundError } from "../../../lib/index.ts";
 import { replayUsageDeadLetter } from "../../../metering/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
-import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";
+import { bearerSecurity, decodeCursor, errorResponses, pageOf } from "../common.ts";
 
 const createdAtKey = (cursor: string) => {
   const { at, id } = decodeCursor(cursor);
@@ -133,10 +133,8 @@ export function registerDeadLetterRoutes(app: OpenAPIHono<AppEnv>) {
       before: query.cursor === undefined ? undefined : createdAtKey(query.cursor),
       ...(query.tenant_id !== undefined && { tenantId: query.tenant_id }),
     });
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    const next = rows.length > query.limit && last ? encodeCursor(last.createdAt, last.id) : null;
-    return c.json({ data: page.map(toDto), next_cursor: next }, 200);
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => ({ at: r.createdAt, id: r.id }));
+    return c.json({ data: page.map(toDto), next_cursor: nextCursor }, 200);
   });
 
   app.openapi(replayRoute, async (c) => {

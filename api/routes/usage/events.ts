@@ -4,7 +4,7 @@ import { ValidationError } from "../../../lib/index.ts";
 import { picosToDecimal, picosToUsd } from "../../../metering/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope, tenantScope } from "../../middleware/auth.ts";
-import { bearerSecurity, decodeCursor, encodeCursor, errorResponses } from "../common.ts";
+import { bearerSecurity, decodeCursor, errorResponses, pageOf } from "../common.ts";
 
 const cursorKey = (cursor: string) => {
   const { at, id } = decodeCursor(cursor);
@@ -124,14 +124,7 @@ export function registerListUsageEvents(app: OpenAPIHono<AppEnv>) {
       requestId: query.request_id,
       before: query.cursor === undefined ? undefined : cursorKey(query.cursor),
     });
-    const page = rows.slice(0, query.limit);
-    const last = page.at(-1);
-    return c.json(
-      {
-        data: page.map(toDto),
-        next_cursor: rows.length > query.limit && last ? encodeCursor(last.occurredAt, last.id) : null,
-      },
-      200,
-    );
+    const { page, nextCursor } = pageOf(rows, query.limit, (r) => ({ at: r.occurredAt, id: r.id }));
+    return c.json({ data: page.map(toDto), next_cursor: nextCursor }, 200);
   });
 }
