@@ -21,6 +21,7 @@ export class SchedulerService {
   private readonly deps: SchedulerDeps;
   private readonly options: SchedulerOptions;
   private term: LeaderTerm | null = null;
+  private termStopped: Promise<void> = Promise.resolve();
 
   constructor(deps: SchedulerDeps, options: SchedulerOptions) {
     this.deps = deps;
@@ -64,10 +65,17 @@ export class SchedulerService {
       .catch((error) => this.deps.logger.error({ err: error }, "leader start failed"));
   }
 
-  private async stepDown(): Promise<void> {
+  /**
+   * Stops the term, if any; a call while a term is stopping (the lease's demotion during stop())
+   * waits for that stop too, so stop() returns once the term's work is over.
+   */
+  private stepDown(): Promise<void> {
     const term = this.term;
     this.term = null;
-    await term?.stop();
+    if (term !== null) {
+      this.termStopped = term.stop();
+    }
+    return this.termStopped;
   }
 }
 
@@ -79,6 +87,8 @@ class LeaderTerm {
   private readonly ctx: LeaderContext;
   private placementWorker: Worker | null = null;
   private reconcileTimer: NodeJS.Timeout | null = null;
+  /** The reconcile under way, if any: stop() waits for it before its connections close. */
+  private reconciling: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
 
@@ -122,9 +132,10 @@ class LeaderTerm {
     await ctx.sync();
     this.placementWorker = startPlacementWorker(ctx);
     const tick = () => {
-      void reconcile(ctx)
+      this.reconciling = reconcile(ctx)
         .catch((error) => logger.error({ err: error }, "reconcile failed"))
         .finally(() => {
+          this.reconciling = null;
           if (!this.stopped) {
             this.reconcileTimer = setTimeout(tick, ctx.options.reconcileEveryMs);
           }
@@ -139,6 +150,8 @@ class LeaderTerm {
     if (this.reconcileTimer) {
       clearTimeout(this.reconcileTimer);
     }
+    // Bounded by the replica calls' timeout; the caller closes Postgres and Redis after this.
+    await this.reconciling;
     await this.ctx.poller.stop();
     await this.placementWorker?.close();
     await this.ctx.queues.close();
