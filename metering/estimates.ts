@@ -121,14 +121,3 @@ export function costBounds(
 export function worstCaseCostPicos(prices: Prices, bounds: CostBounds): bigint {
   return costPicos(prices, bounds.maxPromptTokens, bounds.maxCompletionTokens);
 }
-
-/**
- * A request's prompt tokens as billed when the upstream did not count them (a fallback's stream cut
- * short): about 4 characters a token, the usual rate of BPE tokenizers on English, and a few tokens
- * of chat template per message. Neither high nor low on purpose.
- */
-export function typicalPromptTokens(body: Record<string, unknown>): number {
-  const promptChars = JSON.stringify(body.messages ?? body.prompt ?? "").length;
-  const messages = Array.isArray(body.messages) ? body.messages.length : 1;
-  return Math.ceil(promptChars / 4) + 4 * messages;
-}

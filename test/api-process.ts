@@ -66,10 +66,17 @@ export async function startApiProcess(
   });
   child.stdout?.resume();
   const pid = child.pid ?? 0;
+  // The API dies with the test process too, should that end without calling kill() (a worker torn
+  // down, a hook that timed out): an API child of a diagnostic run was found alive 40 minutes later.
+  const killChild = () => child.kill("SIGKILL");
+  process.once("exit", killChild);
   return {
     url,
     pid,
     rss: () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024,
-    kill: () => child.kill("SIGKILL"),
+    kill: () => {
+      process.off("exit", killChild);
+      killChild();
+    },
   };
 }
