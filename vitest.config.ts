@@ -60,7 +60,14 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: "browser", include: ["test/browser/**/*.test.ts"], exclude: IGNORED, ...withServices },
+        test: {
+          name: "browser",
+          include: ["test/browser/**/*.test.ts"],
+          exclude: IGNORED,
+          // A page's first paint in chromium can take seconds when the machine is busy (1 s failed in CI).
+          expect: { poll: { timeout: 10_000 } },
+          ...withServices,
+        },
       },
     ],
   },
