@@ -196,9 +196,13 @@ export class GatewayRouter {
   /** Wakes the requests waiting for a version that some replica can now be sent. */
   private settleServable(): void {
     for (const versionId of [...this.waiters.keys()]) {
-      if (this.holders(versionId).length > 0) {
-        this.settle(versionId, { kind: "loaded" });
-      }
+      this.settleIfServable(versionId);
+    }
+  }
+
+  private settleIfServable(versionId: string): void {
+    if (this.holders(versionId).length > 0) {
+      this.settle(versionId, { kind: "loaded" });
     }
   }
 
@@ -215,9 +219,7 @@ export class GatewayRouter {
     } else {
       this.loadedOn.delete(versionId);
     }
-    if (this.holders(versionId).length > 0) {
-      this.settle(versionId, { kind: "loaded" });
-    }
+    this.settleIfServable(versionId);
   }
 
   private serving(replica: ReplicaRow | undefined): replica is ReplicaRow {

@@ -6,6 +6,8 @@ import { olderThan } from "./paging.ts";
 
 export type PlacementRow = typeof placements.$inferSelect;
 export type PlacementState = PlacementRow["state"];
+/** Every state a placement row can be in, as the schema declares them. */
+export const PLACEMENT_STATES = placements.state.enumValues;
 
 /** Records that a version is (being) registered on a replica; returns the existing row if there is one. */
 export async function upsertPlacement(
@@ -113,13 +115,13 @@ export async function listFleetPlacements(
   db: Executor,
   params: {
     limit: number;
-    before?: { createdAt: Date; id: string } | undefined;
+    /** The sort key (created_at, id) of the previous page's last row. */
+    before?: { at: Date; id: string } | undefined;
     replicaId?: string | undefined;
     tenantId?: string | undefined;
     state?: PlacementState | undefined;
   },
 ): Promise<FleetPlacementRow[]> {
-  const { before } = params;
   return db
     .select({
       id: placements.id,
@@ -144,7 +146,7 @@ export async function listFleetPlacements(
         params.replicaId === undefined ? undefined : eq(placements.replicaId, params.replicaId),
         params.tenantId === undefined ? undefined : eq(placements.tenantId, params.tenantId),
         params.state === undefined ? undefined : eq(placements.state, params.state),
-        olderThan(placements.createdAt, placements.id, before && { at: before.createdAt, id: before.id }),
+        olderThan(placements.createdAt, placements.id, params.before),
       ),
     )
     .orderBy(desc(placements.createdAt), desc(placements.id))

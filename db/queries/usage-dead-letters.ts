@@ -19,20 +19,15 @@ export async function insertUsageDeadLetters(db: Executor, rows: NewUsageDeadLet
 /** Newest first, `limit` at a time; `before` is the last row of the previous page. */
 export async function listUsageDeadLetters(
   db: Executor,
-  params: { limit: number; before?: { createdAt: Date; id: string } | undefined; tenantId?: string },
+  params: { limit: number; before?: { at: Date; id: string } | undefined; tenantId?: string },
 ): Promise<UsageDeadLetterRow[]> {
-  const before = params.before;
   return db
     .select()
     .from(usageDeadLetters)
     .where(
       and(
         params.tenantId === undefined ? undefined : eq(usageDeadLetters.tenantId, params.tenantId),
-        olderThan(
-          usageDeadLetters.createdAt,
-          usageDeadLetters.id,
-          before && { at: before.createdAt, id: before.id },
-        ),
+        olderThan(usageDeadLetters.createdAt, usageDeadLetters.id, params.before),
       ),
     )
     .orderBy(desc(usageDeadLetters.createdAt), desc(usageDeadLetters.id))

@@ -18,16 +18,9 @@ const sample = (text: string, name: string, labels: Record<string, string>): num
   return null;
 };
 
-/** A new tenant's adapter `name`, uploaded and served once (so loaded on the world's replica). */
+/** `world.servedOnce`, with the replica it loaded on and a scrape of the API's /metrics. */
 async function servedOnce(name: string) {
-  const tenant = await world.tenant();
-  await world.uploadAdapter(tenant, name);
-  const openai = world.client(await tenant.token());
-  await openai.chat.completions.create({
-    model: name,
-    messages: [{ role: "user", content: "hi" }],
-    max_tokens: 2,
-  });
+  const { tenant } = await world.servedOnce(name);
   const admin = await world.h.adminToken();
   const scrape = async () =>
     (await fetch(`${world.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();

@@ -64,6 +64,8 @@ export interface E2EWorld {
   /** POSTs a raw JSON body to /v1/chat/completions with a bearer token (for status codes and headers). */
   chat: (token: string, body: Record<string, unknown>) => Promise<Response>;
   uploadAdapter: (tenant: TestTenant, name: string, seed?: number) => Promise<void>;
+  /** A new tenant whose adapter `name` has been uploaded and served once (so it is loaded somewhere). */
+  servedOnce: (name: string) => Promise<{ tenant: TestTenant; openai: OpenAI }>;
   /**
    * A new tenant whose adapter `name` a first request has just loaded on one replica (`holder`);
    * `other` is another replica. Throws if the adapter did not land on exactly one of them.
@@ -334,7 +336,7 @@ async function populate(started: {
       });
       expect(version.status).toBe(201);
     },
-    adapterOnOneReplica: async (name) => {
+    servedOnce: async (name) => {
       const tenant = await world.tenant();
       await world.uploadAdapter(tenant, name);
       const openai = world.client(await tenant.token());
@@ -343,6 +345,10 @@ async function populate(started: {
         messages: [{ role: "user", content: "ping" }],
         max_tokens: 2,
       });
+      return { tenant, openai };
+    },
+    adapterOnOneReplica: async (name) => {
+      const { tenant, openai } = await world.servedOnce(name);
       const placements = await listTenantPlacements(h.deps.db, tenant.id);
       const holder = replicas.find((r) => r.id === placements[0]?.replicaId);
       const other = replicas.find((r) => r.id !== placements[0]?.replicaId);

@@ -1,12 +1,12 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { type FleetPlacementRow, listFleetPlacements } from "../../../db/index.ts";
+import { type FleetPlacementRow, listFleetPlacements, PLACEMENT_STATES } from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, decodeCursor, errorResponses, pageOf } from "../common.ts";
 import { TenantId } from "../tenants/schema.ts";
 import { ReplicaId } from "./schema.ts";
 
-const PlacementState = z.enum(["loading", "loaded", "unloading", "failed"]);
+const PlacementState = z.enum(PLACEMENT_STATES);
 
 const Placement = z
   .object({
@@ -83,10 +83,9 @@ function toDto(row: FleetPlacementRow): z.infer<typeof Placement> {
 export function registerPlacementRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(listRoute, async (c) => {
     const query = c.req.valid("query");
-    const before = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     const rows = await listFleetPlacements(c.var.deps.db, {
       limit: query.limit + 1,
-      before: before && { createdAt: before.at, id: before.id },
+      before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
       replicaId: query.replica_id,
       tenantId: query.tenant_id,
       state: query.state,

@@ -12,11 +12,6 @@ import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, decodeCursor, errorResponses, pageOf } from "../common.ts";
 
-const createdAtKey = (cursor: string) => {
-  const { at, id } = decodeCursor(cursor);
-  return { createdAt: at, id };
-};
-
 const admin = requireScope("admin");
 const json = <T extends z.ZodType>(schema: T, description: string) => ({
   description,
@@ -130,7 +125,7 @@ export function registerDeadLetterRoutes(app: OpenAPIHono<AppEnv>) {
     const query = c.req.valid("query");
     const rows = await listUsageDeadLetters(c.var.deps.db, {
       limit: query.limit + 1,
-      before: query.cursor === undefined ? undefined : createdAtKey(query.cursor),
+      before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
       ...(query.tenant_id !== undefined && { tenantId: query.tenant_id }),
     });
     const { page, nextCursor } = pageOf(rows, query.limit, (r) => ({ at: r.createdAt, id: r.id }));
