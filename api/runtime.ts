@@ -130,7 +130,7 @@ export async function buildDeps(
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
     { name: "key-refresh", close: async () => keyRing.stopRefreshing() },
-    { name: "rate-limiter", close: async () => limiter.close() },
+    { name: "rate-limiter", close: () => limiter.close() },
     { name: "budget-leases", close: async () => budgets.close() },
     { name: "upstream-pool", close: () => dispatcher.close() },
     { name: "queues", close: () => Promise.all([adapterCleanup.close(), placement.close()]) },

@@ -105,7 +105,7 @@ export type LimitVerdict =
 /** Tenants whose leases one process keeps (the least recently used beyond it are forgotten). */
 const MAX_TENANTS = 100_000; // leases are a dozen numbers each: the count bounds their bytes
 
-/** Tokens of one tenant's requests that finished in this turn of the event loop, charged together. */
+/** Tokens of one tenant's requests that finished within one charge window, charged together. */
 interface PendingSpend {
   tpmLimit: number;
   tokens: number;
@@ -122,6 +122,12 @@ const LEASE_MAX_SHARE = 0.01;
 const LEASE_MAX_TOKENS = 1_000;
 /** A lease is renewed in the background once this share of it is left, so requests rarely wait on Redis. */
 const RENEW_AT_SHARE = 0.25;
+/**
+ * Token charges wait this long for others of the same tenant, so that a busy tenant costs one
+ * Redis call per window rather than one per request. This copy counts its charges at once (its
+ * lease's estimate); other copies see them this much later, beside a lease's second of staleness.
+ */
+const DEFAULT_SPEND_WINDOW_MS = 10;
 
 /** The largest lease for a tenant: none without an rpm limit (its tpm check needs no tokens). */
 function maxLeaseTokens(rpm: number | null): number {
@@ -162,7 +168,8 @@ interface Lease {
 export class RateLimiter {
   private readonly leases = new LRUCache<string, Lease>({ max: MAX_TENANTS });
   private readonly pendingSpends = new Map<string, PendingSpend>();
-  private spendFlush: NodeJS.Immediate | null = null;
+  private spendFlush: NodeJS.Timeout | null = null;
+  private readonly spendWindowMs: number;
   private readonly redis: Redis;
   private readonly scripts: LimitScripts;
   private readonly prefix: string;
@@ -170,9 +177,13 @@ export class RateLimiter {
   /** Work no caller awaits (renewals ahead of need, charges, timed sweeps): what `idle()` waits for. */
   private readonly inFlight = new Set<Promise<unknown>>();
 
-  /** `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by itself). */
-  constructor(options: { redis: Redis; prefix: string; sweepEveryMs?: number }) {
+  /**
+   * `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by
+   * itself). `spendWindowMs`: how long token charges gather before one call per tenant sends them.
+   */
+  constructor(options: { redis: Redis; prefix: string; sweepEveryMs?: number; spendWindowMs?: number }) {
     this.redis = options.redis;
+    this.spendWindowMs = options.spendWindowMs ?? DEFAULT_SPEND_WINDOW_MS;
     // defineCommand sends scripts by SHA (EVALSHA), falling back to the text once per connection.
     if (!("loraplaneLease" in this.redis)) {
       this.redis.defineCommand("loraplaneLease", { numberOfKeys: 2, lua: LEASE });
@@ -191,10 +202,16 @@ export class RateLimiter {
     this.sweeper?.unref();
   }
 
-  close(): void {
+  /** Stops the sweep; token charges still gathering are sent now, not dropped, and awaited. */
+  async close(): Promise<void> {
     if (this.sweeper) {
       clearInterval(this.sweeper);
     }
+    if (this.spendFlush) {
+      clearTimeout(this.spendFlush);
+      this.flushSpends();
+    }
+    await this.idle();
   }
 
   /** Resolves once the background work in flight (renewals, charges, sweeps) has settled, failed or not. */
@@ -390,7 +407,7 @@ export class RateLimiter {
 
   /**
    * Charges the tokens a finished request used against the tenant's per-minute token budget. The
-   * requests that finish in the same turn of the event loop are charged in one script call per
+   * requests that finish within one window (`spendWindowMs`) are charged in one script call per
    * tenant (at the latest of their times); the promise settles with that call.
    */
   spendTokens(tenant: TenantRow, tokens: number, now = Date.now()): Promise<void> {
@@ -401,12 +418,12 @@ export class RateLimiter {
     if (lease) {
       lease.tpmSpent += tokens;
     }
-    // Bounded by the requests that finish within one turn: the map is emptied on the next.
+    // One entry per tenant with requests finishing within the window (bounded by requests in flight).
     const pending = this.pendingSpends.get(tenant.id) ?? this.newSpend(tenant.id, now);
     pending.tpmLimit = tenant.tpmLimit;
     pending.tokens += tokens;
     pending.now = Math.max(pending.now, now);
-    this.spendFlush ??= setImmediate(() => this.flushSpends());
+    this.spendFlush ??= setTimeout(() => this.flushSpends(), this.spendWindowMs);
     return pending.settled;
   }
 

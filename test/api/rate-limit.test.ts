@@ -26,6 +26,20 @@ function copies(count: number): RateLimiter[] {
   return Array.from({ length: count }, () => limiter(prefix));
 }
 
+/** A Redis connection of a limiter's own, its commands counted as sent (other files share this Redis). */
+async function countedConnection() {
+  const redis = createRedis(h.config.redis);
+  connections.push(redis);
+  await waitForRedis(redis);
+  let count = 0;
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = (...args: Parameters<typeof send>) => {
+    count++;
+    return send(...args);
+  };
+  return { redis, sent: () => count };
+}
+
 async function admitted(rl: RateLimiter, tenant: TenantRow, times: number, now: number): Promise<number> {
   let allowed = 0;
   for (let i = 0; i < times; i++) {
@@ -90,22 +104,13 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
 
   it("uses a handful of Redis calls for many requests of a busy tenant", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 1_000_000 } })).row;
-    // Its own connection, its commands counted as they are sent: other files share this Redis.
-    const redis = createRedis(h.config.redis);
-    connections.push(redis);
-    await waitForRedis(redis);
-    let sent = 0;
-    const send = redis.sendCommand.bind(redis);
-    redis.sendCommand = (...args: Parameters<typeof send>) => {
-      sent++;
-      return send(...args);
-    };
+    const { redis, sent } = await countedConnection();
     const rl = new RateLimiter({ redis, prefix: freshPrefix() });
     expect(await admitted(rl, tenant, 2_000, 4_000_000)).toBe(2_000);
     await rl.idle();
     // Leases double while they run out (1, 2, 4, … up to 1,000 tokens): about a dozen renewals.
-    expect(sent).toBeGreaterThan(0);
-    expect(sent).toBeLessThan(60);
+    expect(sent()).toBeGreaterThan(0);
+    expect(sent()).toBeLessThan(60);
   });
 
   it("loses no tokens to a copy that idles: its unused lease goes back with its next renewal", async () => {
@@ -189,6 +194,28 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     // A copy with no lease asks Redis: 500 tokens of debt at 1,000 a minute is a 30 s wait.
     expect(await reading.admit(tenant, t0)).toEqual({ allowed: false, limit: "tpm", retryAfterMs: 30_000 });
     expect(await reading.admit(other, t0)).toEqual({ allowed: true });
+  });
+
+  it("charges a busy tenant's tokens in one call per window, not one per request", async () => {
+    const tenant = (await h.newTenant({ limits: { tpm: 1_000 } })).row;
+    const prefix = freshPrefix();
+    const { redis, sent } = await countedConnection();
+    const charging = new RateLimiter({ redis, prefix, spendWindowMs: 60_000 });
+    const t0 = 6_600_000;
+    // 20 requests of 60 tokens finish one by one, each in a turn of its own: 1,200 tokens, 200 in debt.
+    for (let i = 0; i < 20; i++) {
+      void charging.spendTokens(tenant, 60, t0);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(sent()).toBe(0);
+    // Closing sends what gathered, in one call, and waits for it: another copy sees the whole debt.
+    await charging.close();
+    expect(sent()).toBe(1);
+    expect(await limiter(prefix).admit(tenant, t0)).toEqual({
+      allowed: false,
+      limit: "tpm",
+      retryAfterMs: 12_000,
+    });
   });
 
   it("drops a lease taken under old limits when the tenant changes", async () => {
