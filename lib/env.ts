@@ -419,6 +419,7 @@ export const AgentEnvSchema = EnvSchema.pick({
     .int()
     .min(1),
   AGENT_GC_INTERVAL_MS: z.coerce.number().int().min(10).default(5_000),
+  AGENT_UNLOAD_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
   AGENT_REGISTER_URL: optionalUrl,
   AGENT_REGISTER_TOKEN: optionalString,
   AGENT_PUBLIC_URL: optionalUrl,
@@ -444,7 +445,8 @@ export interface AgentConfig {
   /** Shared secret every route but /healthz requires as `Authorization: Bearer <token>`. */
   token: string;
   replica: { url: string; apiKey: string | undefined };
-  cache: { dir: string; budgetBytes: number; gcIntervalMs: number };
+  /** `unloadGraceMs`: how long an unloaded (or unused) adapter's files stay before they may go. */
+  cache: { dir: string; budgetBytes: number; gcIntervalMs: number; unloadGraceMs: number };
   s3: Config["s3"];
   shutdownTimeoutMs: number;
   /** Self-registration with the API at start (Kubernetes pods); absent when AGENT_REGISTER_URL is unset. */
@@ -506,6 +508,7 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
       dir: env.AGENT_CACHE_DIR,
       budgetBytes: env.AGENT_DISK_BUDGET_BYTES,
       gcIntervalMs: env.AGENT_GC_INTERVAL_MS,
+      unloadGraceMs: env.AGENT_UNLOAD_GRACE_MS,
     },
     s3: s3Config(env),
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,

@@ -44,6 +44,7 @@ export async function startAgent(
     cacheDir: config.cache.dir,
     budgetBytes: config.cache.budgetBytes,
     gcIntervalMs: config.cache.gcIntervalMs,
+    unloadGraceMs: config.cache.unloadGraceMs,
     logger,
     ...(options.now && { now: options.now }),
   });

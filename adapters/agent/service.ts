@@ -19,6 +19,12 @@ export interface ReplicaAgentOptions {
   logger: Logger;
   /** Period of the loop that deletes files of unloaded adapters once no request can read them. */
   gcIntervalMs?: number;
+  /**
+   * Files stay this long after an adapter was unloaded or last used, even when the replica looks
+   * idle: vLLM picks a request's LoRA before the request shows in its metrics, and a worker that
+   * must then re-read deleted files takes the engine down.
+   */
+  unloadGraceMs?: number;
   /** Milliseconds since the epoch, for `last_used_at` and LRU eviction. */
   now?: () => number;
 }
@@ -34,6 +40,9 @@ interface ReplicaView {
   /** No request of any kind is running or waiting. */
   idle: boolean;
 }
+
+/** Default of `unloadGraceMs` (AGENT_UNLOAD_GRACE_MS). */
+export const DEFAULT_UNLOAD_GRACE_MS = 60_000;
 
 /** Replica answers after which the name is certainly not registered by this call. */
 const DEFINITE_LOAD_FAILURES = new Set<vllm.LoadAdapterResult["kind"]>([
@@ -56,6 +65,7 @@ export class ReplicaAgent {
   private readonly replica: vllm.ReplicaClient;
   private readonly logger: Logger;
   private readonly gcIntervalMs: number;
+  private readonly unloadGraceMs: number;
   private readonly now: () => number;
   private readonly names = new KeyedLock();
   private readonly budget = new KeyedLock();
@@ -69,6 +79,7 @@ export class ReplicaAgent {
     this.replica = options.replica;
     this.logger = options.logger;
     this.gcIntervalMs = options.gcIntervalMs ?? 5_000;
+    this.unloadGraceMs = options.unloadGraceMs ?? DEFAULT_UNLOAD_GRACE_MS;
     this.now = options.now ?? Date.now;
     this.cache = new DiskCache({
       dir: options.cacheDir,
@@ -443,11 +454,16 @@ export class ReplicaAgent {
 
   /**
    * vLLM re-reads an adapter's files whenever a request for it finds it evicted from the engine's
-   * caches, and dies if they are gone. Safe: not registered, absent from the newest
-   * `lora_requests_info`, and that series is newer than the first scrape that saw the name
-   * unregistered (so requests admitted before the unload were counted) or the replica is idle.
+   * caches, and dies if they are gone. Safe: past the grace period since the adapter was unloaded
+   * or last used (a request may have picked the adapter before it shows in the metrics), not
+   * registered, absent from the newest `lora_requests_info`, and that series is newer than the first
+   * scrape that saw the name unregistered (so requests admitted before the unload were counted) or
+   * the replica is idle.
    */
   private safeToDelete(entry: CacheEntry, view: ReplicaView): boolean {
+    if (this.now() - entry.lastUsedAt < this.unloadGraceMs) {
+      return false;
+    }
     if (view.registered.has(entry.loraName) || view.inFlight.has(entry.loraName)) {
       return false;
     }

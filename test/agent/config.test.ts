@@ -38,7 +38,12 @@ describe("agent configuration", () => {
       http: { host: "127.0.0.1", port: 8091 },
       token: VALID.AGENT_TOKEN,
       replica: { url: "http://127.0.0.1:8000", apiKey: "k" },
-      cache: { dir: "/var/lib/loraplane/adapters", budgetBytes: 107374182400, gcIntervalMs: 5000 },
+      cache: {
+        dir: "/var/lib/loraplane/adapters",
+        budgetBytes: 107374182400,
+        gcIntervalMs: 5000,
+        unloadGraceMs: 60_000,
+      },
       s3: { endpoint: "http://127.0.0.1:9000", bucket: "adapters", accessKeyId: "id", forcePathStyle: true },
     });
   });

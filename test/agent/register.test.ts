@@ -126,7 +126,7 @@ describe("agent self-registration against the API", () => {
     http: { host: "127.0.0.1", port: 0 },
     token: AGENT_TOKEN,
     replica: { url: sim.url, apiKey: undefined },
-    cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 1_000 },
+    cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 1_000, unloadGraceMs: 0 },
     s3: h.config.s3,
     shutdownTimeoutMs: 1_000,
     register,

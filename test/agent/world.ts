@@ -105,6 +105,8 @@ export async function startTestAgent(
     budgetBytes?: number;
     cacheDir?: string;
     gcIntervalMs?: number;
+    /** 0 unless given: most tests check that files go once nothing reads them. */
+    unloadGraceMs?: number;
     store?: AdapterStore;
     now?: () => number;
   } = {},
@@ -122,6 +124,7 @@ export async function startTestAgent(
       dir: cacheDir,
       budgetBytes: options.budgetBytes ?? 1024 ** 3,
       gcIntervalMs: options.gcIntervalMs ?? 50,
+      unloadGraceMs: options.unloadGraceMs ?? 0,
     },
     s3: h.config.s3,
     shutdownTimeoutMs: 1_000,

@@ -277,7 +277,8 @@ async function populate(started: {
         http: { host: "127.0.0.1", port: 0 },
         token: AGENT_TOKEN,
         replica: { url: running.url, apiKey: undefined },
-        cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100 },
+        // No grace: the journeys check that unloaded files go once nothing reads them.
+        cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100, unloadGraceMs: 0 },
         s3: h.config.s3,
         shutdownTimeoutMs: 1_000,
       },
