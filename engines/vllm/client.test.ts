@@ -6,6 +6,7 @@ import { createReplicaSim, type RunningReplicaSim } from "../../infra/replica-si
 import { FAST_LATENCY, freePort, removeAdapterRoot, writeAdapter } from "../../test/conformance/harness.ts";
 import {
   createReplicaClient,
+  MAX_METRICS_BYTES,
   parseErrorBody,
   parsePrometheusText,
   type ReplicaClient,
@@ -24,7 +25,7 @@ afterAll(removeAdapterRoot);
 
 async function simClient(
   options: Parameters<typeof createReplicaSim>[0] = {},
-): Promise<{ client: ReplicaClient; running: RunningReplicaSim }> {
+): Promise<{ client: ReplicaClient; running: RunningReplicaSim; sim: ReturnType<typeof createReplicaSim> }> {
   const sim = createReplicaSim({ servedModelNames: ["base"], ...options, latency: FAST_LATENCY });
   const running = await sim.start(0);
   const client = createReplicaClient({ baseUrl: `${running.url}/`, apiKey: options.apiKey });
@@ -32,7 +33,7 @@ async function simClient(
     () => running.close(),
     () => client.close(),
   );
-  return { client, running };
+  return { client, running, sim };
 }
 
 interface Seen {
@@ -204,6 +205,46 @@ describe("replica client against the simulator", () => {
       expect(m.value.kvCacheUsage).toBeGreaterThan(0);
       expect(m.value.lora).toMatchObject({ maxLora: 1, running: ["m"], waiting: ["m"] });
     }
+  });
+});
+
+describe("vllm:lora_requests_info on a long-running replica", () => {
+  it("reads the newest series among 10,000 stale ones, and keeps only it", async () => {
+    const { client, running, sim } = await simClient();
+    await client.loadAdapter({ loraName: "m", absolutePath: await writeAdapter() });
+    const ac = new AbortController();
+    const res = await fetch(`${running.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", prompt: "x", max_tokens: 3000, ignore_eos: true, stream: true }),
+      signal: ac.signal,
+    });
+    await res.body?.getReader().read();
+    // As vLLM, the simulator never drops an adapter set's series.
+    sim.addStaleLoraSeries(10_000);
+    const exposed = await (await fetch(`${running.url}/metrics`)).text();
+    expect(exposed.split("\n").filter((l) => l.startsWith("vllm:lora_requests_info{")).length).toBe(10_001);
+
+    const m = await client.metrics();
+    ac.abort();
+    expect(m.kind).toBe("ok");
+    if (m.kind === "ok") {
+      expect(m.value.lora).toMatchObject({ running: ["m"], waiting: ["m"] });
+      expect(m.value.samples.filter((s) => s.name === "vllm:lora_requests_info")).toHaveLength(1);
+    }
+  });
+
+  it("refuses a /metrics answer past its byte cap as a replica error instead of buffering it", async () => {
+    const line = `vllm:lora_requests_info{max_lora="1",running_lora_adapters="${"a".repeat(200)}",waiting_lora_adapters=""} 1.0\n`;
+    const body = line.repeat(Math.ceil((MAX_METRICS_BYTES + 1) / line.length));
+    const srv = await rawServer(() => ({ status: 200, body }));
+    const client = createReplicaClient({ baseUrl: srv.url });
+    cleanups.push(() => client.close());
+    expect(await client.metrics()).toEqual({
+      kind: "replica_error",
+      status: 200,
+      message: `the replica's answer to GET /metrics is larger than ${MAX_METRICS_BYTES} bytes`,
+    });
   });
 });
 

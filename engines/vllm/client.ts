@@ -224,6 +224,15 @@ function asModelCards(data: unknown): ModelCard[] | null {
   return cards;
 }
 
+/**
+ * The most of one answer read into memory. `/metrics` may be far larger than any other answer: vLLM
+ * adds a `vllm:lora_requests_info` series for every adapter set it ever saw and never removes one
+ * (about 150 bytes each: 16 MiB is some 100,000 sets); past it the replica's metrics are unreadable
+ * until it restarts, which the reader reports, instead of holding an unbounded body.
+ */
+export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
+const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
 const ENGINE_DEAD = "EngineCore encountered an issue";
 const LORA_DISABLED = "LoRA is not enabled";
 
@@ -243,6 +252,7 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
     body: unknown,
     opts: CallOptions | undefined,
     fallbackTimeout: number,
+    maxBytes = MAX_ANSWER_BYTES,
   ): Promise<RawResponse | TransportFailure> {
     const timeoutMs = opts?.timeoutMs ?? fallbackTimeout;
     const timeout = AbortSignal.timeout(timeoutMs);
@@ -262,8 +272,21 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
         dispatcher,
         signal,
       });
-      const text = await res.body.text();
-      return { status: res.statusCode, text };
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      for await (const chunk of res.body) {
+        bytes += (chunk as Buffer).length;
+        if (bytes > maxBytes) {
+          res.body.destroy();
+          return {
+            kind: "replica_error",
+            status: res.statusCode,
+            message: `the replica's answer to ${method} ${path} is larger than ${maxBytes} bytes`,
+          };
+        }
+        chunks.push(chunk as Buffer);
+      }
+      return { status: res.statusCode, text: Buffer.concat(chunks, bytes).toString("utf8") };
     } catch (err) {
       if (opts?.signal?.aborted) {
         throw opts.signal.reason;
@@ -397,7 +420,7 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
     },
 
     async metrics(opts) {
-      const r = await call("GET", "/metrics", undefined, opts, defaultTimeout);
+      const r = await call("GET", "/metrics", undefined, opts, defaultTimeout, MAX_METRICS_BYTES);
       if (isFailure(r)) {
         return r;
       }

@@ -62,12 +62,23 @@ function parseNumber(s: string): number {
   return Number(s);
 }
 
-/** Prometheus text format 0.0.4 → samples. Comments, blank and malformed lines are skipped. */
+const LORA_INFO = "vllm:lora_requests_info";
+
+/**
+ * Prometheus text format 0.0.4 → samples. Comments, blank and malformed lines are skipped. Of
+ * `vllm:lora_requests_info` only the newest series (the largest value) is kept: vLLM never removes
+ * the stale ones, and a long-running replica has thousands.
+ */
 export function parsePrometheusText(text: string): PromSample[] {
   const out: PromSample[] = [];
+  let newestLora: PromSample | null = null;
+  let loraAt = -1;
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) {
+      continue;
+    }
+    if (line.startsWith(`${LORA_INFO}{`) && newestLora !== null && !newerLoraLine(line, newestLora.value)) {
       continue;
     }
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$/.exec(line);
@@ -79,9 +90,28 @@ export function parsePrometheusText(text: string): PromSample[] {
     if (labels === null || Number.isNaN(value)) {
       continue;
     }
-    out.push({ name: m[1], labels, value });
+    const sample = { name: m[1], labels, value };
+    if (sample.name === LORA_INFO) {
+      // The newest series takes the place of the first one seen.
+      if (newestLora === null) {
+        loraAt = out.length;
+        out.push(sample);
+        newestLora = sample;
+      } else if (value > newestLora.value) {
+        out[loraAt] = sample;
+        newestLora = sample;
+      }
+      continue;
+    }
+    out.push(sample);
   }
   return out;
+}
+
+/** Whether a `lora_requests_info` line's value (its last field) beats `newest`, without parsing its labels. */
+function newerLoraLine(line: string, newest: number): boolean {
+  const value = parseNumber(line.slice(line.lastIndexOf(" ") + 1));
+  return Number.isNaN(value) || value > newest;
 }
 
 function sumOf(

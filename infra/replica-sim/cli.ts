@@ -102,6 +102,7 @@ export function parseCli(
       "enable-server-load-tracking": { type: "boolean" },
       "unload-frees-engine": { type: "boolean" },
       "legacy-errors": { type: "boolean" },
+      "max-lora-info-series": { type: "string" },
       "prefill-tokens-per-s": { type: "string" },
       "decode-ms-per-token": { type: "string" },
       "decode-ms-per-extra-seq": { type: "string" },
@@ -174,6 +175,7 @@ export function parseCli(
   set("enableServerLoadTracking", v["enable-server-load-tracking"]);
   set("unloadFreesEngine", v["unload-frees-engine"]);
   set("legacyErrors", v["legacy-errors"]);
+  set("maxLoraInfoSeries", num("max-lora-info-series", v["max-lora-info-series"]));
   set("naturalOutputTokens", natural);
   set("startupDelayMs", num("startup-ms", v["startup-ms"]));
   return opts;

@@ -26,6 +26,7 @@ function makeEngine(over: Partial<EngineConfig> = {}, files = new Set<string>(["
     blockSize: 16,
     enablePrefixCaching: true,
     unloadFreesEngine: false,
+    maxLoraInfoSeries: Number.POSITIVE_INFINITY,
     fillerTokenIds: [100, 101, 102],
     latency: {
       prefillTokensPerSec: 1_000_000,

@@ -51,6 +51,8 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** vLLM keeps unloaded adapters in its caches; the Rust frontend really removes them. */
   unloadFreesEngine: boolean;
+  /** `vllm:lora_requests_info` series kept (vLLM: every set it ever saw, without bound). */
+  maxLoraInfoSeries: number;
   latency: LatencyModel;
   /** Single-token words the model "generates". */
   fillerTokenIds: readonly number[];
@@ -171,8 +173,6 @@ export interface EngineSnapshot {
   kvCacheUsage: number;
   loadsQueued: number;
 }
-
-const MAX_LORA_INFO_SERIES = 1000;
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -808,6 +808,23 @@ export class Engine {
   }
 
   /** Since 2025-11 both labels list the same set: adapters with any running or queued request. */
+  /**
+   * Test hook: `count` adapter sets current long ago, as a vLLM that has run for days accumulates
+   * them (each an adapter name never seen since), older than any series this engine records.
+   */
+  addStaleLoraSeries(count: number): void {
+    const before = [...this.loraInfoSeries];
+    this.loraInfoSeries.clear();
+    const longAgo = Date.now() / 1000 - 86_400;
+    for (let i = 0; i < count; i++) {
+      const list = `stale-${i}-adapter,stale-${i}-other`;
+      this.loraInfoSeries.set(list, { running: list, waiting: list, value: longAgo + i / count });
+    }
+    for (const [key, series] of before) {
+      this.loraInfoSeries.set(key, series);
+    }
+  }
+
   private recordLoraInfo(): void {
     if (!this.config.loraEnabled) {
       return;
@@ -821,9 +838,9 @@ export class Engine {
     const list = names.join(",");
     this.loraInfoSeries.delete(list);
     this.loraInfoSeries.set(list, { running: list, waiting: list, value: Date.now() / 1000 });
-    // vLLM keeps every label combination forever; past this many the stalest go, so long benchmarks
-    // do not grow /metrics without bound. The newest series (the one readers use) is never dropped.
-    while (this.loraInfoSeries.size > MAX_LORA_INFO_SERIES) {
+    // vLLM keeps every label combination forever (a Prometheus gauge's children are never removed);
+    // a configured bound drops the stalest. The newest series (the one readers use) is never dropped.
+    while (this.loraInfoSeries.size > this.config.maxLoraInfoSeries) {
       const stalest = this.loraInfoSeries.keys().next().value;
       if (stalest === undefined) {
         break;

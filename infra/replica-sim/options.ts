@@ -46,6 +46,11 @@ export interface ReplicaSimOptions {
   unloadFreesEngine?: boolean;
   /** Replicas before 2025-08 answer errors as flat `{"object":"error",…}`, and load failures as 400. */
   legacyErrors?: boolean;
+  /**
+   * `vllm:lora_requests_info` series kept, the stalest dropped beyond it. vLLM keeps every adapter
+   * set it ever saw (default: unbounded, as vLLM); long benchmarks may bound it.
+   */
+  maxLoraInfoSeries?: number;
   /** Overrides the base model's LoRA module shapes used to reject adapters trained for another base. */
   adapterRules?: Partial<Pick<AdapterRules, "moduleDims" | "expectedModules">>;
 }
@@ -75,6 +80,7 @@ export interface SimConfig {
   cwd: string;
   unloadFreesEngine: boolean;
   legacyErrors: boolean;
+  maxLoraInfoSeries: number;
   adapterRules: AdapterRules;
 }
 
@@ -146,6 +152,7 @@ export function resolveSimConfig(o: ReplicaSimOptions): SimConfig {
     cwd: o.cwd ?? process.cwd(),
     unloadFreesEngine: o.unloadFreesEngine ?? false,
     legacyErrors: o.legacyErrors ?? false,
+    maxLoraInfoSeries: o.maxLoraInfoSeries ?? Number.POSITIVE_INFINITY,
     adapterRules: {
       maxLoraRank,
       moduleDims: o.adapterRules?.moduleDims ?? LLAMA_31_8B_MODULES,

@@ -50,6 +50,8 @@ export interface ReplicaSim {
   start(port?: number, host?: string): Promise<RunningReplicaSim>;
   /** Test hook: engine queues, caches and recorded aborts. Empty before start(). */
   inspect(): ReplicaSimSnapshot;
+  /** Test hook: `count` long-stale `vllm:lora_requests_info` series, as a long-running vLLM has. */
+  addStaleLoraSeries(count: number): void;
 }
 
 const GUARDED_PREFIXES = ["/v1", "/v2", "/inference", "/cohere"];
@@ -452,6 +454,12 @@ export function createReplicaSim(options: ReplicaSimOptions = {}): ReplicaSim {
 
   return {
     config: cfg,
+    addStaleLoraSeries(count) {
+      if (!state) {
+        throw new Error("start the simulator first");
+      }
+      state.engine.addStaleLoraSeries(count);
+    },
     inspect(): ReplicaSimSnapshot {
       if (!state) {
         return {
@@ -491,6 +499,7 @@ export function createReplicaSim(options: ReplicaSimOptions = {}): ReplicaSim {
         blockSize: 16,
         enablePrefixCaching: cfg.enablePrefixCaching,
         unloadFreesEngine: cfg.unloadFreesEngine,
+        maxLoraInfoSeries: cfg.maxLoraInfoSeries,
         latency: cfg.latency,
         fillerTokenIds: tok.fillerTokenIds,
         readAdapter: (dir) => checkAdapterDir(dir, cfg.adapterRules),
