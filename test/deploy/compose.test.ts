@@ -1,7 +1,11 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ENTRYPOINT_COMMANDS } from "../../infra/docker/entrypoint.ts";
 import { validateCompose } from "./compose-schema.ts";
-import { loadCompose, loraplaneServices } from "./deployment-files.ts";
+import { COMPOSE_FILE, loadCompose, loraplaneServices, readObjects } from "./deployment-files.ts";
+
+const COMPOSE_DIR = dirname(COMPOSE_FILE);
 
 const compose = loadCompose();
 const services = compose.services;
@@ -38,6 +42,10 @@ describe("docker-compose (infra/compose)", () => {
       }
       for (const volume of service.volumes ?? []) {
         const source = volume.split(":")[0] as string;
+        if (source.startsWith("./")) {
+          expect(existsSync(resolve(COMPOSE_DIR, source)), `${name} binds ${source}`).toBe(true);
+          continue;
+        }
         expect(Object.keys(compose.volumes), `${name} mounts ${source}`).toContain(source);
       }
       for (const network of service.networks ?? []) {
@@ -88,6 +96,50 @@ describe("docker-compose (infra/compose)", () => {
       expect(agent.environment?.AGENT_PUBLIC_URL).toBe(`http://${agentName}:8091`);
       expect(agent.environment?.AGENT_REGISTER_URL).toBe("http://api:8080");
     }
+  });
+
+  it("lets only each engine's agent reach its load/unload routes; the rest go through its route filter", () => {
+    const engines = Object.entries(services).filter(
+      ([, s]) => s.image?.startsWith("vllm/vllm-openai") || s.command?.[0] === "replica-sim",
+    );
+    expect(engines.length).toBeGreaterThanOrEqual(4);
+    for (const [name, engine] of engines) {
+      expect(engine.networks, `${name} is on its own network only`).toEqual([name]);
+      const attached = Object.entries(services)
+        .filter(([, s]) => s.networks?.includes(name))
+        .map(([n]) => n)
+        .sort();
+      const agent = Object.entries(services).find(
+        ([, s]) => s.environment?.AGENT_REPLICA_URL === `http://${name}:8000`,
+      );
+      expect(attached).toEqual([agent?.[0], name, `${name}-filter`].sort());
+      const filter = services[`${name}-filter`];
+      expect(filter?.environment?.REPLICA_ENGINE_URL).toBe(`http://${name}:8000`);
+      expect(filter?.networks).toContain("replicas");
+      expect(filter?.profiles).toEqual(engine.profiles);
+      // What the agent registers is the filter, so the API and the scheduler never hold the engine's URL.
+      expect(agent?.[1].environment?.AGENT_REPLICA_PUBLIC_URL).toBe(`http://${name}-filter:8000`);
+    }
+  });
+
+  it("filters with the same allowlist as the Kubernetes pods", () => {
+    const template = readFileSync(resolve(COMPOSE_DIR, "route-filter.conf.template"), "utf8");
+    const configMap = readObjects("vllm.yaml").find((o) => o.metadata?.name === "vllm-route-filter") as
+      | { data: Record<string, string> }
+      | undefined;
+    const k8s = configMap?.data["default.conf"] ?? "";
+    const directives = (conf: string) =>
+      conf
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !l.startsWith("#"));
+    // Identical but for where the engine is: loopback in a pod, the engine's service in compose.
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: nginx's placeholder, filled in at start
+    const composeUpstream = "proxy_pass ${REPLICA_ENGINE_URL};";
+    expect(directives(template)).toEqual(
+      directives(k8s).map((l) => (l === "proxy_pass http://127.0.0.1:8001;" ? composeUpstream : l)),
+    );
+    expect(template).toContain("location / { return 403");
   });
 
   it("keeps Redis durable and never evicting, and waits for healthy stores before starting", () => {

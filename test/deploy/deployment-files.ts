@@ -61,7 +61,8 @@ export function readKustomization(): Kustomization {
   return parse(readFileSync(resolve(K8S_DIR, "kustomization.yaml"), "utf8")) as Kustomization;
 }
 
-function readObjects(file: string): K8sObject[] {
+/** The objects of one manifest file in infra/k8s, as written. */
+export function readObjects(file: string): K8sObject[] {
   return parseAllDocuments(readFileSync(resolve(K8S_DIR, file), "utf8"))
     .map((doc) => {
       if (doc.errors.length > 0) {
