@@ -74,7 +74,7 @@ function k8sVariables(): Set<string> {
   const simulated = new Set(Object.values(OTHER_READERS).flat());
   const onVllm = objects
     .flatMap((o) => podTemplate(o)?.spec.containers ?? [])
-    .filter((c) => c.image === "vllm/vllm-openai")
+    .filter((c) => c.image?.startsWith("vllm/vllm-openai:"))
     .flatMap((c) => (c.env ?? []).map((e) => e.name))
     .filter((name) => simulated.has(name));
   return new Set([

@@ -9,6 +9,7 @@ import {
   K8S_DIR,
   type K8sObject,
   LORAPLANE_IMAGE,
+  loadCompose,
   loadExampleSecrets,
   loadK8sObjects,
   loraplaneContainers,
@@ -58,10 +59,15 @@ describe("Kubernetes manifests (infra/k8s)", () => {
   });
 
   it("run only the image's entry-point commands, and name images the kustomization pins", () => {
-    const pinned = new Set(readKustomization().images.map((i) => i.name));
+    const pinned = new Map(readKustomization().images.map((i) => [i.name, i.newTag]));
     for (const workload of workloads) {
       for (const c of podTemplate(workload)?.spec.containers ?? []) {
-        expect(pinned.has(c.image), `${workload.metadata.name}/${c.name} image ${c.image}`).toBe(true);
+        const [name = "", tag] = c.image.split(":");
+        expect(pinned.has(name), `${workload.metadata.name}/${c.name} image ${c.image}`).toBe(true);
+        // A tag written in the manifest too must be the one kustomize sets.
+        if (tag !== undefined) {
+          expect(tag, `${workload.metadata.name}/${c.name}`).toBe(pinned.get(name));
+        }
       }
     }
     const commands = loraplaneContainers(objects).map(({ container }) => container.args?.[0]);
@@ -238,11 +244,31 @@ describe("Kubernetes manifests (infra/k8s)", () => {
     }
   });
 
+  it("pin vLLM's image in the manifest itself and in compose, and pass no flag current vLLM refuses", () => {
+    const vllm = podTemplate(find("StatefulSet", "vllm") as K8sObject)?.spec.containers.find((c) =>
+      c.image.startsWith("vllm/vllm-openai"),
+    ) as Container;
+    const tag = readKustomization().images.find((i) => i.name === "vllm/vllm-openai")?.newTag;
+    expect(tag).toMatch(/^v\d+\.\d+\.\d+$/);
+    expect(vllm.image).toBe(`vllm/vllm-openai:${tag}`);
+    const compose = loadCompose();
+    for (const s of Object.values(compose.services).filter((s) => s.image?.startsWith("vllm/vllm-openai"))) {
+      expect(s.image).toBe(`vllm/vllm-openai:\${VLLM_TAG:-${tag}}`);
+      // Removed after v0.11 (the server exits on it); and Marlin is vLLM's own choice where the GPU has it.
+      expect(
+        s.command?.filter((a) => a.startsWith("--disable-log-requests") || a.startsWith("--quantization")),
+      ).toEqual([]);
+    }
+    expect(
+      vllm.args?.filter((a) => a.startsWith("--disable-log-requests") || a.startsWith("--quantization")),
+    ).toEqual([]);
+  });
+
   it("run vLLM with runtime LoRA loading on a GPU, reachable only through the route filter, with the agent beside it", () => {
     const statefulSet = find("StatefulSet", "vllm") as K8sObject;
     const pod = podTemplate(statefulSet);
     const containers = pod?.spec.containers ?? [];
-    const vllm = containers.find((c) => c.image === "vllm/vllm-openai") as Container;
+    const vllm = containers.find((c) => c.image?.startsWith("vllm/vllm-openai:")) as Container;
     const filter = containers.find((c) => c.name === "route-filter") as Container;
     const agent = containers.find((c) => c.image === LORAPLANE_IMAGE) as Container;
     expect(vllm.env?.find((e) => e.name === "VLLM_ALLOW_RUNTIME_LORA_UPDATING")?.value).toMatch(
