@@ -36,6 +36,20 @@ async function simClient(
   return { client, running, sim };
 }
 
+/** Loads adapter "m" and keeps one long stream on it running until the returned stop() is called. */
+async function streamOnAdapter(client: ReplicaClient, running: RunningReplicaSim): Promise<() => void> {
+  await client.loadAdapter({ loraName: "m", absolutePath: await writeAdapter() });
+  const ac = new AbortController();
+  const res = await fetch(`${running.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "m", prompt: "x", max_tokens: 3000, ignore_eos: true, stream: true }),
+    signal: ac.signal,
+  });
+  await res.body?.getReader().read();
+  return () => ac.abort();
+}
+
 interface Seen {
   method: string;
   url: string;
@@ -185,18 +199,9 @@ describe("replica client against the simulator", () => {
 
   it("reads running, waiting and the newest lora_requests_info from /metrics", async () => {
     const { client, running } = await simClient();
-    const dir = await writeAdapter();
-    await client.loadAdapter({ loraName: "m", absolutePath: dir });
-    const ac = new AbortController();
-    const res = await fetch(`${running.url}/v1/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "m", prompt: "x", max_tokens: 3000, ignore_eos: true, stream: true }),
-      signal: ac.signal,
-    });
-    await res.body?.getReader().read();
+    const stop = await streamOnAdapter(client, running);
     const m = await client.metrics();
-    ac.abort();
+    stop();
     expect(m.kind).toBe("ok");
     if (m.kind === "ok") {
       expect(m.value.running).toBe(1);
@@ -211,22 +216,14 @@ describe("replica client against the simulator", () => {
 describe("vllm:lora_requests_info on a long-running replica", () => {
   it("reads the newest series among 10,000 stale ones, and keeps only it", async () => {
     const { client, running, sim } = await simClient();
-    await client.loadAdapter({ loraName: "m", absolutePath: await writeAdapter() });
-    const ac = new AbortController();
-    const res = await fetch(`${running.url}/v1/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "m", prompt: "x", max_tokens: 3000, ignore_eos: true, stream: true }),
-      signal: ac.signal,
-    });
-    await res.body?.getReader().read();
+    const stop = await streamOnAdapter(client, running);
     // As vLLM, the simulator never drops an adapter set's series.
     sim.addStaleLoraSeries(10_000);
     const exposed = await (await fetch(`${running.url}/metrics`)).text();
     expect(exposed.split("\n").filter((l) => l.startsWith("vllm:lora_requests_info{")).length).toBe(10_001);
 
     const m = await client.metrics();
-    ac.abort();
+    stop();
     expect(m.kind).toBe("ok");
     if (m.kind === "ok") {
       expect(m.value.lora).toMatchObject({ running: ["m"], waiting: ["m"] });
