@@ -2,8 +2,10 @@
 // loraplane's API alone (JWT verification, Redis rate limit, model resolution, routing), through the
 // system as `npm start` runs it (the API sharing its process with the scheduler and metering), and
 // through the Portkey gateway — under autocannon at several concurrencies, for instant answers and 20 ms TTFT streams.
+// A fifth path, a bare Node proxy that only forwards (bare-proxy.ts), shows the floor any Node
+// gateway starts from on this machine.
 // Usage: node bench/gateway/run.ts [--runs 3] [--duration 5] [--warmup 1] [--concurrency 1,16,64,256]
-//        [--workloads instant,stream] [--paths direct,loraplane,npmstart,portkey] [--no-write]
+//        [--workloads instant,stream] [--paths direct,loraplane,npmstart,portkey,bare] [--no-write]
 // Diagnostics: BENCH_API_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles the API child (with
 // --no-write: a profiled run is not a benchmark); bench/gateway/profile-top.ts summarizes the profile.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -34,7 +36,7 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "1" },
     concurrency: { type: "string", default: "1,16,64,256" },
     workloads: { type: "string", default: "instant,stream" },
-    paths: { type: "string", default: "direct,loraplane,npmstart,portkey" },
+    paths: { type: "string", default: "direct,loraplane,npmstart,portkey,bare" },
     "no-write": { type: "boolean", default: false },
   },
 });
@@ -62,10 +64,10 @@ const PREWARM_CONNECTIONS = 16;
 /** /proc's CPU ticks are USER_HZ, 100 per second on Linux. */
 const TICK_US = 10_000;
 
-type PathName = "direct" | "loraplane" | "npmstart" | "portkey";
+type PathName = "direct" | "loraplane" | "npmstart" | "portkey" | "bare";
 /** The gateways compared with Portkey: the API alone, and the system as `npm start` runs it. */
 type OursName = "loraplane" | "npmstart";
-const PATH_NAMES: readonly PathName[] = ["direct", "loraplane", "npmstart", "portkey"];
+const PATH_NAMES: readonly PathName[] = ["direct", "loraplane", "npmstart", "portkey", "bare"];
 type WorkloadName = "instant" | "stream";
 const PATHS = values.paths.split(",").filter((p): p is PathName => PATH_NAMES.includes(p as PathName));
 const OURS = PATHS.filter((p): p is OursName => p === "loraplane" || p === "npmstart");
@@ -392,6 +394,8 @@ try {
 
   const upstreamChild = startChild([join(root, "bench/gateway/upstream.ts")], {}, scratch);
   const upstreamUrl = await firstLine(upstreamChild);
+  const bareChild = startChild([join(root, "bench/gateway/bare-proxy.ts"), upstreamUrl], {}, scratch);
+  const bareUrl = await firstLine(bareChild);
   const s3Child = startChild(
     [join(root, "bench/upload/s3-server-main.ts"), join(scratch, "s3")],
     {},
@@ -525,6 +529,11 @@ try {
 
   const targets: Record<PathName, Target> = {
     direct: { url: `${upstreamUrl}/v1/chat/completions`, headers: {} },
+    bare: {
+      url: `${bareUrl}/v1/chat/completions`,
+      headers: {},
+      ...(bareChild.pid !== undefined && { pid: bareChild.pid }),
+    },
     loraplane: {
       url: `${apiUrl}/v1/chat/completions`,
       headers: { authorization: `Bearer ${tenantToken}` },
@@ -696,6 +705,7 @@ const WORKLOAD_LABEL: Record<WorkloadName, string> = {
 };
 
 const LABEL: Record<OursName, string> = { loraplane: "loraplane", npmstart: "npm start" };
+const BARE = PATHS.includes("bare");
 /** Throughput at this concurrency must be at least this share of direct's (instant JSON). */
 const THROUGHPUT_CONCURRENCY = 64;
 const THROUGHPUT_SHARE = 0.4;
@@ -741,8 +751,8 @@ const latencyRows: string[] = [
   `|---|---|---|${OURS.map(() => "---|").join("")}---|${OURS.map(() => "---|").join("")}`,
 ];
 const throughputRows: string[] = [
-  `| workload | conc. | direct req/s | ${OURS.map((o) => `${LABEL[o]} req/s`).join(" | ")} | Portkey req/s | ${OURS.map((o) => `${LABEL[o]} / Portkey · / direct`).join(" | ")} |`,
-  `|---|---|---|${OURS.map(() => "---|").join("")}---|${OURS.map(() => "---|").join("")}`,
+  `| workload | conc. | direct req/s | ${OURS.map((o) => `${LABEL[o]} req/s`).join(" | ")} | Portkey req/s | ${OURS.map((o) => `${LABEL[o]} / Portkey · / direct`).join(" | ")} |${BARE ? " bare proxy req/s · / direct |" : ""}`,
+  `|---|---|---|${OURS.map(() => "---|").join("")}---|${OURS.map(() => "---|").join("")}${BARE ? "---|" : ""}`,
 ];
 const missed: string[] = [];
 const verdicts: string[] = [];
@@ -758,9 +768,11 @@ for (const workload of WORKLOADS) {
       `| ${label} | ${c} | ${ms(d.p50)} / ${ms(d.p99)} | ${ours.map((o) => `${ms(o.addedP50)} / ${ms(o.addedP99)}`).join(" | ")} | ` +
         `${ms(p.addedP50)} / ${ms(p.addedP99)} | ${ours.map((o) => `${ratio(o.addedP50, p.addedP50)} · ${ratio(o.addedP99, p.addedP99)}`).join(" | ")} |`,
     );
+    const bare = BARE ? cell(workload, c, "bare") : null;
     throughputRows.push(
       `| ${label} | ${c} | ${d.rps.toFixed(0)} | ${ours.map((o) => o.rps.toFixed(0)).join(" | ")} | ${p.rps.toFixed(0)} | ` +
-        `${ours.map((o) => `${ratio(o.rps, p.rps)} · ${(100 * (o.rps / d.rps)).toFixed(0)} %`).join(" | ")} |`,
+        `${ours.map((o) => `${ratio(o.rps, p.rps)} · ${(100 * (o.rps / d.rps)).toFixed(0)} %`).join(" | ")} |` +
+        (bare ? ` ${bare.rps.toFixed(0)} · ${(100 * (bare.rps / d.rps)).toFixed(0)} % |` : ""),
     );
   }
   const maxRps = (path: PathName) => Math.max(...concurrencies.map((c) => cell(workload, c, path).rps));
@@ -781,8 +793,12 @@ for (const workload of WORKLOADS) {
       const at = cell(workload, THROUGHPUT_CONCURRENCY, ours).rps;
       const direct = cell(workload, THROUGHPUT_CONCURRENCY, "direct").rps;
       shareMissed = !(at >= THROUGHPUT_SHARE * direct);
+      const floor = BARE ? cell(workload, THROUGHPUT_CONCURRENCY, "bare").rps : null;
       verdicts.push(
-        `- ${label}, ${LABEL[ours]}: throughput at c=${THROUGHPUT_CONCURRENCY} at least ${100 * THROUGHPUT_SHARE} % of direct's: ${(100 * (at / direct)).toFixed(0)} % (${at.toFixed(0)} of ${direct.toFixed(0)} req/s): ${shareMissed ? "**MISSED**" : "**met**"}`,
+        `- ${label}, ${LABEL[ours]}: throughput at c=${THROUGHPUT_CONCURRENCY} at least ${100 * THROUGHPUT_SHARE} % of direct's: ${(100 * (at / direct)).toFixed(0)} % (${at.toFixed(0)} of ${direct.toFixed(0)} req/s): ${shareMissed ? "**MISSED**" : "**met**"}` +
+          (floor === null
+            ? ""
+            : ` (a bare proxy that only forwards: ${(100 * (floor / direct)).toFixed(0)} % of direct; ${LABEL[ours]} keeps ${(100 * (at / floor)).toFixed(0)} % of it)`),
       );
     }
     if (misses.length > 0 || runsMet < runs || !(mine > theirs) || shareMissed) {
