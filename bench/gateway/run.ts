@@ -831,7 +831,7 @@ Machine: ${machineLine()}; loraplane at ${measuredCode}
 **Setup.** One simulated OpenAI-compatible upstream (\`bench/gateway/upstream.ts\`, its own process) answers
 \`POST /v1/chat/completions\` either at once with a fixed JSON body (*instant JSON*), or as an SSE stream whose first
 token comes after ${TTFT_MS} ms, then ${MORE_TOKENS} more ${TOKEN_GAP_MS} ms apart, a finish chunk and \`[DONE]\` (*stream*). It is reached
-four ways, each gateway in its own process: **direct**; **loraplane** (\`api/main.ts\` on a fresh database, base-model
+four ways (five with the bare proxy), each gateway in its own process: **direct**; **loraplane** (\`api/main.ts\` on a fresh database, base-model
 request with a tenant JWT verified on every request, the tenant's rpm and tpm limits set far above reach so the
 Redis token-bucket check runs on every request and never refuses, \`LOG_LEVEL=${LOG_LEVEL}\` and \`NODE_ENV=production\`);
 **npm start** (\`infra/dev/start.ts\` as \`npm start\` runs it, on a database of its own: the API shares its process with
@@ -839,7 +839,7 @@ the scheduler leader, the metering worker draining the usage stream and the adap
 replicas of the dev base that the scheduler polls; the upstream is added as an instant replica of a base of its own,
 with the same tenant, limits and log level);
 **Portkey** (\`@portkey-ai/gateway\` 1.15, \`--headless\`, \`NODE_ENV=production\`, routed with \`x-portkey-provider: openai\`
-and \`x-portkey-custom-host\`; it has no auth or rate limit of its own here). Load: autocannon 9 in the benchmark process,
+and \`x-portkey-custom-host\`; it has no auth or rate limit of its own here); and, where named in \`--paths\`, a **bare proxy** (\`bench/gateway/bare-proxy.ts\`: node:http in, an undici Pool out, bodies streamed, nothing else), the floor any Node gateway starts from on these shared cores (throughput only). Load: autocannon 9 in the benchmark process,
 keep-alive connections = concurrency, ${durationS} s per cell after a ${warmupS} s warm-up (and, before the first run, ${PREWARM_S} s
 per path and workload at c=${PREWARM_CONNECTIONS}, unmeasured, so that the JIT has compiled every gateway's code), ${runs} runs, the path order rotating
 between runs. Latency is each response's full time (request sent → last byte), in float ms from every 2xx response;
