@@ -16,11 +16,12 @@ export class TenantCache {
   private readonly rows: LRUCache<string, { row: TenantRow | null }>;
   private readonly db: Database;
 
-  constructor(options: { db: Database; ttlMs: number }) {
+  /** `maxTenants` and `maxBytes` bound the cache (defaults: 100,000 rows, 64 MiB). */
+  constructor(options: { db: Database; ttlMs: number; maxTenants?: number; maxBytes?: number }) {
     this.db = options.db;
     this.rows = new LRUCache({
-      max: MAX_TENANTS,
-      maxSize: MAX_BYTES,
+      max: options.maxTenants ?? MAX_TENANTS,
+      maxSize: options.maxBytes ?? MAX_BYTES,
       sizeCalculation: (entry, tenantId) => approximateBytes(entry.row) + 2 * tenantId.length,
       ttl: options.ttlMs,
       ttlAutopurge: false,
