@@ -166,7 +166,7 @@ interface Lease {
  * debt asks Redis again.
  */
 export class RateLimiter {
-  private readonly leases = new LRUCache<string, Lease>({ max: MAX_TENANTS });
+  private readonly leases: LRUCache<string, Lease>;
   private readonly pendingSpends = new Map<string, PendingSpend>();
   private spendFlush: NodeJS.Timeout | null = null;
   private readonly spendWindowMs: number;
@@ -180,9 +180,17 @@ export class RateLimiter {
   /**
    * `sweepEveryMs`: how often expired leases give their tokens back and are forgotten (0: never by
    * itself). `spendWindowMs`: how long token charges gather before one call per tenant sends them.
+   * `maxTenants`: the leases kept (default 100,000), the least recently used beyond it forgotten.
    */
-  constructor(options: { redis: Redis; prefix: string; sweepEveryMs?: number; spendWindowMs?: number }) {
+  constructor(options: {
+    redis: Redis;
+    prefix: string;
+    sweepEveryMs?: number;
+    spendWindowMs?: number;
+    maxTenants?: number;
+  }) {
     this.redis = options.redis;
+    this.leases = new LRUCache<string, Lease>({ max: options.maxTenants ?? MAX_TENANTS });
     this.spendWindowMs = options.spendWindowMs ?? DEFAULT_SPEND_WINDOW_MS;
     // defineCommand sends scripts by SHA (EVALSHA), falling back to the text once per connection.
     if (!("loraplaneLease" in this.redis)) {

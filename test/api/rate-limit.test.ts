@@ -113,6 +113,27 @@ describe("per-tenant rate limits (Redis token buckets)", () => {
     expect(sent()).toBeLessThan(60);
   });
 
+  it("keeps leases for at most maxTenants tenants, asking Redis again for one it forgot", async () => {
+    const tenants = await Promise.all(
+      Array.from({ length: 3 }, () => h.newTenant({ limits: { rpm: 1_000_000 } })),
+    );
+    const { redis, sent } = await countedConnection();
+    const rl = new RateLimiter({ redis, prefix: freshPrefix(), maxTenants: 2 });
+    const now = 4_500_000;
+    for (const t of tenants) {
+      expect(await admitted(rl, t.row, 1, now)).toBe(1);
+    }
+    await rl.idle();
+    // The two most recent tenants are admitted from their leases, without Redis.
+    const before = sent();
+    expect(await admitted(rl, (tenants[2] as (typeof tenants)[0]).row, 1, now)).toBe(1);
+    expect(await admitted(rl, (tenants[1] as (typeof tenants)[0]).row, 1, now)).toBe(1);
+    expect(sent()).toBe(before);
+    // The first one's lease was forgotten when the third came: it takes a new one from Redis.
+    expect(await admitted(rl, (tenants[0] as (typeof tenants)[0]).row, 1, now)).toBe(1);
+    expect(sent()).toBe(before + 1);
+  });
+
   it("loses no tokens to a copy that idles: its unused lease goes back with its next renewal", async () => {
     const tenant = (await h.newTenant({ limits: { rpm: 1_000 } })).row;
     const [quiet, busy] = copies(2) as [RateLimiter, RateLimiter];
