@@ -2,7 +2,7 @@ import type { Job, JobsOptions } from "bullmq";
 import { AgentClient } from "../adapters/index.ts";
 import type { Database } from "../db/index.ts";
 import { loadFleetSnapshot } from "../db/index.ts";
-import { vllm } from "../engines/index.ts";
+import { type ReplicaClient, vllm } from "../engines/index.ts";
 import type { Config, Logger } from "../lib/index.ts";
 import type { EventBus } from "./events.ts";
 import type { FleetPoller } from "./fleet-poller.ts";
@@ -53,7 +53,7 @@ export class LeaderContext {
   /** Replicas a gateway reported, being checked now: one check at a time each. */
   readonly checking = new Set<string>();
   private readonly agents = new Map<string, AgentClient>();
-  private readonly replicaClients = new Map<string, vllm.ReplicaClient>();
+  private readonly replicaClients = new Map<string, ReplicaClient>();
   private lastSync = 0;
   /**
    * Something changed in Postgres that this policy did not do itself: a replica's health, the
@@ -134,7 +134,7 @@ export class LeaderContext {
   }
 
   /** The client of the replica at `url`, for its model list. */
-  replicaClientFor(url: string): vllm.ReplicaClient {
+  replicaClientFor(url: string): ReplicaClient {
     let client = this.replicaClients.get(url);
     if (!client) {
       client = vllm.createReplicaClient({

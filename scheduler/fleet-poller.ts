@@ -6,7 +6,7 @@ import {
   recordReplicaSeen,
   replicaDisplayStatus,
 } from "../db/index.ts";
-import { vllm } from "../engines/index.ts";
+import { type ReplicaClient, vllm } from "../engines/index.ts";
 import type { Logger } from "../lib/index.ts";
 
 export interface FleetPollerOptions {
@@ -36,7 +36,7 @@ export interface PollOutcome {
  * `downAfterMs` has passed since it was last seen, and up again on its first good answer.
  */
 export class FleetPoller {
-  private readonly clients = new Map<string, vllm.ReplicaClient>();
+  private readonly clients = new Map<string, ReplicaClient>();
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<PollOutcome[]> | null = null;
   private readonly db: Database;
@@ -91,7 +91,7 @@ export class FleetPoller {
     return this.pollReplica(row, () => new Date());
   }
 
-  private clientFor(row: ReplicaRow): vllm.ReplicaClient {
+  private clientFor(row: ReplicaRow): ReplicaClient {
     let client = this.clients.get(row.url);
     if (!client) {
       client = vllm.createReplicaClient({

@@ -2,7 +2,12 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import type { vllm } from "../../engines/index.ts";
+import type {
+  LoadAdapterResult,
+  ReplicaClient,
+  TransportFailure,
+  UnloadAdapterResult,
+} from "../../engines/index.ts";
 import type { Logger } from "../../lib/index.ts";
 import type { AdapterStore } from "../storage.ts";
 import { type CacheEntry, DiskCache, WEIGHTS_FILE } from "./cache.ts";
@@ -13,7 +18,7 @@ import type { CacheDto, LoadAdapterBody, LoadAdapterResponse, UnloadAdapterRespo
 
 export interface ReplicaAgentOptions {
   store: AdapterStore;
-  replica: vllm.ReplicaClient;
+  replica: ReplicaClient;
   cacheDir: string;
   budgetBytes: number;
   logger: Logger;
@@ -45,7 +50,7 @@ interface ReplicaView {
 export const DEFAULT_UNLOAD_GRACE_MS = 60_000;
 
 /** Replica answers after which the name is certainly not registered by this call. */
-const DEFINITE_LOAD_FAILURES = new Set<vllm.LoadAdapterResult["kind"]>([
+const DEFINITE_LOAD_FAILURES = new Set<LoadAdapterResult["kind"]>([
   "adapter_rejected",
   "not_found",
   "invalid_input",
@@ -62,7 +67,7 @@ const DEFINITE_LOAD_FAILURES = new Set<vllm.LoadAdapterResult["kind"]>([
 export class ReplicaAgent {
   readonly cache: DiskCache;
   private readonly store: AdapterStore;
-  private readonly replica: vllm.ReplicaClient;
+  private readonly replica: ReplicaClient;
   private readonly logger: Logger;
   private readonly gcIntervalMs: number;
   private readonly unloadGraceMs: number;
@@ -331,7 +336,7 @@ export class ReplicaAgent {
   private async cleanUpFailedLoad(
     entry: CacheEntry,
     downloaded: boolean,
-    result: Exclude<vllm.LoadAdapterResult, { kind: "ok" }>,
+    result: Exclude<LoadAdapterResult, { kind: "ok" }>,
   ): Promise<void> {
     const definite =
       DEFINITE_LOAD_FAILURES.has(result.kind) ||
@@ -552,7 +557,7 @@ function toNewEntry(input: LoadAdapterBody) {
   };
 }
 
-function replicaFailure(failure: vllm.TransportFailure, action: string): AgentError {
+function replicaFailure(failure: TransportFailure, action: string): AgentError {
   switch (failure.kind) {
     case "unreachable":
       return new AgentError(
@@ -578,7 +583,7 @@ function replicaFailure(failure: vllm.TransportFailure, action: string): AgentEr
 }
 
 function loadFailure(
-  result: Exclude<vllm.LoadAdapterResult, { kind: "ok" }>,
+  result: Exclude<LoadAdapterResult, { kind: "ok" }>,
   name: string,
   path: string,
 ): AgentError {
@@ -607,10 +612,7 @@ function loadFailure(
   }
 }
 
-function unloadFailure(
-  result: Exclude<vllm.UnloadAdapterResult, { kind: "ok" | "not_found" }>,
-  name: string,
-) {
+function unloadFailure(result: Exclude<UnloadAdapterResult, { kind: "ok" | "not_found" }>, name: string) {
   switch (result.kind) {
     case "runtime_updates_disabled":
       return new AgentError(

@@ -5,15 +5,13 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { createReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
 import { FAST_LATENCY, freePort, removeAdapterRoot, writeAdapter } from "../../test/conformance/harness.ts";
 import {
-  createReplicaClient,
   MAX_METRICS_BYTES,
   parseErrorBody,
-  parsePrometheusText,
   type ReplicaClient,
-  summarizeMetrics,
   validateAdapterPath,
   validateLoraName,
-} from "./index.ts";
+} from "../replica-client.ts";
+import { createReplicaClient, parsePrometheusText, summarizeMetrics } from "./index.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {

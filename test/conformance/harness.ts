@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { vllm } from "../../engines/index.ts";
+import { type ReplicaClient, vllm } from "../../engines/index.ts";
 import { createReplicaSim, type ReplicaSim, type ReplicaSimOptions } from "../../infra/replica-sim/index.ts";
 
 /**
@@ -28,7 +28,7 @@ export interface Target {
   kind: "sim" | "real";
   url: string;
   apiKey: string | undefined;
-  client: vllm.ReplicaClient;
+  client: ReplicaClient;
   /** First served model name: what base responses report as `model`. */
   baseName: string;
   servedNames: string[];
