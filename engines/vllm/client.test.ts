@@ -132,6 +132,22 @@ describe("replica client against the simulator", () => {
     });
   });
 
+  it("treats a v0.11 replica's nested 400 rejection like a 500 one, and its duplicate refusal as already loaded", async () => {
+    const { client } = await simClient({ profile: "v0.11" });
+    const bad = await writeAdapter({ config: { use_dora: true } });
+    expect(await client.loadAdapter({ loraName: "dora", absolutePath: bad })).toEqual({
+      kind: "adapter_rejected",
+      status: 400,
+      message: "Call to add_lora method failed: vLLM does not yet support DoRA.",
+    });
+    const ok = await writeAdapter();
+    expect(await client.loadAdapter({ loraName: "a", absolutePath: ok })).toEqual({ kind: "ok" });
+    expect(await client.loadAdapter({ loraName: "a", absolutePath: ok })).toEqual({
+      kind: "already_loaded",
+      message: "The lora adapter 'a' has already been loaded.",
+    });
+  });
+
   it("detects runtime LoRA updating, version, served names and max_loras", async () => {
     const { client } = await simClient({ maxLoras: 3, maxCpuLoras: 3 });
     const dir = await writeAdapter();

@@ -1,6 +1,11 @@
 import { parseArgs } from "node:util";
 import type { LatencyModel } from "./engine.ts";
-import type { ReplicaSimOptions, StaticLoraModule } from "./options.ts";
+import {
+  type ReplicaSimOptions,
+  type StaticLoraModule,
+  VERSION_PROFILES,
+  type VersionProfile,
+} from "./options.ts";
 import { createReplicaSim } from "./server.ts";
 
 const USAGE = `Usage: npm run replica-sim -- --port <p> --served-model-name <name> [options]
@@ -27,7 +32,11 @@ Engine:
   --[no-]enable-prefix-caching    default on
   --enable-prompt-tokens-details  --enable-force-include-usage  --enable-server-load-tracking
   --unload-frees-engine           Rust-frontend unload (drops weights from the caches)
+  --profile v0.11|current         vLLM release to answer like (default current): v0.11 rejects loads
+                                  with 400, has no load_inplace, separate running/waiting adapter
+                                  sets in lora_requests_info, no num_requests_waiting_by_reason
   --legacy-errors                 pre-2025-08 flat error JSON, load failures as 400
+  --max-lora-info-series <n>      bound the lora_requests_info series kept (default: all, as vLLM)
 
 Latency model (defaults: roughly an L4 running Llama-3.1-8B-AWQ):
   --prefill-tokens-per-s <n>      3000
@@ -102,6 +111,7 @@ export function parseCli(
       "enable-server-load-tracking": { type: "boolean" },
       "unload-frees-engine": { type: "boolean" },
       "legacy-errors": { type: "boolean" },
+      profile: { type: "string" },
       "max-lora-info-series": { type: "string" },
       "prefill-tokens-per-s": { type: "string" },
       "decode-ms-per-token": { type: "string" },
@@ -175,6 +185,14 @@ export function parseCli(
   set("enableServerLoadTracking", v["enable-server-load-tracking"]);
   set("unloadFreesEngine", v["unload-frees-engine"]);
   set("legacyErrors", v["legacy-errors"]);
+  if (v.profile !== undefined) {
+    if (!(VERSION_PROFILES as readonly string[]).includes(v.profile)) {
+      throw new Error(
+        `--profile expects one of ${VERSION_PROFILES.join(", ")}, got ${JSON.stringify(v.profile)}`,
+      );
+    }
+    opts.profile = v.profile as VersionProfile;
+  }
   set("maxLoraInfoSeries", num("max-lora-info-series", v["max-lora-info-series"]));
   set("naturalOutputTokens", natural);
   set("startupDelayMs", num("startup-ms", v["startup-ms"]));
@@ -197,7 +215,8 @@ export async function runReplicaSimCli(): Promise<void> {
   const c = sim.config;
   process.stdout.write(
     `INFO replica-sim: model=${c.model} served=${c.servedModelNames.join(",")} max_loras=${c.maxLoras} ` +
-      `max_cpu_loras=${c.maxCpuLoras} max_lora_rank=${c.maxLoraRank} runtime_lora_updating=${c.allowRuntimeLoraUpdating}\n`,
+      `max_cpu_loras=${c.maxCpuLoras} max_lora_rank=${c.maxLoraRank} runtime_lora_updating=${c.allowRuntimeLoraUpdating} ` +
+      `profile=${c.profile} version=${c.version}\n`,
   );
   const running = await sim.start(port, host);
   process.stdout.write(`INFO:     Uvicorn running on ${running.url} (Press CTRL+C to quit)\n`);

@@ -53,6 +53,11 @@ export interface EngineConfig {
   unloadFreesEngine: boolean;
   /** `vllm:lora_requests_info` series kept (vLLM: every set it ever saw, without bound). */
   maxLoraInfoSeries: number;
+  /**
+   * How `vllm:lora_requests_info` fills its adapter labels: `"same"` (since 2025-11) lists every
+   * busy adapter in both, `"split"` (v0.11) lists scheduled and queued adapters apart. Default "same".
+   */
+  loraInfoLabels?: "split" | "same";
   latency: LatencyModel;
   /** Single-token words the model "generates". */
   fillerTokenIds: readonly number[];
@@ -202,6 +207,11 @@ function hashString(s: string): number {
   return h >>> 0;
 }
 
+/** `vllm:lora_requests_info` series key: one series per (running, waiting) label pair. */
+function loraSeriesKey(running: string, waiting: string): string {
+  return `${running}|${waiting}`;
+}
+
 /** Insertion-ordered map used as an LRU: first key is the least recently used. */
 class Lru<V> {
   readonly map = new Map<number, V>();
@@ -250,7 +260,7 @@ export class Engine {
     finished: { stop: 0, length: 0, abort: 0, error: 0, repetition: 0 },
   };
   readonly histograms: EngineHistograms;
-  /** `vllm:lora_requests_info` series: label set key → last time (unix seconds) it was current. */
+  /** `vllm:lora_requests_info` series: label pair key → last time (unix seconds) it was current. */
   readonly loraInfoSeries = new Map<string, { running: string; waiting: string; value: number }>();
 
   private readonly waiting: Req[] = [];
@@ -807,7 +817,6 @@ export class Engine {
     }
   }
 
-  /** Since 2025-11 both labels list the same set: adapters with any running or queued request. */
   /**
    * Test hook: `count` adapter sets current long ago, as a vLLM that has run for days accumulates
    * them (each an adapter name never seen since), older than any series this engine records.
@@ -818,26 +827,52 @@ export class Engine {
     const longAgo = Date.now() / 1000 - 86_400;
     for (let i = 0; i < count; i++) {
       const list = `stale-${i}-adapter,stale-${i}-other`;
-      this.loraInfoSeries.set(list, { running: list, waiting: list, value: longAgo + i / count });
+      this.loraInfoSeries.set(loraSeriesKey(list, list), {
+        running: list,
+        waiting: list,
+        value: longAgo + i / count,
+      });
     }
     for (const [key, series] of before) {
       this.loraInfoSeries.set(key, series);
     }
   }
 
+  /**
+   * One `vllm:lora_requests_info` update, as vLLM makes one per engine step.
+   * - Since PR #26801 (2025-11), `LoRARequestStates.update_scheduler_stats` writes
+   *   `waiting_lora_adapters[lora_name] = len(stats.waiting)` and `running_lora_adapters[lora_name] =
+   *   len(stats.running)` for every adapter with any request, so both labels list the same set.
+   * - v0.11 (vllm/v1/metrics/stats.py @ 28ed1fb8, `update_iteration_stats`) adds an adapter to
+   *   `waiting_lora_adapters` only `if stats.waiting_requests` and to `running_lora_adapters` only
+   *   `if stats.running_requests`: a request counts as running from its first SCHEDULED event
+   *   (back to waiting when preempted), so a deferred adapter shows in waiting only.
+   */
   private recordLoraInfo(): void {
     if (!this.config.loraEnabled) {
       return;
     }
-    const names: string[] = [];
-    for (const r of [...this.running, ...this.waiting]) {
-      if (r.lora && !names.includes(r.lora.name)) {
-        names.push(r.lora.name);
+    const namesOf = (reqs: readonly Req[]): string[] => {
+      const names: string[] = [];
+      for (const r of reqs) {
+        if (r.lora && !names.includes(r.lora.name)) {
+          names.push(r.lora.name);
+        }
       }
+      return names;
+    };
+    let running: string;
+    let waiting: string;
+    if (this.config.loraInfoLabels === "split") {
+      running = namesOf(this.running).join(",");
+      waiting = namesOf(this.waiting).join(",");
+    } else {
+      running = namesOf([...this.running, ...this.waiting]).join(",");
+      waiting = running;
     }
-    const list = names.join(",");
-    this.loraInfoSeries.delete(list);
-    this.loraInfoSeries.set(list, { running: list, waiting: list, value: Date.now() / 1000 });
+    const key = loraSeriesKey(running, waiting);
+    this.loraInfoSeries.delete(key);
+    this.loraInfoSeries.set(key, { running, waiting, value: Date.now() / 1000 });
     // vLLM keeps every label combination forever (a Prometheus gauge's children are never removed);
     // a configured bound drops the stalest. The newest series (the one readers use) is never dropped.
     while (this.loraInfoSeries.size > this.config.maxLoraInfoSeries) {

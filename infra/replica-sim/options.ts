@@ -7,8 +7,66 @@ export interface StaticLoraModule {
   baseModelName?: string;
 }
 
+/**
+ * The vLLM releases the simulator can answer like (README "Version profiles"):
+ * - `"current"`: vLLM main as `shared/vllm-replica-protocol.md` describes it.
+ * - `"v0.11"`: vLLM v0.11.0 (2025-10): load failures are 400, no `load_inplace`, separate
+ *   running/waiting sets in `vllm:lora_requests_info`, no `vllm:num_requests_waiting_by_reason`.
+ */
+export type VersionProfile = "v0.11" | "current";
+export const VERSION_PROFILES: readonly VersionProfile[] = ["v0.11", "current"];
+
+/** What a profile changes; each field is one protocol difference between the releases. */
+export interface ProfileBehaviour {
+  /** `/version` and `system_fingerprint`. */
+  version: string;
+  /**
+   * Status of a rejected `load_lora_adapter` (engine-side `add_lora` failure): 400 BadRequestError
+   * in v0.11 (vllm/entrypoints/openai/serving_models.py @ 0f1457b0 and later copies:
+   * `status_code = HTTPStatus.BAD_REQUEST`), 500 InternalServerError since 2026-03
+   * (vllm/entrypoints/openai/models/serving.py @ 00153c8b: `status_code=HTTPStatus.INTERNAL_SERVER_ERROR`).
+   */
+  loadFailureStatus: 400 | 500;
+  /**
+   * `load_inplace` (since 2026-01): without it the field is ignored, a duplicate name is always
+   * refused, and the refusal reads only "The lora adapter '<n>' has already been loaded."
+   */
+  loadInplace: boolean;
+  /**
+   * `vllm:lora_requests_info` labels. `"split"` (v0.11, vllm/v1/metrics/stats.py @ 28ed1fb8
+   * `update_iteration_stats`): running = adapters with a scheduled request, waiting = adapters with
+   * a queued one. `"same"` (since PR #26801, 2025-11, `update_scheduler_stats`): both labels list
+   * every adapter with any queued or running request.
+   */
+  loraInfoLabels: "split" | "same";
+  /**
+   * `vllm:num_requests_waiting_by_reason{reason="capacity"|"deferred"}`: added by PR #38435
+   * (2026-03/04); vllm/v1/metrics/loggers.py @ 005a810b has only the running and waiting totals.
+   */
+  waitingByReasonMetric: boolean;
+}
+
+export const PROFILE_BEHAVIOUR: Readonly<Record<VersionProfile, Readonly<ProfileBehaviour>>> = {
+  "v0.11": {
+    version: "0.11.0",
+    loadFailureStatus: 400,
+    loadInplace: false,
+    loraInfoLabels: "split",
+    waitingByReasonMetric: false,
+  },
+  current: {
+    version: "0.21.0",
+    loadFailureStatus: 500,
+    loadInplace: true,
+    loraInfoLabels: "same",
+    waitingByReasonMetric: true,
+  },
+};
+
 /** Everything a simulated replica can be started with; each field mirrors a vLLM flag or quirk. */
 export interface ReplicaSimOptions {
+  /** Which vLLM release to answer like (default "current"); sets the defaults of the switches below. */
+  profile?: VersionProfile;
   /** `--model`: shown as `root` of the base cards. */
   model?: string;
   /** `--served-model-name` (several allowed); defaults to the model. */
@@ -36,7 +94,7 @@ export interface ReplicaSimOptions {
   latency?: Partial<LatencyModel>;
   /** How many tokens (EOS included) the model emits when max_tokens does not cut it short. */
   naturalOutputTokens?: { min: number; max: number };
-  /** Reported by /version and in system_fingerprint. */
+  /** Reported by /version and in system_fingerprint (default: the profile's release). */
   version?: string;
   /** Time between start() and the port accepting connections (model load). */
   startupDelayMs?: number;
@@ -44,7 +102,10 @@ export interface ReplicaSimOptions {
   cwd?: string;
   /** Rust-frontend behaviour: unload also drops the weights from the engine caches. */
   unloadFreesEngine?: boolean;
-  /** Replicas before 2025-08 answer errors as flat `{"object":"error",…}`, and load failures as 400. */
+  /**
+   * Replicas before 2025-08 answer errors as flat `{"object":"error",…}`, and load failures as 400
+   * (whatever the profile). v0.11 already uses the nested `{"error":{…}}` shape.
+   */
   legacyErrors?: boolean;
   /**
    * `vllm:lora_requests_info` series kept, the stalest dropped beyond it. vLLM keeps every adapter
@@ -55,7 +116,8 @@ export interface ReplicaSimOptions {
   adapterRules?: Partial<Pick<AdapterRules, "moduleDims" | "expectedModules">>;
 }
 
-export interface SimConfig {
+export interface SimConfig extends ProfileBehaviour {
+  profile: VersionProfile;
   model: string;
   servedModelNames: readonly string[];
   allowRuntimeLoraUpdating: boolean;
@@ -75,7 +137,6 @@ export interface SimConfig {
   loraModules: readonly StaticLoraModule[];
   latency: LatencyModel;
   naturalOutputTokens: { min: number; max: number };
-  version: string;
   startupDelayMs: number;
   cwd: string;
   unloadFreesEngine: boolean;
@@ -123,11 +184,22 @@ export function resolveSimConfig(o: ReplicaSimOptions): SimConfig {
   if (latency.prefillTokensPerSec <= 0) {
     throw new Error("latency.prefillTokensPerSec must be positive");
   }
+  const profile = o.profile ?? "current";
+  const behaviour = PROFILE_BEHAVIOUR[profile];
+  if (!behaviour) {
+    throw new Error(`profile must be one of ${VERSION_PROFILES.join(", ")}, got ${String(profile)}`);
+  }
+  const legacyErrors = o.legacyErrors ?? false;
   const natural = o.naturalOutputTokens ?? { min: 24, max: 200 };
   if (natural.min < 1 || natural.max < natural.min) {
     throw new Error("naturalOutputTokens needs 1 <= min <= max");
   }
   return {
+    ...behaviour,
+    profile,
+    // Flat legacy errors predate v0.11, so they also mean 400 load failures.
+    loadFailureStatus: legacyErrors ? 400 : behaviour.loadFailureStatus,
+    version: o.version ?? behaviour.version,
     model,
     servedModelNames: served,
     allowRuntimeLoraUpdating: o.allowRuntimeLoraUpdating ?? true,
@@ -147,11 +219,10 @@ export function resolveSimConfig(o: ReplicaSimOptions): SimConfig {
     loraModules: o.loraModules ?? [],
     latency,
     naturalOutputTokens: natural,
-    version: o.version ?? "0.21.0",
     startupDelayMs: o.startupDelayMs ?? 0,
     cwd: o.cwd ?? process.cwd(),
     unloadFreesEngine: o.unloadFreesEngine ?? false,
-    legacyErrors: o.legacyErrors ?? false,
+    legacyErrors,
     maxLoraInfoSeries: o.maxLoraInfoSeries ?? Number.POSITIVE_INFINITY,
     adapterRules: {
       maxLoraRank,

@@ -200,6 +200,42 @@ describe("replica-sim HTTP", () => {
     });
   });
 
+  it("answers like vLLM v0.11 under profile v0.11: nested 400 rejections, no load_inplace, no by-reason gauge", async () => {
+    const { sim, url } = await start({ profile: "v0.11" });
+    expect(sim.config).toMatchObject({ profile: "v0.11", version: "0.11.0", loadFailureStatus: 400 });
+    expect(await (await fetch(`${url}/version`)).json()).toEqual({ version: "0.11.0" });
+    const bad = await post(`${url}/v1/load_lora_adapter`, {
+      lora_name: "big",
+      lora_path: await writeAdapter({ config: { r: 64 } }),
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.json).toEqual({
+      error: {
+        message: "Call to add_lora method failed: LoRA rank 64 is greater than max_lora_rank 16.",
+        type: "BadRequestError",
+        param: null,
+        code: 400,
+      },
+    });
+    const path = await writeAdapter();
+    expect((await post(`${url}/v1/load_lora_adapter`, { lora_name: "a", lora_path: path })).status).toBe(200);
+    const again = await post(`${url}/v1/load_lora_adapter`, {
+      lora_name: "a",
+      lora_path: path,
+      load_inplace: true,
+    });
+    expect(again.status).toBe(400);
+    expect(again.json).toMatchObject({ error: { message: "The lora adapter 'a' has already been loaded." } });
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toContain("vllm:num_requests_waiting{");
+    expect(metrics).not.toContain("vllm:num_requests_waiting_by_reason");
+    // An explicit version and legacyErrors still win over the profile.
+    expect(createReplicaSim({ profile: "v0.11", version: "0.11.2" }).config.version).toBe("0.11.2");
+    expect(createReplicaSim({ legacyErrors: true }).config.loadFailureStatus).toBe(400);
+    expect(createReplicaSim().config).toMatchObject({ profile: "current", loadFailureStatus: 500 });
+    expect(() => createReplicaSim({ profile: "v0.9" as "v0.11" })).toThrow(/profile/);
+  });
+
   it("rejects adapters whose tensors do not fit the base model", async () => {
     const { url } = await start();
     const wrongModule = await writeAdapter();
@@ -318,6 +354,9 @@ describe("replica-sim CLI", () => {
     expect(parseCli([], {}).allowRuntimeLoraUpdating).toBe(false);
     expect(parseCli([], { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "1" }).allowRuntimeLoraUpdating).toBe(true);
     expect(() => parseCli(["--max-loras", "many"], {})).toThrow(/expects a number/);
+    expect(parseCli(["--profile", "v0.11"], {}).profile).toBe("v0.11");
+    expect(parseCli([], {}).profile).toBeUndefined();
+    expect(() => parseCli(["--profile", "0.11"], {})).toThrow(/--profile expects one of v0.11, current/);
     expect(() => createReplicaSim({ maxLoraRank: 24 })).toThrow(/max_lora_rank/);
     expect(() => createReplicaSim({ maxLoras: 4, maxCpuLoras: 2 })).toThrow(/max_cpu_loras/);
   });

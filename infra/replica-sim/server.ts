@@ -143,7 +143,10 @@ function buildApp(s: ReplicaState): Hono {
       if (!path.ok) {
         return path.res;
       }
-      const inplace = optBool(style, read.body, "load_inplace");
+      // Before 2026-01 LoadLoRAAdapterRequest had no load_inplace: the field was ignored as unknown.
+      const inplace = cfg.loadInplace
+        ? optBool(style, read.body, "load_inplace")
+        : { ok: true as const, value: undefined };
       if (!inplace.ok) {
         return inplace.res;
       }
@@ -297,10 +300,15 @@ async function loadAdapter(s: ReplicaState, name: string, path: string, inplace:
   return withNameLock(s, name, async () => {
     const existing = s.registry.get(name);
     if (existing && !inplace) {
+      // v0.11 (serving_models.py `_check_load_lora_adapter_request`) has no load_inplace hint;
+      // models/serving.py @ 00153c8b adds it with the field.
+      const hint = s.cfg.loadInplace
+        ? " If you want to load the adapter in place, set 'load_inplace' to True."
+        : "";
       return errorResponse(
         style,
         400,
-        `The lora adapter '${name}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.`,
+        `The lora adapter '${name}' has already been loaded.${hint}`,
         "InvalidUserInput",
       );
     }
@@ -320,8 +328,13 @@ async function loadAdapter(s: ReplicaState, name: string, path: string, inplace:
       if (result.kind === "dead") {
         return errorResponse(style, 500, result.message, "InternalServerError");
       }
+      // v0.11 (vllm/entrypoints/openai/serving_models.py @ 0f1457b0 and later copies,
+      // `load_lora_adapter`): any add_lora failure other than "No adapter found" is
+      // `error_type = "BadRequestError"; status_code = HTTPStatus.BAD_REQUEST`. Since 2026-03
+      // (vllm/entrypoints/openai/models/serving.py @ 00153c8b) it is
+      // `err_type="InternalServerError", status_code=HTTPStatus.INTERNAL_SERVER_ERROR`.
       const message = `Call to add_lora method failed: ${result.message}`;
-      return style.legacy
+      return s.cfg.loadFailureStatus === 400
         ? errorResponse(style, 400, message, "BadRequestError")
         : errorResponse(style, 500, message, "InternalServerError");
     }
@@ -359,14 +372,19 @@ function renderMetrics(s: ReplicaState): Response {
   e.sample("vllm:num_requests_running", base, engine.numRunning());
   e.family("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
   e.sample("vllm:num_requests_waiting", base, engine.numWaiting());
-  const reasons = engine.waitingByReason();
-  e.family(
-    "vllm:num_requests_waiting_by_reason",
-    "gauge",
-    "Number of requests waiting, by the reason they wait.",
-  );
-  e.sample("vllm:num_requests_waiting_by_reason", { ...base, reason: "capacity" }, reasons.capacity);
-  e.sample("vllm:num_requests_waiting_by_reason", { ...base, reason: "deferred" }, reasons.deferred);
+  // Added by vLLM PR #38435 (2026-03/04, vllm/v1/metrics/loggers.py `gauge_waiting_by_reason`,
+  // labels model_name, engine, reason ∈ capacity|deferred); v0.11 has only the two totals above
+  // (loggers.py @ 005a810b).
+  if (cfg.waitingByReasonMetric) {
+    const reasons = engine.waitingByReason();
+    e.family(
+      "vllm:num_requests_waiting_by_reason",
+      "gauge",
+      "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all reasons equals vllm:num_requests_waiting.",
+    );
+    e.sample("vllm:num_requests_waiting_by_reason", { ...base, reason: "capacity" }, reasons.capacity);
+    e.sample("vllm:num_requests_waiting_by_reason", { ...base, reason: "deferred" }, reasons.deferred);
+  }
   e.family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.");
   e.sample("vllm:kv_cache_usage_perc", base, engine.kvUsage());
   if (cfg.enableLora) {
@@ -500,6 +518,7 @@ export function createReplicaSim(options: ReplicaSimOptions = {}): ReplicaSim {
         enablePrefixCaching: cfg.enablePrefixCaching,
         unloadFreesEngine: cfg.unloadFreesEngine,
         maxLoraInfoSeries: cfg.maxLoraInfoSeries,
+        loraInfoLabels: cfg.loraInfoLabels,
         latency: cfg.latency,
         fillerTokenIds: tok.fillerTokenIds,
         readAdapter: (dir) => checkAdapterDir(dir, cfg.adapterRules),

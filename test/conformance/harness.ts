@@ -4,7 +4,13 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ReplicaClient, vllm } from "../../engines/index.ts";
-import { createReplicaSim, type ReplicaSim, type ReplicaSimOptions } from "../../infra/replica-sim/index.ts";
+import {
+  createReplicaSim,
+  type ReplicaSim,
+  type ReplicaSimOptions,
+  VERSION_PROFILES,
+  type VersionProfile,
+} from "../../infra/replica-sim/index.ts";
 
 /**
  * Where the conformance suite runs: the simulator (default) or a real vLLM named by
@@ -20,12 +26,32 @@ import { createReplicaSim, type ReplicaSim, type ReplicaSimOptions } from "../..
  *   VLLM_CONFORMANCE_HIDDEN_SIZE      base hidden size for the fixture tensors (default 4096, Llama-3.1-8B)
  *   VLLM_CONFORMANCE_URL_NO_RUNTIME_LORA  a second replica started without the env flag (for 10.1)
  *   VLLM_CONFORMANCE_ALLOW_FATAL=1    let 10.12 kill the replica (deletes a registered adapter's files)
+ *   VLLM_CONFORMANCE_PROFILE          which release's behaviour to expect from it: "current" (default,
+ *                                     vLLM main) or "v0.11" (load failures 400, no load_inplace,
+ *                                     separate running/waiting lora_requests_info sets, no
+ *                                     num_requests_waiting_by_reason); see infra/replica-sim/README.md
+ *
+ * Against the simulator the suite runs once per version profile (PROFILES); against a real replica
+ * once, with the profile VLLM_CONFORMANCE_PROFILE names.
  */
 export const REAL_URL = process.env.VLLM_CONFORMANCE_URL || undefined;
 export const isReal = REAL_URL !== undefined;
 
+function realProfile(): VersionProfile {
+  const v = process.env.VLLM_CONFORMANCE_PROFILE || "current";
+  if (!(VERSION_PROFILES as readonly string[]).includes(v)) {
+    throw new Error(`VLLM_CONFORMANCE_PROFILE must be one of ${VERSION_PROFILES.join(", ")}, got ${v}`);
+  }
+  return v as VersionProfile;
+}
+
+/** The profiles the suite runs under: every one against the simulator, the declared one against vLLM. */
+export const PROFILES: readonly VersionProfile[] = isReal ? [realProfile()] : VERSION_PROFILES;
+
 export interface Target {
   kind: "sim" | "real";
+  /** The release behaviour expected: the simulator's profile, or VLLM_CONFORMANCE_PROFILE. */
+  profile: VersionProfile;
   url: string;
   apiKey: string | undefined;
   client: ReplicaClient;
@@ -57,7 +83,10 @@ function envInt(name: string): number | undefined {
   return v ? Number(v) : undefined;
 }
 
-/** Starts a simulator with `options` (over the fast defaults), or attaches to the real replica. */
+/**
+ * Starts a simulator with `options` (over the fast defaults; `profile` picks the release), or
+ * attaches to the real replica (whose profile is VLLM_CONFORMANCE_PROFILE).
+ */
 export async function openTarget(options: ReplicaSimOptions = {}): Promise<Target> {
   if (REAL_URL) {
     const apiKey = process.env.VLLM_CONFORMANCE_API_KEY || undefined;
@@ -69,6 +98,7 @@ export async function openTarget(options: ReplicaSimOptions = {}): Promise<Targe
     const maxLoras = envInt("VLLM_CONFORMANCE_MAX_LORAS") ?? caps.value.maxLoras ?? 1;
     return {
       kind: "real",
+      profile: realProfile(),
       url: REAL_URL.replace(/\/+$/, ""),
       apiKey,
       client,
@@ -97,6 +127,7 @@ export async function openTarget(options: ReplicaSimOptions = {}): Promise<Targe
   });
   return {
     kind: "sim",
+    profile: sim.config.profile,
     url: running.url,
     apiKey: sim.config.apiKey,
     client,
