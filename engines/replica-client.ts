@@ -37,8 +37,10 @@ export interface ReplicaMetrics {
 export interface ReplicaClientOptions {
   /** e.g. `http://10.0.3.7:8000`; a trailing slash is ignored. */
   baseUrl: string;
-  /** vLLM's `--api-key`, sent as a bearer token (only /v1/* checks it). */
+  /** The engine's `--api-key`, sent as a bearer token (vLLM checks it on /v1/* only). */
   apiKey?: string;
+  /** SGLang's `--admin-api-key`: when the replica has one, only it may load and unload adapters. */
+  adminApiKey?: string;
   /** Per-call limit in ms (default 10 s). */
   timeoutMs?: number;
   /** Limit for load_lora_adapter, which blocks while the engine reads and copies the weights (default 120 s). */
@@ -127,6 +129,11 @@ export type CapabilitiesResult = Ok<Capabilities> | TransportFailure;
 
 export interface ReplicaClient {
   readonly baseUrl: string;
+  /**
+   * The engine answers an unload only once no request uses the adapter (SGLang), so its files may go
+   * after the grace period whatever its queues show; vLLM answers at once and its metrics must say.
+   */
+  readonly unloadDrains: boolean;
   loadAdapter(
     input: { loraName: string; absolutePath: string },
     opts?: CallOptions,
@@ -257,7 +264,7 @@ export function asModelCards(data: unknown): ModelCard[] | null {
  * until it restarts, which the reader reports, instead of holding an unbounded body.
  */
 export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
-const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 
 /** The HTTP side every engine client shares: bounded reads, timeouts, the bearer key, one pool. */
 export interface Transport {
@@ -268,6 +275,7 @@ export interface Transport {
     opts: CallOptions | undefined,
     fallbackTimeout: number,
     maxBytes?: number,
+    bearer?: string,
   ): Promise<RawResponse | TransportFailure>;
   close(): Promise<void>;
 }
@@ -308,13 +316,14 @@ export function createTransport(options: ReplicaClientOptions): Transport {
     opts: CallOptions | undefined,
     fallbackTimeout: number,
     maxBytes = MAX_ANSWER_BYTES,
+    bearer = options.apiKey,
   ): Promise<RawResponse | TransportFailure> {
     const timeoutMs = opts?.timeoutMs ?? fallbackTimeout;
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = opts?.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const headers: Record<string, string> = {};
-    if (options.apiKey) {
-      headers.authorization = `Bearer ${options.apiKey}`;
+    if (bearer) {
+      headers.authorization = `Bearer ${bearer}`;
     }
     if (body !== undefined) {
       headers["content-type"] = "application/json";

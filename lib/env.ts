@@ -403,39 +403,48 @@ export const AgentEnvSchema = EnvSchema.pick({
   S3_SECRET_ACCESS_KEY: true,
   S3_FORCE_PATH_STYLE: true,
   SHUTDOWN_TIMEOUT_MS: true,
-}).extend({
-  AGENT_HOST: z.string().min(1).default("127.0.0.1"),
-  AGENT_PORT: port.default(8091),
-  AGENT_TOKEN: z
-    .string({ error: "is required: the secret the scheduler sends as a bearer token (16+ characters)" })
-    .min(16, "must be at least 16 characters"),
-  AGENT_REPLICA_URL: z.url({ error: "is required: the vLLM replica's base URL, e.g. http://127.0.0.1:8000" }),
-  AGENT_REPLICA_API_KEY: optionalString,
-  AGENT_CACHE_DIR: z
-    .string({ error: "is required: an absolute directory on the disk the vLLM replica reads" })
-    .refine((v) => isAbsolute(v), "must be an absolute path"),
-  AGENT_DISK_BUDGET_BYTES: z.coerce
-    .number({ error: "is required: bytes of adapter files the cache may hold" })
-    .int()
-    .min(1),
-  AGENT_GC_INTERVAL_MS: z.coerce.number().int().min(10).default(5_000),
-  AGENT_UNLOAD_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
-  AGENT_REGISTER_URL: optionalUrl,
-  AGENT_REGISTER_TOKEN: optionalString,
-  AGENT_PUBLIC_URL: optionalUrl,
-  AGENT_REPLICA_PUBLIC_URL: optionalUrl,
-  AGENT_BASE_MODEL: optionalString,
-  AGENT_MAX_LORAS: z.coerce.number().int().min(1).max(1024).default(1),
-  AGENT_MAX_CPU_LORAS: z.preprocess(
-    (v) => (v === "" ? undefined : v),
-    z.coerce.number().int().min(1).max(1024).optional(),
-  ),
-  AGENT_MAX_LORA_RANK: z.coerce
-    .number()
-    .int()
-    .refine((r) => [1, 8, 16, 32, 64, 128, 256, 320, 512].includes(r), "must be one of vLLM's LoRA ranks")
-    .default(16),
-});
+})
+  .extend({
+    AGENT_HOST: z.string().min(1).default("127.0.0.1"),
+    AGENT_PORT: port.default(8091),
+    AGENT_TOKEN: z
+      .string({ error: "is required: the secret the scheduler sends as a bearer token (16+ characters)" })
+      .min(16, "must be at least 16 characters"),
+    AGENT_REPLICA_URL: z.url({ error: "is required: the replica's base URL, e.g. http://127.0.0.1:8000" }),
+    /** Which engine serves at AGENT_REPLICA_URL: its protocol for loads, unloads and metrics. */
+    AGENT_ENGINE: z.enum(["vllm", "sglang"]).default("vllm"),
+    AGENT_REPLICA_API_KEY: optionalString,
+    /** SGLang's --admin-api-key, when the replica has one: only it may load and unload adapters. */
+    AGENT_REPLICA_ADMIN_API_KEY: optionalString,
+    AGENT_CACHE_DIR: z
+      .string({ error: "is required: an absolute directory on the disk the vLLM replica reads" })
+      .refine((v) => isAbsolute(v), "must be an absolute path"),
+    AGENT_DISK_BUDGET_BYTES: z.coerce
+      .number({ error: "is required: bytes of adapter files the cache may hold" })
+      .int()
+      .min(1),
+    AGENT_GC_INTERVAL_MS: z.coerce.number().int().min(10).default(5_000),
+    AGENT_UNLOAD_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
+    AGENT_REGISTER_URL: optionalUrl,
+    AGENT_REGISTER_TOKEN: optionalString,
+    AGENT_PUBLIC_URL: optionalUrl,
+    AGENT_REPLICA_PUBLIC_URL: optionalUrl,
+    AGENT_BASE_MODEL: optionalString,
+    AGENT_MAX_LORAS: z.coerce.number().int().min(1).max(1024).default(1),
+    AGENT_MAX_CPU_LORAS: z.preprocess(
+      (v) => (v === "" ? undefined : v),
+      z.coerce.number().int().min(1).max(1024).optional(),
+    ),
+    AGENT_MAX_LORA_RANK: z.coerce.number().int().min(1).max(1024).default(16),
+  })
+  .refine(
+    (e) =>
+      e.AGENT_ENGINE !== "vllm" || [1, 8, 16, 32, 64, 128, 256, 320, 512].includes(e.AGENT_MAX_LORA_RANK),
+    {
+      message: "must be one of vLLM's LoRA ranks",
+      path: ["AGENT_MAX_LORA_RANK"],
+    },
+  );
 
 export type AgentEnv = z.infer<typeof AgentEnvSchema>;
 
@@ -444,7 +453,13 @@ export interface AgentConfig {
   http: { host: string; port: number };
   /** Shared secret every route but /healthz requires as `Authorization: Bearer <token>`. */
   token: string;
-  replica: { url: string; apiKey: string | undefined };
+  replica: {
+    url: string;
+    /** Default vllm. */
+    engine?: "vllm" | "sglang";
+    apiKey: string | undefined;
+    adminApiKey?: string | undefined;
+  };
   /** `unloadGraceMs`: how long an unloaded (or unused) adapter's files stay before they may go. */
   cache: { dir: string; budgetBytes: number; gcIntervalMs: number; unloadGraceMs: number };
   s3: Config["s3"];
@@ -459,6 +474,8 @@ export interface AgentRegistration {
   /** An operator token (scope `admin`). */
   token: string;
   replicaUrl: string;
+  /** Default vllm. */
+  engine?: "vllm" | "sglang";
   agentUrl: string;
   baseModel: string;
   maxLoras: number;
@@ -492,6 +509,7 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
       apiUrl: env.AGENT_REGISTER_URL.replace(/\/+$/, ""),
       token: needed.AGENT_REGISTER_TOKEN as string,
       replicaUrl: (env.AGENT_REPLICA_PUBLIC_URL ?? env.AGENT_REPLICA_URL).replace(/\/+$/, ""),
+      engine: env.AGENT_ENGINE,
       agentUrl: (needed.AGENT_PUBLIC_URL as string).replace(/\/+$/, ""),
       baseModel: needed.AGENT_BASE_MODEL as string,
       maxLoras: env.AGENT_MAX_LORAS,
@@ -503,7 +521,12 @@ export function parseAgentConfig(source: Record<string, string | undefined>): Ag
     log: { level: env.LOG_LEVEL },
     http: { host: env.AGENT_HOST, port: env.AGENT_PORT },
     token: env.AGENT_TOKEN,
-    replica: { url: env.AGENT_REPLICA_URL, apiKey: env.AGENT_REPLICA_API_KEY },
+    replica: {
+      url: env.AGENT_REPLICA_URL,
+      engine: env.AGENT_ENGINE,
+      apiKey: env.AGENT_REPLICA_API_KEY,
+      adminApiKey: env.AGENT_REPLICA_ADMIN_API_KEY,
+    },
     cache: {
       dir: env.AGENT_CACHE_DIR,
       budgetBytes: env.AGENT_DISK_BUDGET_BYTES,

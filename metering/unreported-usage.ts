@@ -1,5 +1,5 @@
 import type { Dispatcher } from "undici";
-import { vllm } from "../engines/index.ts";
+import { ENGINE_DRIVERS, type EngineDriver, type vllm } from "../engines/index.ts";
 import type { CompletionKind } from "./estimates.ts";
 import { estimatePromptTokens } from "./prompt-tokens.ts";
 
@@ -18,7 +18,7 @@ export interface MeteredOutcome {
   usageEstimated?: boolean;
   /** A cancelled request's prompts (by position) that reached `target` and that it never reported. */
   unreported?: {
-    target: { replicaId: string | null; baseUrl: string; loraName: string | null };
+    target: { replicaId: string | null; baseUrl: string; loraName: string | null; engine?: EngineDriver };
     prompts: number[];
   };
 }
@@ -86,7 +86,12 @@ export async function billUnreportedPrompts<T extends MeteredOutcome>(
   let tokens: number | null = null;
   const { target } = unreported;
   if (target.replicaId !== null && unreported.prompts.length === 1) {
-    tokens = await tokenizeOnReplica(target.baseUrl, target.loraName, request);
+    tokens = await tokenizeOnReplica(
+      target.engine ?? ENGINE_DRIVERS.vllm,
+      target.baseUrl,
+      target.loraName,
+      request,
+    );
   }
   const estimated = tokens === null;
   if (tokens === null) {
@@ -102,6 +107,7 @@ export async function billUnreportedPrompts<T extends MeteredOutcome>(
 }
 
 async function tokenizeOnReplica(
+  engine: EngineDriver,
   baseUrl: string,
   loraName: string | null,
   request: EstimatedRequest & { dispatcher: Dispatcher },
@@ -111,7 +117,7 @@ async function tokenizeOnReplica(
   if (request.kind === "completion" && typeof prompt !== "string") {
     return null; // token ids (counted by the estimate exactly) or a batch
   }
-  const client = vllm.createReplicaClient({
+  const client = engine.createReplicaClient({
     baseUrl: baseUrl.replace(/\/v1\/?$/, ""),
     dispatcher: request.dispatcher,
     timeoutMs: TOKENIZE_TIMEOUT_MS,

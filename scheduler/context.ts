@@ -2,7 +2,7 @@ import type { Job, JobsOptions } from "bullmq";
 import { AgentClient } from "../adapters/index.ts";
 import type { Database } from "../db/index.ts";
 import { loadFleetSnapshot } from "../db/index.ts";
-import { type ReplicaClient, vllm } from "../engines/index.ts";
+import { ENGINE_DRIVERS, type EngineName, type ReplicaClient } from "../engines/index.ts";
 import type { Config, Logger } from "../lib/index.ts";
 import type { EventBus } from "./events.ts";
 import type { FleetPoller } from "./fleet-poller.ts";
@@ -133,16 +133,17 @@ export class LeaderContext {
     return agent;
   }
 
-  /** The client of the replica at `url`, for its model list. */
-  replicaClientFor(url: string): ReplicaClient {
-    let client = this.replicaClients.get(url);
+  /** The client of a replica, in its engine's protocol, for its model list. */
+  replicaClientFor(replica: { url: string; engine: EngineName }): ReplicaClient {
+    const key = `${replica.engine} ${replica.url}`;
+    let client = this.replicaClients.get(key);
     if (!client) {
-      client = vllm.createReplicaClient({
-        baseUrl: url,
+      client = ENGINE_DRIVERS[replica.engine].createReplicaClient({
+        baseUrl: replica.url,
         timeoutMs: this.options.poll.timeoutMs,
         ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),
       });
-      this.replicaClients.set(url, client);
+      this.replicaClients.set(key, client);
     }
     return client;
   }

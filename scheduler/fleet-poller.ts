@@ -6,7 +6,7 @@ import {
   recordReplicaSeen,
   replicaDisplayStatus,
 } from "../db/index.ts";
-import { type ReplicaClient, vllm } from "../engines/index.ts";
+import { ENGINE_DRIVERS, type ReplicaClient } from "../engines/index.ts";
 import type { Logger } from "../lib/index.ts";
 
 export interface FleetPollerOptions {
@@ -92,24 +92,25 @@ export class FleetPoller {
   }
 
   private clientFor(row: ReplicaRow): ReplicaClient {
-    let client = this.clients.get(row.url);
+    const key = clientKey(row);
+    let client = this.clients.get(key);
     if (!client) {
-      client = vllm.createReplicaClient({
+      client = ENGINE_DRIVERS[row.engine].createReplicaClient({
         baseUrl: row.url,
         timeoutMs: this.options.timeoutMs,
         ...(this.options.replicaApiKey !== undefined && { apiKey: this.options.replicaApiKey }),
       });
-      this.clients.set(row.url, client);
+      this.clients.set(key, client);
     }
     return client;
   }
 
   private forgetRemoved(rows: ReplicaRow[]): void {
-    const live = new Set(rows.map((r) => r.url));
-    for (const [url, client] of this.clients) {
-      if (!live.has(url)) {
+    const live = new Set(rows.map(clientKey));
+    for (const [key, client] of this.clients) {
+      if (!live.has(key)) {
         void client.close();
-        this.clients.delete(url);
+        this.clients.delete(key);
       }
     }
   }
@@ -151,4 +152,9 @@ export class FleetPoller {
 
 function describe(result: { kind: string; status?: number; message?: string }): string {
   return [result.kind, result.status, result.message].filter((p) => p !== undefined).join(" ");
+}
+
+/** A replica re-registered at the same URL with another engine gets a client in that engine's protocol. */
+function clientKey(row: ReplicaRow): string {
+  return `${row.engine} ${row.url}`;
 }

@@ -37,7 +37,7 @@ export async function reconcile(ctx: LeaderContext): Promise<void> {
     if (!replicaIsUp(replica)) {
       continue;
     }
-    const models = await ctx.replicaClientFor(replica.url).listModels();
+    const models = await ctx.replicaClientFor(replica).listModels();
     if (models.kind !== "ok") {
       continue;
     }

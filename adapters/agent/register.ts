@@ -27,6 +27,7 @@ export async function registerReplica(
   let delay = options.initialDelayMs ?? 500;
   const body = JSON.stringify({
     url: registration.replicaUrl,
+    engine: registration.engine ?? "vllm",
     agent_url: registration.agentUrl,
     base_model: registration.baseModel,
     max_loras: registration.maxLoras,

@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { vllm } from "../../engines/index.ts";
+import { ENGINE_DRIVERS } from "../../engines/index.ts";
 import type { AgentConfig } from "../../lib/index.ts";
 import { createLogger, type Logger } from "../../lib/index.ts";
 import { type AdapterStore, createS3Storage } from "../storage.ts";
@@ -34,9 +34,10 @@ export async function startAgent(
   const logger = options.logger ?? createLogger(config.log, "agent");
   const ownStore = options.store ? null : createS3Storage(config.s3);
   const store = options.store ?? (ownStore as AdapterStore);
-  const replica = vllm.createReplicaClient({
+  const replica = ENGINE_DRIVERS[config.replica.engine ?? "vllm"].createReplicaClient({
     baseUrl: config.replica.url,
     ...(config.replica.apiKey !== undefined && { apiKey: config.replica.apiKey }),
+    ...(config.replica.adminApiKey !== undefined && { adminApiKey: config.replica.adminApiKey }),
   });
   const agent = new ReplicaAgent({
     store,

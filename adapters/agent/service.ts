@@ -472,7 +472,7 @@ export class ReplicaAgent {
     if (view.registered.has(entry.loraName) || view.inFlight.has(entry.loraName)) {
       return false;
     }
-    if (view.idle) {
+    if (view.idle || this.replica.unloadDrains) {
       return true;
     }
     return entry.unregisteredBaseline !== undefined && view.loraUpdatedAt > entry.unregisteredBaseline;

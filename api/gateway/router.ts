@@ -7,6 +7,7 @@ import {
   replicaIsDraining,
   replicaIsUp,
 } from "../../db/index.ts";
+import { ENGINE_DRIVERS } from "../../engines/index.ts";
 import type { Logger } from "../../lib/index.ts";
 import type { EventBus, FleetEvent } from "../../scheduler/index.ts";
 import {
@@ -340,7 +341,14 @@ export class GatewayRouter {
   }
 
   private target(replicaId: string, loraName: string | null): UpstreamTarget {
-    return { replicaId, baseUrl: `${this.replicas.get(replicaId)?.url ?? ""}/v1`, loraName };
+    const replica = this.replicas.get(replicaId);
+    return {
+      replicaId,
+      baseUrl: `${replica?.url ?? ""}/v1`,
+      loraName,
+      engine: ENGINE_DRIVERS[replica?.engine ?? "vllm"],
+      baseModel: replica?.baseModelId ?? "",
+    };
   }
 
   /**

@@ -2,6 +2,9 @@ import { bigint, integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg
 import { baseModels } from "./base-models.ts";
 import { timestamps } from "./columns.ts";
 
+export const REPLICA_ENGINES = ["vllm", "sglang"] as const;
+export type ReplicaEngine = (typeof REPLICA_ENGINES)[number];
+
 export interface ReplicaLiveState {
   registeredAdapters: string[];
   running: number;
@@ -12,7 +15,7 @@ export interface ReplicaLiveState {
 }
 
 /**
- * A vLLM replica serving one base. `status` is its health, kept by the fleet poller; `drainingSince`
+ * An engine replica (vLLM or SGLang) serving one base. `status` is its health, kept by the fleet poller; `drainingSince`
  * is an operator's drain, which outlives a crash and a restart. The status `draining` is what API
  * processes older than migration 0005 write for a drain: read it through `replicaIsDraining`.
  */
@@ -22,6 +25,8 @@ export const replicas = pgTable("replicas", {
     .notNull()
     .references(() => baseModels.id),
   url: text().notNull().unique(),
+  /** Which engine serves at `url`: its wire protocol and capacity semantics (engines/<engine>/). */
+  engine: text({ enum: REPLICA_ENGINES }).notNull().default("vllm"),
   agentUrl: text(),
   maxLoras: integer().notNull(),
   maxCpuLoras: integer().notNull(),

@@ -30,6 +30,7 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
 
   const client: ReplicaClient = {
     baseUrl,
+    unloadDrains: false,
 
     async loadAdapter(input, opts) {
       const nameProblem = validateLoraName(input.loraName);

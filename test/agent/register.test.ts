@@ -43,12 +43,30 @@ describe("agent self-registration configuration", () => {
       apiUrl: "http://loraplane-api:8080",
       token: "token",
       replicaUrl: "http://vllm-0.vllm:8000",
+      engine: "vllm",
       agentUrl: "http://vllm-0.vllm:8091",
       baseModel: "qwen2.5-7b-instruct-awq",
       maxLoras: 4,
       maxCpuLoras: 4,
       maxLoraRank: 64,
     } satisfies AgentRegistration);
+  });
+
+  it("registers an SGLang replica under its engine, with any rank SGLang takes", () => {
+    const config = parseAgentConfig({
+      ...VALID,
+      AGENT_ENGINE: "sglang",
+      AGENT_REPLICA_ADMIN_API_KEY: "admin-key",
+      AGENT_REGISTER_URL: "http://loraplane-api:8080/",
+      AGENT_REGISTER_TOKEN: "token",
+      AGENT_PUBLIC_URL: "http://sglang-0.sglang:8091",
+      AGENT_BASE_MODEL: "qwen2.5-7b-instruct-awq",
+      AGENT_MAX_LORA_RANK: "24",
+    });
+    expect(config.replica).toMatchObject({ engine: "sglang", adminApiKey: "admin-key" });
+    expect(config.register).toMatchObject({ engine: "sglang", maxLoraRank: 24 });
+    expect(() => parseAgentConfig({ ...VALID, AGENT_MAX_LORA_RANK: "24" })).toThrow(ConfigError);
+    expect(() => parseAgentConfig({ ...VALID, AGENT_ENGINE: "tgi" })).toThrow(ConfigError);
   });
 
   it("names every variable registration still needs", () => {

@@ -12,6 +12,8 @@ const BASE = "llama-3.1-8b-instruct-awq";
 
 interface ReplicaDto {
   id: string;
+  url: string;
+  engine: string;
   status: string;
   last_seen_at: string | null;
   draining_since: string | null;
@@ -102,6 +104,9 @@ describe("fleet registry", () => {
     [{ ...replicaBody("http://127.0.0.1:1"), max_cpu_loras: 1 }, "max_cpu_loras"],
     [{ ...replicaBody("http://127.0.0.1:1"), max_lora_rank: 24 }, "max_lora_rank"],
     [{ ...replicaBody("http://127.0.0.1:1"), gpu: "h100" }, "gpu"],
+    [{ ...replicaBody("http://127.0.0.1:1"), engine: "tgi" }, "engine"],
+    [{ ...replicaBody("http://127.0.0.1:1"), engine: "sglang", max_registered: 5 }, "max_registered"],
+    [{ ...replicaBody("http://127.0.0.1:1"), engine: "sglang", max_lora_rank: 2048 }, "max_lora_rank"],
   ])("refuses %j naming %s", async (body, field) => {
     const res = await h.request<{ errors: { path: string }[] }>("POST", "/admin/replicas", {
       token: await h.adminToken(),
@@ -109,6 +114,29 @@ describe("fleet registry", () => {
     });
     expect(res.status).toBe(400);
     expect(res.body.errors.map((e) => e.path)).toContain(field);
+  });
+
+  it("registers a replica's engine: vllm by default, sglang with its own rank range and registration budget", async () => {
+    const token = await h.adminToken();
+    const plain = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: replicaBody("http://127.0.0.1:59011"),
+    });
+    expect(plain.status).toBe(201);
+    expect(plain.body).toMatchObject({ engine: "vllm", max_registered: 16 });
+    // Rank 24 is no vLLM rank, but SGLang takes any; it holds every registered adapter in memory.
+    const sglang = await h.request<ReplicaDto>("POST", "/admin/replicas", {
+      token,
+      body: { ...replicaBody("http://127.0.0.1:59012"), engine: "sglang", max_lora_rank: 24 },
+    });
+    expect(sglang.status).toBe(201);
+    expect(sglang.body).toMatchObject({ engine: "sglang", max_lora_rank: 24, max_registered: 4 });
+    const listed = await h.request<{ data: ReplicaDto[] }>("GET", "/admin/replicas", { token });
+    const engines = Object.fromEntries(listed.body.data.map((r) => [r.url, r.engine]));
+    expect(engines).toMatchObject({ "http://127.0.0.1:59011": "vllm", "http://127.0.0.1:59012": "sglang" });
+    for (const r of [plain.body, sglang.body]) {
+      expect((await h.request("DELETE", `/admin/replicas/${r.id}`, { token })).status).toBe(204);
+    }
   });
 
   it("marks a replica up with its live state, down within the grace after it dies, and up when it returns", async () => {

@@ -1,5 +1,5 @@
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
-import { vllm } from "../../../engines/index.ts";
+import { ENGINE_DRIVERS, vllm } from "../../../engines/index.ts";
 import { fallbackRequestBody } from "../fallback.ts";
 import { allPrompts, describeTarget, noUpstreamAnswered, passThroughError, servedBy } from "./errors.ts";
 import { Exchange } from "./exchange.ts";
@@ -11,7 +11,11 @@ function upstreamBody(exchange: Exchange, target: UpstreamTarget): string {
   const { body } = exchange.request;
   return target.fallback
     ? fallbackRequestBody(body, target.fallback.model)
-    : vllm.replicaRequestBody(body, target.loraName);
+    : (target.engine ?? ENGINE_DRIVERS.vllm).replicaRequestBody(
+        body,
+        target.loraName,
+        target.baseModel ?? "",
+      );
 }
 
 function upstreamHeaders(exchange: Exchange, target: UpstreamTarget, tracing: Record<string, string>) {
@@ -94,9 +98,17 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       continue;
     }
 
-    if (res.statusCode >= 500 || (res.statusCode === 404 && target.loraName !== null)) {
+    // vLLM answers a lost adapter 404, SGLang 400: either may be one, read before it is passed on.
+    if (
+      res.statusCode >= 500 ||
+      ((res.statusCode === 404 || res.statusCode === 400) && target.loraName !== null)
+    ) {
       const text = await res.body.text().catch(() => "");
-      const lost = vllm.isLostAdapter(res.statusCode, text, target.loraName);
+      const lost = (target.engine ?? ENGINE_DRIVERS.vllm).isLostAdapter(
+        res.statusCode,
+        text,
+        target.loraName,
+      );
       if (res.statusCode >= 500 || lost) {
         goneEverywhere = lost && (exchange.attempts === 1 || goneEverywhere);
         lastError = `${describeTarget(target)} answered ${res.statusCode}`;

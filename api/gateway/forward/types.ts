@@ -1,7 +1,7 @@
 import type { Span } from "@opentelemetry/api";
 import type { Dispatcher } from "undici";
 import type { ServedBy } from "../../../db/index.ts";
-import type { vllm } from "../../../engines/index.ts";
+import type { EngineDriver, vllm } from "../../../engines/index.ts";
 
 export interface UpstreamTarget {
   /** Null for a fallback upstream. */
@@ -10,6 +10,9 @@ export interface UpstreamTarget {
   baseUrl: string;
   /** The replica-side LoRA name; null for a base-model request and a fallback. */
   loraName: string | null;
+  /** The replica's engine protocol and base model (how it names the adapter); absent for a fallback. */
+  engine?: EngineDriver;
+  baseModel?: string;
   /** Set for a fallback upstream: the model to ask it for, and its API key. */
   fallback?: { model: string; apiKey: string | null };
 }

@@ -17,6 +17,7 @@ import { bearerSecurity, conflictResponse, errorResponses } from "../common.ts";
 import {
   CreateReplicaBody,
   DEFAULT_DISK_BUDGET_BYTES,
+  defaultMaxRegistered,
   Replica,
   replicaParams,
   toReplicaDto,
@@ -32,7 +33,7 @@ const createReplicaRoute = createRoute({
   method: "post",
   path: "/admin/replicas",
   tags: ["fleet"],
-  summary: "Register a vLLM replica (started with --enable-lora and runtime LoRA updating)",
+  summary: "Register a vLLM or SGLang replica (started with LoRA and runtime LoRA updating enabled)",
   description: "An operator, or a replica's agent with a token of scope `replicas:register` only.",
   security: bearerSecurity,
   middleware: requireAnyScope(["admin", "replicas:register"]),
@@ -98,12 +99,13 @@ export function registerReplicaRoutes(app: OpenAPIHono<AppEnv>) {
       (tx) =>
         createReplica(tx, {
           url: body.url,
+          engine: body.engine,
           agentUrl: body.agent_url ?? null,
           baseModelId: body.base_model,
           maxLoras: body.max_loras,
           maxCpuLoras: body.max_cpu_loras,
           maxLoraRank: body.max_lora_rank,
-          maxRegistered: body.max_registered ?? Math.max(body.max_cpu_loras * 4, 8),
+          maxRegistered: body.max_registered ?? defaultMaxRegistered(body.engine, body.max_cpu_loras),
           diskBudgetBytes: body.disk_budget_bytes ?? DEFAULT_DISK_BUDGET_BYTES,
         }),
       (created) => ({ target: created.id, details: { url: created.url } }),

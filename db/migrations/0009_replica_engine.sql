@@ -1,0 +1,1 @@
+ALTER TABLE "replicas" ADD COLUMN "engine" text DEFAULT 'vllm' NOT NULL;
