@@ -369,3 +369,42 @@ export function createTransport(options: ReplicaClientOptions): Transport {
     },
   };
 }
+
+/** `GET /v1/models` as both engines answer it: base cards have no parent, adapter cards name theirs. */
+export async function listModelsOver(
+  transport: Transport,
+  opts: CallOptions | undefined,
+  timeoutMs: number,
+): Promise<ListModelsResult> {
+  const r = await transport.call("GET", "/v1/models", undefined, opts, timeoutMs);
+  if (isTransportFailure(r)) {
+    return r;
+  }
+  if (r.status !== 200) {
+    return unexpectedAnswer(r);
+  }
+  const cards = asModelCards((parseJsonAnswer(r) as { data?: unknown } | undefined)?.data);
+  if (!cards) {
+    return { kind: "replica_error", status: r.status, message: "malformed /v1/models body" };
+  }
+  return {
+    kind: "ok",
+    value: {
+      base: cards.filter((c) => c.parent === null),
+      adapters: cards.filter((c) => c.parent !== null),
+    },
+  };
+}
+
+/** `GET /health`: 200 is healthy, any other answer is not. */
+export async function healthOver(
+  transport: Transport,
+  opts: CallOptions | undefined,
+  timeoutMs: number,
+): Promise<HealthResult> {
+  const r = await transport.call("GET", "/health", undefined, opts, timeoutMs);
+  if (isTransportFailure(r)) {
+    return r;
+  }
+  return r.status === 200 ? { kind: "ok" } : { kind: "unhealthy", status: r.status };
+}

@@ -1,8 +1,9 @@
 import {
-  asModelCards,
   createTransport,
+  healthOver,
   isTransportFailure,
   type LoadAdapterResult,
+  listModelsOver,
   MAX_ANSWER_BYTES,
   MAX_METRICS_BYTES,
   parseJsonAnswer,
@@ -151,34 +152,9 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
       return { kind: "replica_error", status: raw.status, message: out.errorMessage };
     },
 
-    async listModels(opts) {
-      const r = await transport.call("GET", "/v1/models", undefined, opts, defaultTimeout);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      if (r.status !== 200) {
-        return unexpectedAnswer(r);
-      }
-      const cards = asModelCards((parseJsonAnswer(r) as { data?: unknown } | undefined)?.data);
-      if (!cards) {
-        return { kind: "replica_error", status: r.status, message: "malformed /v1/models body" };
-      }
-      return {
-        kind: "ok",
-        value: {
-          base: cards.filter((c) => c.parent === null),
-          adapters: cards.filter((c) => c.parent !== null),
-        },
-      };
-    },
+    listModels: (opts) => listModelsOver(transport, opts, defaultTimeout),
 
-    async health(opts) {
-      const r = await transport.call("GET", "/health", undefined, opts, defaultTimeout);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      return r.status === 200 ? { kind: "ok" } : { kind: "unhealthy", status: r.status };
-    },
+    health: (opts) => healthOver(transport, opts, defaultTimeout),
 
     async metrics(opts) {
       const r = await transport.call("GET", "/metrics", undefined, opts, defaultTimeout, MAX_METRICS_BYTES);

@@ -1,7 +1,8 @@
 import {
-  asModelCards,
   createTransport,
+  healthOver,
   isTransportFailure,
+  listModelsOver,
   MAX_METRICS_BYTES,
   parseErrorBody,
   parseJsonAnswer,
@@ -105,36 +106,9 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
       return unexpectedAnswer(r);
     },
 
-    async listModels(opts) {
-      const r = await transport.call("GET", "/v1/models", undefined, opts, defaultTimeout);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      if (r.status !== 200) {
-        return unexpectedAnswer(r);
-      }
-      const body = parseJsonAnswer(r) as { data?: unknown } | undefined;
-      const cards = asModelCards(body?.data);
-      if (!cards) {
-        return { kind: "replica_error", status: r.status, message: "malformed /v1/models body" };
-      }
-      // Base cards have no parent; LoRA cards name the base they belong to.
-      return {
-        kind: "ok",
-        value: {
-          base: cards.filter((c) => c.parent === null),
-          adapters: cards.filter((c) => c.parent !== null),
-        },
-      };
-    },
+    listModels: (opts) => listModelsOver(transport, opts, defaultTimeout),
 
-    async health(opts) {
-      const r = await transport.call("GET", "/health", undefined, opts, defaultTimeout);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      return r.status === 200 ? { kind: "ok" } : { kind: "unhealthy", status: r.status };
-    },
+    health: (opts) => healthOver(transport, opts, defaultTimeout),
 
     async metrics(opts) {
       const r = await transport.call("GET", "/metrics", undefined, opts, defaultTimeout, MAX_METRICS_BYTES);
