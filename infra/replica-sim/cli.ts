@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { createReplicaSim } from "./create.ts";
 import type { LatencyModel } from "./engine.ts";
 import {
   type ReplicaSimOptions,
@@ -6,7 +7,6 @@ import {
   VERSION_PROFILES,
   type VersionProfile,
 } from "./options.ts";
-import { createReplicaSim } from "./server.ts";
 
 const USAGE = `Usage: npm run replica-sim -- --port <p> --served-model-name <name> [options]
 
@@ -37,6 +37,15 @@ Engine:
                                   sets in lora_requests_info, no num_requests_waiting_by_reason
   --legacy-errors                 pre-2025-08 flat error JSON, load failures as 400
   --max-lora-info-series <n>      bound the lora_requests_info series kept (default: all, as vLLM)
+
+SGLang mode (--engine sglang; README "SGLang mode"): SGLang's routes, bodies and messages
+  --engine vllm|sglang            protocol to speak (default vllm)
+  --max-loras-per-batch <n>       adapters one batch can mix, GPU pool slots (default 8)
+  --max-loaded-loras <n>          adapters registered at once; a load past it unloads the least
+                                  recently used unpinned one (default: unbounded)
+  --admin-api-key <key>           the only key load/unload accept when set
+  --lora-paths <name=path|path>   adapter loaded at startup (repeatable)
+  --api-key, --served-model-name, --max-lora-rank (any positive integer), --port as above
 
 Latency model (defaults: roughly an L4 running Llama-3.1-8B-AWQ):
   --prefill-tokens-per-s <n>      3000
@@ -97,6 +106,11 @@ export function parseCli(
       "served-model-name": { type: "string", multiple: true },
       "max-loras": { type: "string" },
       "max-cpu-loras": { type: "string" },
+      engine: { type: "string" },
+      "max-loras-per-batch": { type: "string" },
+      "max-loaded-loras": { type: "string" },
+      "admin-api-key": { type: "string" },
+      "lora-paths": { type: "string", multiple: true },
       "max-lora-rank": { type: "string" },
       "max-num-seqs": { type: "string" },
       "max-num-batched-tokens": { type: "string" },
@@ -171,6 +185,23 @@ export function parseCli(
   set("servedModelNames", v["served-model-name"]);
   set("maxLoras", num("max-loras", v["max-loras"]));
   set("maxCpuLoras", num("max-cpu-loras", v["max-cpu-loras"]));
+  if (v.engine !== undefined && v.engine !== "vllm" && v.engine !== "sglang") {
+    throw new Error(`--engine expects vllm or sglang, got ${JSON.stringify(v.engine)}`);
+  }
+  if (v.engine === "sglang") {
+    // SGLang's own spellings: maxLoras is --max-loras-per-batch, maxCpuLoras --max-loaded-loras.
+    opts.engine = "sglang";
+    set("maxLoras", num("max-loras-per-batch", v["max-loras-per-batch"]));
+    set("maxCpuLoras", num("max-loaded-loras", v["max-loaded-loras"]));
+    set("adminApiKey", v["admin-api-key"]);
+    // `--lora-paths <PATH> | <NAME>=<PATH>`: a bare path is its own name (docs/advanced_features/lora.ipynb).
+    set(
+      "loraModules",
+      v["lora-paths"]?.map((spec) =>
+        spec.includes("=") ? parseLoraModule(spec) : { name: spec, path: spec },
+      ),
+    );
+  }
   set("maxLoraRank", num("max-lora-rank", v["max-lora-rank"]));
   set("maxNumSeqs", num("max-num-seqs", v["max-num-seqs"]));
   set("maxNumBatchedTokens", num("max-num-batched-tokens", v["max-num-batched-tokens"]));

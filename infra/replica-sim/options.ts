@@ -65,6 +65,14 @@ export const PROFILE_BEHAVIOUR: Readonly<Record<VersionProfile, Readonly<Profile
 
 /** Everything a simulated replica can be started with; each field mirrors a vLLM flag or quirk. */
 export interface ReplicaSimOptions {
+  /**
+   * Which engine's HTTP protocol to speak (default "vllm"). `"sglang"` answers like SGLang's
+   * http_server.py (README "SGLang mode"): there `maxLoras` is `--max-loras-per-batch` and
+   * `maxCpuLoras` is `--max-loaded-loras`.
+   */
+  engine?: "vllm" | "sglang";
+  /** SGLang `--admin-api-key`: the only key the admin routes (load/unload) accept when set. */
+  adminApiKey?: string;
   /** Which vLLM release to answer like (default "current"); sets the defaults of the switches below. */
   profile?: VersionProfile;
   /** `--model`: shown as `root` of the base cards. */
