@@ -16,6 +16,11 @@ export interface EngineDriver {
   replicaRequestBody(body: Record<string, unknown>, loraName: string | null, baseModel: string): string;
   /** The replica answered as one that does not know the adapter it was routed for (it restarted). */
   isLostAdapter(status: number, text: string, loraName: string | null): boolean;
+  /**
+   * A stream's refusal comes as a 200 whose first event is the error (SGLang's
+   * `create_streaming_error_response`), so the first event is read before the client gets a byte.
+   */
+  streamErrorsInBand: boolean;
 }
 
 export const ENGINE_DRIVERS: Readonly<Record<EngineName, EngineDriver>> = {
@@ -23,10 +28,12 @@ export const ENGINE_DRIVERS: Readonly<Record<EngineName, EngineDriver>> = {
     createReplicaClient: vllm.createReplicaClient,
     replicaRequestBody: (body, loraName) => vllm.replicaRequestBody(body, loraName),
     isLostAdapter: vllm.isLostAdapter,
+    streamErrorsInBand: false,
   },
   sglang: {
     createReplicaClient: sglang.createReplicaClient,
     replicaRequestBody: sglang.replicaRequestBody,
     isLostAdapter: sglang.isLostAdapter,
+    streamErrorsInBand: true,
   },
 };

@@ -47,9 +47,13 @@ function loraUpdateOutput(r: RawResponse): LoraUpdateOutput | null {
 const ALREADY_LOADED = [/because it is already loaded/, /^LoRA with name .* already exists/];
 const LORA_DISABLED = /LoRA is not enabled/;
 const UNKNOWN_NAME = /^LoRA with name .* does not exist/;
-/** A missing directory or adapter_config.json: the Hugging Face loader's own words. */
+/**
+ * A missing directory or adapter_config.json, in the words of the loader SGLang hands the path to:
+ * a path that is not a local folder goes to huggingface_hub, which refuses an absolute one as a repo
+ * id, or (offline) finds no snapshot.
+ */
 const PATH_MISSING =
-  /(No such file or directory|does not appear to have a file named|is not a local folder|not a valid model identifier|Can't find 'adapter_config\.json')/;
+  /(No such file or directory|Repo id must be in the form|cannot find the appropriate snapshot folder|does not appear to have a file named|Can't find 'adapter_config\.json')/;
 
 /** SGLang's unload waits, with no limit of its own, for every request using the adapter to end. */
 const DEFAULT_UNLOAD_TIMEOUT_MS = 120_000;

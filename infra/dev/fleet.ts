@@ -6,9 +6,24 @@ import { isListening } from "./services.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
+export type DevEngine = "vllm" | "sglang";
+
 export interface DevReplica {
+  engine: DevEngine;
   url: string;
   agentUrl: string;
+}
+
+/**
+ * `DEV_FLEET`: the engines of `npm start`'s simulated replicas, comma-separated (default
+ * "vllm,vllm"; "vllm,sglang" is a mixed fleet, "sglang,sglang" an SGLang-only one).
+ */
+export function parseDevFleet(value: string | undefined): DevEngine[] {
+  const engines = (value ?? "vllm,vllm").split(",").map((e) => e.trim());
+  if (engines.length < 1 || engines.length > 8 || engines.some((e) => e !== "vllm" && e !== "sglang")) {
+    throw new Error(`DEV_FLEET must list 1 to 8 engines, each vllm or sglang (got ${JSON.stringify(value)})`);
+  }
+  return engines as DevEngine[];
 }
 
 async function freePort(preferred: number): Promise<number> {
@@ -43,17 +58,18 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
 }
 
 /**
- * Simulated vLLM replicas (`npm run replica-sim`), each with its agent sharing a cache folder, as
- * child processes: the same programs and protocol a production fleet runs, minus the GPU.
+ * Simulated vLLM and SGLang replicas (`npm run replica-sim`), each with its agent sharing a cache
+ * folder, as child processes: the same programs and protocols a production fleet runs, minus the GPU.
  */
 export async function startDevFleet(options: {
-  count: number;
+  engines: readonly DevEngine[];
   baseModelId: string;
   agentToken: string;
   s3: Config["s3"];
   stateDir: string;
   maxLoras: number;
-  maxCpuLoras: number;
+  /** vLLM's --max-cpu-loras, SGLang's --max-loaded-loras. */
+  maxCpuLoras: Record<DevEngine, number>;
   maxLoraRank: number;
 }): Promise<{ replicas: DevReplica[]; close: () => Promise<void> }> {
   const children: ChildProcess[] = [];
@@ -67,11 +83,24 @@ export async function startDevFleet(options: {
     children.push(child);
     return child;
   };
-  for (let i = 0; i < options.count; i++) {
-    const replicaPort = await freePort(8101 + i);
-    const agentPort = await freePort(8201 + i);
-    const cacheDir = resolve(options.stateDir, `replica-${i + 1}`);
+  for (const [i, engine] of options.engines.entries()) {
+    // Each engine on ports of its own, so a replica's URL (its identity) never changes engine.
+    const offset = engine === "vllm" ? 0 : 10;
+    const replicaPort = await freePort(8101 + offset + i);
+    const agentPort = await freePort(8201 + offset + i);
+    const cacheDir = resolve(options.stateDir, `${engine}-${i + 1}`);
     mkdirSync(cacheDir, { recursive: true });
+    const capacity =
+      engine === "vllm"
+        ? ["--max-loras", String(options.maxLoras), "--max-cpu-loras", String(options.maxCpuLoras.vllm)]
+        : [
+            "--engine",
+            "sglang",
+            "--max-loras-per-batch",
+            String(options.maxLoras),
+            "--max-loaded-loras",
+            String(options.maxCpuLoras.sglang),
+          ];
     spawnChild(
       "infra/replica-sim/cli.ts",
       [
@@ -79,10 +108,7 @@ export async function startDevFleet(options: {
         String(replicaPort),
         "--served-model-name",
         options.baseModelId,
-        "--max-loras",
-        String(options.maxLoras),
-        "--max-cpu-loras",
-        String(options.maxCpuLoras),
+        ...capacity,
         "--max-lora-rank",
         String(options.maxLoraRank),
       ],
@@ -95,6 +121,7 @@ export async function startDevFleet(options: {
       AGENT_PORT: String(agentPort),
       AGENT_TOKEN: options.agentToken,
       AGENT_REPLICA_URL: url,
+      AGENT_ENGINE: engine,
       AGENT_CACHE_DIR: cacheDir,
       AGENT_DISK_BUDGET_BYTES: String(20 * 1024 ** 3),
       S3_REGION: options.s3.region,
@@ -107,7 +134,7 @@ export async function startDevFleet(options: {
     const agentUrl = `http://127.0.0.1:${agentPort}`;
     await waitForHttp(`${url}/health`, 30_000);
     await waitForHttp(`${agentUrl}/healthz`, 30_000);
-    replicas.push({ url, agentUrl });
+    replicas.push({ engine, url, agentUrl });
   }
   return {
     replicas,

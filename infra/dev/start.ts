@@ -10,7 +10,7 @@ import { startMetering } from "../../metering/service.ts";
 import { EventBus } from "../../scheduler/events.ts";
 import { SchedulerService } from "../../scheduler/leader.ts";
 import { prepareDevEnvFile } from "./env-file.ts";
-import { startDevFleet } from "./fleet.ts";
+import { parseDevFleet, startDevFleet } from "./fleet.ts";
 import { S3RVER_CREDENTIALS, startS3Server } from "./s3-server.ts";
 import { ensureServices, isListening, startRedisServer } from "./services.ts";
 
@@ -63,22 +63,24 @@ const demo =
 const DEV_BASE = "llama-3.1-8b-instruct-awq";
 const agentToken = config.agentToken ?? "";
 const fleet = await startDevFleet({
-  count: 2,
+  engines: parseDevFleet(process.env.DEV_FLEET),
   baseModelId: DEV_BASE,
   agentToken,
   s3: config.s3,
   stateDir: ".loraplane/replicas",
   maxLoras: 2,
-  maxCpuLoras: 4,
+  maxCpuLoras: { vllm: 4, sglang: 16 },
   maxLoraRank: 16,
 });
 for (const replica of fleet.replicas) {
+  // vLLM keeps 16 registered past its CPU LRU of 4; SGLang holds all it registers in memory.
   await createReplica(deps.db, {
     url: replica.url,
+    engine: replica.engine,
     agentUrl: replica.agentUrl,
     baseModelId: DEV_BASE,
     maxLoras: 2,
-    maxCpuLoras: 4,
+    maxCpuLoras: replica.engine === "vllm" ? 4 : 16,
     maxLoraRank: 16,
     maxRegistered: 16,
     diskBudgetBytes: 20 * 1024 ** 3,
@@ -154,7 +156,8 @@ say(
 say(`  S3            ${config.s3.endpoint ?? "(AWS default)"} bucket ${config.s3.bucket}`);
 say(`  usage Redis   ${config.usage.redis.url} (append-only, fsync per write: usage events survive a crash)`);
 for (const [i, replica] of fleet.replicas.entries()) {
-  say(`  replica ${i + 1}     ${replica.url} (simulated vLLM, ${DEV_BASE}), agent ${replica.agentUrl}`);
+  const engine = replica.engine === "vllm" ? "vLLM" : "SGLang";
+  say(`  replica ${i + 1}     ${replica.url} (simulated ${engine}, ${DEV_BASE}), agent ${replica.agentUrl}`);
 }
 say(`  demo tenant   ${demo.id}`);
 say("");

@@ -40,8 +40,11 @@ export const FAST_LATENCY = {
   activateMsPerMb: 0,
 };
 
+export type ReplicaEngine = "vllm" | "sglang";
+
 export interface ReplicaNode {
   id: string;
+  engine: ReplicaEngine;
   sim: ReplicaSim;
   running: RunningReplicaSim;
   agent: RunningAgent;
@@ -79,6 +82,8 @@ export interface E2EWorld {
 
 export interface E2EWorldOptions {
   replicas?: number;
+  /** The replicas' engines, in order (repeated when shorter than `replicas`); all vLLM by default. */
+  engines?: readonly ReplicaEngine[];
   maxLoras?: number;
   maxCpuLoras?: number;
   /** Registration budget per replica (the API's default when absent). */
@@ -234,7 +239,9 @@ async function populate(started: {
   close: () => Promise<void>;
 }): Promise<RunningWorld> {
   const { h, url, bus, options, replicas, schedulers, closers } = started;
-  const simOptions = () => ({
+  const engineOf = (i: number): ReplicaEngine => options.engines?.[i % options.engines.length] ?? "vllm";
+  const simOptions = (engine: ReplicaEngine) => ({
+    ...(engine === "sglang" && { engine }),
     servedModelNames: [BASE.id],
     maxLoras: options.maxLoras ?? 2,
     maxCpuLoras: options.maxCpuLoras ?? 4,
@@ -268,7 +275,8 @@ async function populate(started: {
 
   const admin = await h.adminToken();
   for (let i = 0; i < (options.replicas ?? 2); i++) {
-    const sim = createReplicaSim(simOptions());
+    const engine = engineOf(i);
+    const sim = createReplicaSim(simOptions(engine));
     const running = await sim.start(0);
     const cacheDir = await mkdtemp(join(tmpdir(), "loraplane-e2e-agent-"));
     const agent = await startAgent(
@@ -276,7 +284,7 @@ async function populate(started: {
         log: { level: "silent" },
         http: { host: "127.0.0.1", port: 0 },
         token: AGENT_TOKEN,
-        replica: { url: running.url, apiKey: undefined },
+        replica: { url: running.url, engine, apiKey: undefined },
         // No grace: the journeys check that unloaded files go once nothing reads them.
         cache: { dir: cacheDir, budgetBytes: 1024 ** 3, gcIntervalMs: 100, unloadGraceMs: 0 },
         s3: h.config.s3,
@@ -284,12 +292,13 @@ async function populate(started: {
       },
       { logger: silent, store: h.deps.store },
     );
-    const node: ReplicaNode = { id: "", sim, running, agent, cacheDir };
+    const node: ReplicaNode = { id: "", engine, sim, running, agent, cacheDir };
     replicas.push(node);
     const created = await h.request<{ id: string }>("POST", "/admin/replicas", {
       token: admin,
       body: {
         url: running.url,
+        ...(engine === "sglang" && { engine }),
         agent_url: agent.url,
         base_model: BASE.id,
         max_loras: 2,
@@ -360,7 +369,7 @@ async function populate(started: {
     },
     restartReplica: async (node) => {
       await node.running.close();
-      node.sim = createReplicaSim(simOptions());
+      node.sim = createReplicaSim(simOptions(node.engine));
       node.running = await node.sim.start(node.running.port);
     },
   };

@@ -1,3 +1,4 @@
+import { Readable } from "node:stream";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import { ENGINE_DRIVERS, vllm } from "../../../engines/index.ts";
 import { fallbackRequestBody } from "../fallback.ts";
@@ -26,6 +27,54 @@ function upstreamHeaders(exchange: Exchange, target: UpstreamTarget, tracing: Re
     ...tracing,
     ...(key !== null && { authorization: `Bearer ${key}` }),
   };
+}
+
+/** The most read ahead for a first event: an error event is small, a content one smaller. */
+const FIRST_EVENT_MAX_BYTES = 64 * 1024;
+
+/**
+ * Reads a stream's first SSE event (or its first 64 KiB, or all of it if it ends sooner) and hands
+ * back its text with a body that replays it, then the rest, unchanged.
+ */
+async function firstEvent(
+  body: Dispatcher.ResponseData["body"],
+): Promise<{ text: string; body: Dispatcher.ResponseData["body"] }> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  const ended = await new Promise<boolean>((resolve, reject) => {
+    const stop = (value: boolean) => {
+      body.off("readable", onReadable);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      resolve(value);
+    };
+    const onReadable = () => {
+      for (let chunk = body.read() as Buffer | null; chunk !== null; chunk = body.read() as Buffer | null) {
+        chunks.push(chunk);
+        bytes += chunk.length;
+        const seen = chunks.length === 1 ? chunk : Buffer.concat(chunks, bytes);
+        if (bytes >= FIRST_EVENT_MAX_BYTES || seen.includes("\n\n") || seen.includes("\r\n\r\n")) {
+          stop(false);
+          return;
+        }
+      }
+    };
+    const onEnd = () => stop(true);
+    const onError = (error: Error) => {
+      body.off("readable", onReadable);
+      body.off("end", onEnd);
+      reject(error);
+    };
+    body.on("readable", onReadable);
+    body.once("end", onEnd);
+    body.once("error", onError);
+  });
+  const read = Buffer.concat(chunks, bytes);
+  if (ended) {
+    return { text: read.toString("utf8"), body: Readable.from([read]) as Dispatcher.ResponseData["body"] };
+  }
+  body.unshift(read);
+  return { text: read.toString("utf8"), body };
 }
 
 function classify(error: unknown): FailureReason {
@@ -127,6 +176,25 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       return await passThroughError(exchange, target, res.statusCode, text);
     }
     if (options.request.body.stream === true) {
+      if (target.engine?.streamErrorsInBand && target.loraName !== null) {
+        // SGLang answers a stream for an adapter it does not have with a 200 whose first event is
+        // the error: that event is read before anything reaches the client, so it can still fail over.
+        const first = await firstEvent(res.body).catch(() => null);
+        if (first === null || target.engine.isLostAdapter(400, first.text, target.loraName)) {
+          res.body.destroy();
+          const lost = first !== null;
+          goneEverywhere = lost && (exchange.attempts === 1 || goneEverywhere);
+          lastError = `${describeTarget(target)} ${lost ? "does not have the adapter" : "failed before its first event"}`;
+          exchange.failAttempt(target, {
+            status: 200,
+            reason: lost ? "lost_adapter" : "server_error",
+            error: lastError,
+            detail: first?.text.slice(0, 500) ?? "",
+          });
+          continue;
+        }
+        res = { ...res, body: first.body };
+      }
       return streamResponse(exchange, target, res);
     }
     return jsonResponse(exchange, target, res);
