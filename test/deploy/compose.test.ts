@@ -142,6 +142,48 @@ describe("docker-compose (infra/compose)", () => {
     expect(template).toContain("location / { return 403");
   });
 
+  it("runs each SGLang replica pinned, with its agent (AGENT_ENGINE=sglang) and a filter that blocks its LoRA admin routes", () => {
+    const template = readFileSync(resolve(COMPOSE_DIR, "route-filter.conf.template"), "utf8");
+    const allowed = new RegExp(/location ~ (\^[^ ]+\$)/.exec(template)?.[1] as string);
+    for (const path of ["/load_lora_adapter", "/unload_lora_adapter", "/v1/load_lora_adapter"]) {
+      expect(allowed.test(path), path).toBe(false);
+    }
+    const sglang = Object.entries(services).filter(([, s]) => s.image?.startsWith("lmsysorg/sglang:"));
+    expect(sglang.length).toBeGreaterThanOrEqual(1);
+    for (const [name, s] of sglang) {
+      expect(s.image).toMatch(/^lmsysorg\/sglang:\$\{SGLANG_TAG:-v\d+\.\d+\.\d+[^}]*\}$/);
+      expect(s.profiles).toEqual(["sglang"]);
+      expect(s.command?.slice(0, 3)).toEqual(["python3", "-m", "sglang.launch_server"]);
+      expect(s.command).toContain("--enable-lora");
+      expect(s.networks, `${name} is on its own network only`).toEqual([name]);
+      const agents = Object.entries(services).filter(
+        ([, a]) => a.environment?.AGENT_REPLICA_URL === `http://${name}:30000`,
+      );
+      expect(agents, `one agent beside ${name}`).toHaveLength(1);
+      const [agentName, agent] = agents[0] as [string, (typeof agents)[0][1]];
+      expect(agent.environment?.AGENT_ENGINE).toBe("sglang");
+      expect(agent.environment?.AGENT_REPLICA_PUBLIC_URL).toBe(`http://${name}-filter:8000`);
+      const attached = Object.entries(services)
+        .filter(([, x]) => x.networks?.includes(name))
+        .map(([n]) => n)
+        .sort();
+      expect(attached).toEqual([agentName, name, `${name}-filter`].sort());
+      expect(services[`${name}-filter`]?.environment?.REPLICA_ENGINE_URL).toBe(`http://${name}:30000`);
+      expect(services[`${name}-filter`]?.profiles).toEqual(s.profiles);
+    }
+    // The SGLang pod's filter is the same allowlist as the vLLM one, but for the upstream.
+    const sglangFilter = readObjects("sglang.yaml").find((o) => o.metadata?.name === "sglang-route-filter") as
+      | { data: Record<string, string> }
+      | undefined;
+    const vllmFilter = readObjects("vllm.yaml").find((o) => o.metadata?.name === "vllm-route-filter") as
+      | { data: Record<string, string> }
+      | undefined;
+    const locations = (conf: string) => conf.split("\n").filter((l) => l.trim().startsWith("location"));
+    expect(locations(sglangFilter?.data["default.conf"] ?? "")).toEqual(
+      locations(vllmFilter?.data["default.conf"] ?? ""),
+    );
+  });
+
   it("keeps Redis durable and never evicting, and waits for healthy stores before starting", () => {
     const redis = services.redis?.command?.join(" ") ?? "";
     expect(redis).toContain("--appendonly yes");

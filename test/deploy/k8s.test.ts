@@ -351,6 +351,69 @@ describe("Kubernetes manifests (infra/k8s)", () => {
   });
 });
 
+describe("the SGLang example (infra/k8s/sglang.yaml)", () => {
+  it("pins SGLang's image, runs it on loopback with runtime LoRA, and filters its admin routes", () => {
+    const pod = podTemplate(find("StatefulSet", "sglang") as K8sObject);
+    const containers = pod?.spec.containers ?? [];
+    const sglang = containers.find((c) => c.image.startsWith("lmsysorg/sglang")) as Container;
+    const agent = containers.find((c) => c.image === LORAPLANE_IMAGE) as Container;
+    const tag = readKustomization().images.find((i) => i.name === "lmsysorg/sglang")?.newTag;
+    expect(tag).toMatch(/^v\d+\.\d+\.\d+/);
+    expect(tag).not.toBe("latest");
+    expect(sglang.image).toBe(`lmsysorg/sglang:${tag}`);
+    expect(sglang.command).toEqual(["python3", "-m", "sglang.launch_server"]);
+    for (const flag of [
+      "--enable-lora",
+      "--max-loras-per-batch=",
+      "--max-loaded-loras=",
+      "--host=127.0.0.1",
+      "--api-key=",
+    ]) {
+      expect(
+        sglang.args?.some((a) => a.startsWith(flag)),
+        flag,
+      ).toBe(true);
+    }
+    expect(sglang.resources?.limits?.["nvidia.com/gpu"]).toBe("1");
+    const env = (name: string) => agent.env?.find((e) => e.name === name);
+    expect(env("AGENT_ENGINE")?.value).toBe("sglang");
+    // The admin key SGLang demands for load/unload is the agent's alone, from one secret key.
+    expect(sglang.args).toContain("--admin-api-key=$(SGLANG_ADMIN_API_KEY)");
+    const adminKeyRef = { name: "loraplane-secrets", key: "AGENT_REPLICA_ADMIN_API_KEY" };
+    expect(sglang.env?.find((e) => e.name === "SGLANG_ADMIN_API_KEY")?.valueFrom?.secretKeyRef).toEqual(
+      adminKeyRef,
+    );
+    expect(env("AGENT_REPLICA_ADMIN_API_KEY")?.valueFrom?.secretKeyRef).toEqual(adminKeyRef);
+    expect(env("AGENT_REPLICA_URL")?.value).toBe("http://127.0.0.1:30000");
+    expect(env("AGENT_REPLICA_PUBLIC_URL")?.value).toBe(
+      "http://$(POD_NAME).sglang.$(POD_NAMESPACE).svc:8000",
+    );
+    expect(env("AGENT_MAX_LORAS")?.valueFrom?.configMapKeyRef).toEqual({
+      name: "sglang-pool",
+      key: "max-loras",
+    });
+    const filterData = find("ConfigMap", "sglang-route-filter")?.data as Record<string, string>;
+    const conf = filterData["default.conf"] as string;
+    const allowed = new RegExp(/location ~ (\^[^ ]+\$)/.exec(conf)?.[1] as string);
+    for (const path of ["/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"]) {
+      expect(allowed.test(path), path).toBe(true);
+    }
+    for (const path of [
+      "/load_lora_adapter",
+      "/unload_lora_adapter",
+      "/load_lora_adapter/",
+      "/v1/load_lora_adapter",
+    ]) {
+      expect(allowed.test(path), path).toBe(false);
+    }
+    expect(conf).toContain("proxy_pass http://127.0.0.1:30000;");
+    const policy = find("NetworkPolicy", "sglang-ingress")?.spec as {
+      podSelector: { matchLabels: Record<string, string> };
+    };
+    expect(policy.podSelector.matchLabels["app.kubernetes.io/component"]).toBe("sglang");
+  });
+});
+
 describe("the Kubernetes schema check", () => {
   it("rejects objects the API server would reject (so the check above can fail)", () => {
     const deployment = structuredClone(find("Deployment", "loraplane-api")) as K8sObject & {
