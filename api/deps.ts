@@ -7,6 +7,7 @@ import type { Config, Logger, Metrics, Redis } from "../lib/index.ts";
 import type { BudgetGuard } from "../metering/index.ts";
 import type { EventBus } from "../scheduler/index.ts";
 import type { KeyRing, Principal } from "./auth/key-ring.ts";
+import type { DemandReporter } from "./gateway/demand-reporter.ts";
 import type { TenantCounters } from "./gateway/fair-share.ts";
 import type { ModelResolver } from "./gateway/model-resolver.ts";
 import type { RateLimiter } from "./gateway/rate-limit.ts";
@@ -43,6 +44,8 @@ export interface AppDeps {
     baseModel: (baseModelId: string) => Promise<BaseModelRow | undefined>;
     /** Told of every settled inference request (see serve-completion.ts). */
     settledHooks: SettledHook[];
+    /** Tells the scheduler's leader what this copy serves (requests, tokens, in flight). */
+    demand: DemandReporter;
   };
   usage: UsageSink;
   uploads: { validator: HeaderValidationPool; slots: UploadSlots };

@@ -1,4 +1,6 @@
+import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { hostname } from "node:os";
 import { serve } from "@hono/node-server";
 import { Gauge } from "prom-client";
 import { Agent } from "undici";
@@ -11,6 +13,7 @@ import { createPlacementQueue, EventBus } from "../scheduler/index.ts";
 import { createApp } from "./app.ts";
 import { KeyRing } from "./auth/key-ring.ts";
 import type { AppDeps } from "./deps.ts";
+import { DemandReporter } from "./gateway/demand-reporter.ts";
 import { TenantCounters } from "./gateway/fair-share.ts";
 import { registerFleetMetrics } from "./gateway/fleet-metrics.ts";
 import { MeteringUsageSink } from "./gateway/metering-sink.ts";
@@ -96,6 +99,14 @@ export async function buildDeps(
       this.set({ mode: emitter.mode }, 1);
     },
   });
+  const demand = new DemandReporter({
+    redis,
+    prefix: config.redis.prefix,
+    copy: `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`,
+    logger,
+  });
+  demand.start();
+  router.beforePlacement = () => demand.flush();
   const validator = new HeaderValidationPool(2);
   const deps: AppDeps = {
     config,
@@ -118,7 +129,18 @@ export async function buildDeps(
       baseModel,
       inFlight: new TenantCounters(),
       coldWaits: new TenantCounters(),
-      settledHooks: [],
+      settledHooks: [
+        ({ model, outcome }) => {
+          if (model.versionId !== null && outcome.replicaId !== null && outcome.usage) {
+            demand.tokens(
+              model.versionId,
+              outcome.replicaId,
+              outcome.usage.promptTokens + outcome.usage.completionTokens,
+            );
+          }
+        },
+      ],
+      demand,
     },
     uploads: { validator, slots: new UploadSlots(config.uploads.maxConcurrentPerTenant) },
     usage: new MeteringUsageSink({
@@ -129,6 +151,7 @@ export async function buildDeps(
   };
   const closers: Closer[] = [
     { name: "gateway-router", close: () => router.stop() },
+    { name: "demand-reports", close: () => demand.close() },
     { name: "key-refresh", close: async () => keyRing.stopRefreshing() },
     { name: "rate-limiter", close: () => limiter.close() },
     { name: "budget-leases", close: async () => budgets.close() },

@@ -41,6 +41,8 @@ export interface ReplicaQueues {
 export class LeaderContext {
   readonly deps: SchedulerDeps;
   readonly options: SchedulerOptions;
+  /** Applies the gateways' demand reports that arrived so far (set by the term once it reads them). */
+  drainDemand: () => Promise<unknown> = async () => {};
   readonly policy: Policy;
   readonly poller: FleetPoller;
   readonly queues: ReplicaQueues;

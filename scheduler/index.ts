@@ -1,3 +1,4 @@
+export * from "./demand-reports.ts";
 export * from "./events.ts";
 export * from "./fair-queue.ts";
 export * from "./fleet-state.ts";

@@ -2,9 +2,10 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Worker } from "bullmq";
 import { LeaderContext, type SchedulerDeps, type SchedulerOptions } from "./context.ts";
+import { DemandIntake } from "./demand-reports.ts";
 import { FleetPoller } from "./fleet-poller.ts";
 import { LeaderElection } from "./lease.ts";
-import { createPolicy } from "./policy/index.ts";
+import { createPolicy, type ReplicaShadow } from "./policy/index.ts";
 import { checkReported, reconcile } from "./reconcile.ts";
 import { BullReplicaQueues, startPlacementWorker } from "./worker.ts";
 
@@ -41,6 +42,11 @@ export class SchedulerService {
 
   get isLeader(): boolean {
     return this.election.isLeader;
+  }
+
+  /** The leader's mirror of a replica (registered, slots, requests in flight); null when not leading. */
+  shadow(replicaId: string): ReplicaShadow | null {
+    return this.term?.shadow(replicaId) ?? null;
   }
 
   /** Tries to take or renew the leader lease so far (see LeaderElection.attempts). */
@@ -91,6 +97,7 @@ class LeaderTerm {
   private reconciling: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
+  private readonly demand: DemandIntake;
 
   constructor(deps: SchedulerDeps, options: SchedulerOptions) {
     const poller = new FleetPoller(deps.db, deps.logger, {
@@ -111,6 +118,8 @@ class LeaderTerm {
       poller,
       queues,
     });
+    this.demand = new DemandIntake({ redis: deps.redis, logger: deps.logger, policy: () => this.ctx.policy });
+    this.ctx.drainDemand = () => this.demand.drain();
   }
 
   async start(): Promise<void> {
@@ -130,6 +139,8 @@ class LeaderTerm {
       }
     });
     await ctx.sync();
+    // Every request the gateways serve, hits included, reaches the policy from here.
+    this.demand.start();
     this.placementWorker = startPlacementWorker(ctx);
     const tick = () => {
       this.reconciling = reconcile(ctx)
@@ -144,6 +155,10 @@ class LeaderTerm {
     this.reconcileTimer = setTimeout(tick, ctx.options.reconcileEveryMs);
   }
 
+  shadow(replicaId: string): ReplicaShadow | null {
+    return this.ctx.policy.shadow(replicaId);
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.unsubscribe?.();
@@ -152,6 +167,7 @@ class LeaderTerm {
     }
     // Bounded by the replica calls' timeout; the caller closes Postgres and Redis after this.
     await this.reconciling;
+    await this.demand.stop();
     await this.ctx.poller.stop();
     await this.placementWorker?.close();
     await this.ctx.queues.close();

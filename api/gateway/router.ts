@@ -385,7 +385,11 @@ export class GatewayRouter {
 
   /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
   /** `priority`: the queue's order between tenants (see `fairPriority`); re-asks keep the first one's. */
+  /** Runs before a placement is asked for: the demand report goes first, so the leader places knowing it. */
+  beforePlacement: () => Promise<void> = async () => {};
+
   async requestPlacement(versionId: string, priority?: number): Promise<void> {
+    await this.beforePlacement().catch((error) => this.logger.warn({ err: error }, "demand not reported"));
     const data: PlacementRequest = { adapterVersionId: versionId };
     await this.placementQueue.add(PLACEMENT_JOB, data, {
       jobId: placementJobId(versionId),

@@ -88,12 +88,27 @@ async function hold(deps: RoutingDeps, logger: Logger, request: RouteRequest): P
   const deadline = startedAt + waitMs;
   let synced = false;
   let waitedForLoad = false;
+  let arrived = false;
   for (;;) {
     const route = gateway.router.routeAdapter(versionId);
+    if ((route.kind === "miss" || route.kind === "busy") && !arrived) {
+      arrived = true;
+      gateway.demand.arrived(versionId);
+    }
     if (route.kind === "hit") {
       const level = waitedForLoad ? "cold" : (route.hold.level ?? "registered");
       recordRoute(deps, level, Date.now() - startedAt);
-      return { ...route.hold, level };
+      // The leader counts it once: here on a hit, before its placement when it missed.
+      const ended = gateway.demand.served(versionId, route.hold.targets[0]?.replicaId ?? "", arrived);
+      const { release } = route.hold;
+      return {
+        ...route.hold,
+        level,
+        release: () => {
+          ended();
+          release();
+        },
+      };
     }
     if (route.kind === "stale") {
       if (synced) {

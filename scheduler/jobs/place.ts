@@ -13,11 +13,14 @@ export const placeJob: JobDefinition<PlacementRequest> = {
     // Not a re-read per decision: it was two thirds of a cold start's decision time, and grows with
     // the fleet. The policy holds its own decisions; what changes behind its back marks it stale.
     await ctx.syncIfStale();
-    let result = ctx.policy.route({ adapterId: adapterVersionId }, Date.now());
+    // The gateway reported what it served just before asking: the policy places knowing it.
+    await ctx.drainDemand();
+    // Not counted as demand: the gateway that served it reports it (scheduler/demand-reports.ts).
+    let result = ctx.policy.route({ adapterId: adapterVersionId, countDemand: false }, Date.now());
     if (!("replicaId" in result) && result.reason === "unknown-adapter") {
       // Uploaded after our last read of the fleet.
       await ctx.sync();
-      result = ctx.policy.route({ adapterId: adapterVersionId }, Date.now());
+      result = ctx.policy.route({ adapterId: adapterVersionId, countDemand: false }, Date.now());
     }
     if (!("replicaId" in result)) {
       if (result.retryable) {

@@ -84,8 +84,9 @@ export interface PlanAssumptions {
   max_registered: number;
   policy: PolicyKind;
   /**
-   * What the leader's policy learns from: "misses" is how the system runs (gateways route hits from
-   * the placements; the leader is asked only on a miss); "all" feeds it every request (the bench's view).
+   * What the leader's policy learns from: "all" is how the system runs (every gateway reports every
+   * request it serves, scheduler/demand-reports.ts); "misses" models releases before that, when the
+   * leader was asked only on a miss.
    */
   leader_sees: "misses" | "all";
   gpu: GpuProfile;
@@ -108,7 +109,7 @@ export function defaultAssumptions(
     max_cpu_loras: maxCpuLoras,
     max_registered: overrides.max_registered ?? Math.max(maxCpuLoras * 4, 8),
     policy: overrides.policy ?? "gdsf",
-    leader_sees: overrides.leader_sees ?? "misses",
+    leader_sees: overrides.leader_sees ?? "all",
     gpu: overrides.gpu ?? (GPU_PROFILES["nvidia-l4"] as GpuProfile),
     frontier: overrides.frontier ?? {
       name: "GPT-4o list price",

@@ -23,6 +23,8 @@ export type { EngineConfig } from "./model.ts";
 const LEVELS: readonly CostLevel[] = ["hot", "warm", "registered", "cold"];
 const LEVEL_COLD = 3;
 const NO_ACTIONS: readonly Action[] = Object.freeze([]);
+/** A report can name any count; counting is per request, so one event counts this many at most. */
+export const MAX_SERVED_PER_EVENT = 10_000;
 
 /**
  * The placement and routing engine shared by every policy; the policies differ only in their
@@ -57,10 +59,12 @@ export class PolicyEngine implements Policy {
         detail: `adapter ${request.adapterId} is not in the fleet state`,
       };
     }
-    const base = this.model.baseOf(adapter);
-    this.recordDemand(adapter, base, now);
-    this.model.ranker.touch(adapter, base);
-    this.model.refreshKeys(adapter);
+    if (request.countDemand !== false) {
+      const base = this.model.baseOf(adapter);
+      this.recordDemand(adapter, base, now);
+      this.model.ranker.touch(adapter, base);
+      this.model.refreshKeys(adapter);
+    }
 
     const holder = this.pickHolder(adapter);
     if (holder !== null) {
@@ -77,9 +81,17 @@ export class PolicyEngine implements Policy {
   }
 
   observe(event: PolicyEvent): void {
+    if (event.kind === "served") {
+      this.served(event.adapterId, event.replicaId, event.requests, event.now);
+      return;
+    }
     const replica = this.model.replicas.find(event.replicaId);
     const adapter = this.model.adapters.find(event.adapterId);
     if (replica === undefined || adapter === undefined) {
+      return;
+    }
+    if (event.kind === "in-flight") {
+      this.setInFlight(replica, adapter, event.count);
       return;
     }
     if (event.kind === "completed") {
@@ -225,6 +237,44 @@ export class PolicyEngine implements Policy {
         }
       },
     };
+  }
+
+  /** What a request routed here would have done to demand and recency, `requests` times. */
+  private served(adapterId: string, replicaId: string | null, requests: number, now: number): void {
+    const adapter = this.model.adapters.find(adapterId);
+    const times = Math.min(Math.max(0, Math.floor(requests)), MAX_SERVED_PER_EVENT);
+    if (adapter === undefined || times === 0) {
+      return;
+    }
+    const base = this.model.baseOf(adapter);
+    for (let i = 0; i < times; i++) {
+      this.recordDemand(adapter, base, now);
+    }
+    this.model.ranker.touch(adapter, base);
+    this.model.refreshKeys(adapter);
+    const replica = replicaId === null ? undefined : this.model.replicas.find(replicaId);
+    if (replica?.registered.has(adapter.idx) && !replica.loading.has(adapter.idx)) {
+      replica.lastRoutedSeq = this.model.seq;
+      this.model.activate(replica, adapter.idx);
+      this.model.setKeys(replica, adapter);
+    }
+  }
+
+  private setInFlight(replica: ReplicaState, adapter: AdapterState, count: number): void {
+    const next = Math.max(0, Math.floor(count));
+    const before = replica.inflight.get(adapter.idx) ?? 0;
+    if (next === before) {
+      return;
+    }
+    if (next === 0) {
+      replica.inflight.delete(adapter.idx);
+    } else {
+      replica.inflight.set(adapter.idx, next);
+    }
+    replica.outstanding += next - before;
+    if (replica.registered.has(adapter.idx)) {
+      this.model.setKeys(replica, adapter);
+    }
   }
 
   /** A request runs on the replica: counted in flight until its `completed` event. */

@@ -503,6 +503,51 @@ describe("state from the I/O layer", () => {
     expect(next.demandShare("a")).toBeGreaterThan(0.6);
   });
 
+  it("counts gateways' served reports in demand exactly as requests it routed itself", () => {
+    const state = fleet([replica("r0"), replica("r1")], [adapter("a"), adapter("b"), adapter("c")]);
+    const routed = make("gdsf", state);
+    const reported = make("gdsf", state);
+    const trace = ["a", "a", "b", "a", "c", "a", "b", "a"];
+    for (const [i, id] of trace.entries()) {
+      serve(routed, id, i);
+    }
+    // The leader places without counting (the gateway reports the request), then hears of it.
+    for (const [i, id] of trace.entries()) {
+      const placed = reported.route({ adapterId: id, countDemand: false }, i);
+      if ("replicaId" in placed) {
+        settle(reported, placed.actions);
+      }
+      reported.observe({ kind: "served", adapterId: id, replicaId: null, requests: 1, now: i });
+    }
+    for (const id of ["a", "b", "c"]) {
+      expect(reported.demandShare(id)).toBeCloseTo(routed.demandShare(id), 9);
+    }
+    // A batch of n counts as n requests.
+    const batched = make("gdsf", state);
+    batched.observe({ kind: "served", adapterId: "a", replicaId: null, requests: 5, now: 0 });
+    batched.observe({ kind: "served", adapterId: "b", replicaId: null, requests: 1, now: 0 });
+    expect(batched.demandShare("a")).toBeGreaterThan(0.8);
+    expect(make("gdsf", state).demandShare("a")).toBe(0);
+  });
+
+  it("keeps an adapter the gateways report in flight, and evicts it once they report none", () => {
+    const policy = make("lru", fleet([replica("r0", { maxRegistered: 1 })], [adapter("a"), adapter("b")]));
+    const placed = policy.route({ adapterId: "a", countDemand: false }, 0);
+    settle(policy, "actions" in placed ? placed.actions : []);
+    policy.observe({ kind: "in-flight", adapterId: "a", replicaId: "r0", count: 2 });
+    expect(policy.shadow("r0")?.inFlight).toEqual({ a: 2 });
+    expect(policy.route({ adapterId: "b", countDemand: false }, 1)).toMatchObject({
+      reason: "no-capacity",
+      retryable: true,
+    });
+    policy.observe({ kind: "in-flight", adapterId: "a", replicaId: "r0", count: 0 });
+    const b = policy.route({ adapterId: "b", countDemand: false }, 2);
+    expect("actions" in b && b.actions.map((x) => [x.kind, "adapterId" in x ? x.adapterId : ""])).toEqual([
+      ["unload", "a"],
+      ["load", "b"],
+    ]);
+  });
+
   it("decides the same given the same calls", () => {
     const run = () => {
       const policy = make(

@@ -52,6 +52,11 @@ export interface FleetState {
 
 export interface RouteRequest {
   adapterId: string;
+  /**
+   * Count this request in the adapter's demand (default true). The leader places with false: the
+   * gateways report every request they serve (`served` events), the one that missed included.
+   */
+  countDemand?: boolean;
 }
 
 export type LoadReason = "miss" | "replicate" | "pin" | "drain";
@@ -100,7 +105,18 @@ export type PolicyEvent =
   /** A request admitted by a `route` decision finished, failed or was cancelled. */
   | { kind: "completed"; adapterId: string; replicaId: string }
   /** A load this policy asked for finished. On failure the placement is dropped. */
-  | { kind: "loaded"; adapterId: string; replicaId: string; ok: boolean };
+  | { kind: "loaded"; adapterId: string; replicaId: string; ok: boolean }
+  /**
+   * Requests the gateways served (hits and cold starts alike), as they report them: counted in the
+   * adapter's demand as if this policy had routed them, and the adapter used on `replicaId` (null:
+   * not yet on any). At most `MAX_SERVED_PER_EVENT` are counted from one event.
+   */
+  | { kind: "served"; adapterId: string; replicaId: string | null; requests: number; now: number }
+  /**
+   * How many requests for the adapter run on the replica now, summed over the gateways: the
+   * policy keeps the adapter there while any do (replaces the count, it does not add to it).
+   */
+  | { kind: "in-flight"; adapterId: string; replicaId: string; count: number };
 
 export interface PolicyConfig {
   /** Demand counters halve every this many requests to the same base (fixed). */

@@ -54,8 +54,11 @@ export const CapacityPlanBody = z
     max_cpu_loras: z.number().int().min(1).max(4096).optional(),
     max_registered: z.number().int().min(1).max(100_000).optional(),
     policy: z.enum(["gdsf", "lru"]).default("gdsf"),
-    /** "misses": the leader's policy hears only of misses, as in the running system; "all": of every request. */
-    leader_sees: z.enum(["misses", "all"]).default("misses"),
+    /**
+     * "all": the leader's policy hears of every request, as the running system does (the gateways
+     * report them); "misses": only of misses, as releases before the gateways reported did.
+     */
+    leader_sees: z.enum(["misses", "all"]).default("all"),
     trace: z
       .union([z.literal("observed"), z.strictObject({ synthetic: SyntheticTraceBody })])
       .default("observed"),
