@@ -130,7 +130,7 @@ describe("capacity planner vs the simulated fleet", () => {
     expect(observedCold).toBeGreaterThan(ADAPTERS);
     expect(Math.abs(plan.body.hit_rate - observedHitRate)).toBeLessThanOrEqual(0.05);
     // Since the leader hears of every request the replay is within a few loads of the fleet (39 vs
-    // 42 at 42c1d4e); the residual is not explained yet, hence 10% here rather than 5%.
+    // 42 on 2026-12-03); the residual is not explained yet, hence 10% here rather than 5%.
     expect(Math.abs(plan.body.cold_starts - observedCold)).toBeLessThanOrEqual(
       Math.max(1, 0.1 * observedCold),
     );
