@@ -65,12 +65,13 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
   const adminKey = options.adminApiKey ?? options.apiKey;
   const transport = createTransport(options);
 
+  /** A load or unload: done, refused with SGLang's message (always 400), or no usable answer. */
   async function update(
     path: "/load_lora_adapter" | "/unload_lora_adapter",
     body: Record<string, unknown>,
     timeoutMs: number,
     opts: Parameters<ReplicaClient["unloadAdapter"]>[1],
-  ): Promise<{ raw: RawResponse; out: LoraUpdateOutput | null } | TransportFailure> {
+  ): Promise<{ kind: "ok" } | { kind: "refused"; status: number; message: string } | TransportFailure> {
     const r = await transport.call("POST", path, body, opts, timeoutMs, MAX_ANSWER_BYTES, adminKey);
     if (isTransportFailure(r)) {
       return r;
@@ -78,7 +79,11 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
     if (r.status === 401 || r.status === 403) {
       return { kind: "unauthorized", status: 401 };
     }
-    return { raw: r, out: r.status === 200 || r.status === 400 ? loraUpdateOutput(r) : null };
+    const out = r.status === 200 || r.status === 400 ? loraUpdateOutput(r) : null;
+    if (out === null) {
+      return unexpectedAnswer(r);
+    }
+    return out.success ? { kind: "ok" } : { kind: "refused", status: r.status, message: out.errorMessage };
   }
 
   const client: ReplicaClient = {
@@ -103,17 +108,10 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
         opts?.timeoutMs ?? loadTimeout,
         opts,
       );
-      if ("kind" in res) {
+      if (res.kind !== "refused") {
         return res;
       }
-      const { raw, out } = res;
-      if (out === null) {
-        return unexpectedAnswer(raw);
-      }
-      if (out.success) {
-        return { kind: "ok" };
-      }
-      const message = out.errorMessage;
+      const { message } = res;
       if (ALREADY_LOADED.some((re) => re.test(message))) {
         return { kind: "already_loaded", message };
       }
@@ -123,7 +121,7 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
       if (PATH_MISSING.test(message)) {
         return { kind: "not_found", message };
       }
-      return { kind: "adapter_rejected", status: raw.status, message };
+      return { kind: "adapter_rejected", status: res.status, message };
     },
 
     async unloadAdapter(loraName, opts): Promise<UnloadAdapterResult> {
@@ -137,23 +135,16 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
         opts?.timeoutMs ?? DEFAULT_UNLOAD_TIMEOUT_MS,
         opts,
       );
-      if ("kind" in res) {
+      if (res.kind !== "refused") {
         return res;
       }
-      const { raw, out } = res;
-      if (out === null) {
-        return unexpectedAnswer(raw);
+      if (UNKNOWN_NAME.test(res.message)) {
+        return { kind: "not_found", message: res.message };
       }
-      if (out.success) {
-        return { kind: "ok" };
-      }
-      if (UNKNOWN_NAME.test(out.errorMessage)) {
-        return { kind: "not_found", message: out.errorMessage };
-      }
-      if (LORA_DISABLED.test(out.errorMessage)) {
+      if (LORA_DISABLED.test(res.message)) {
         return { kind: "runtime_updates_disabled" };
       }
-      return { kind: "replica_error", status: raw.status, message: out.errorMessage };
+      return { kind: "replica_error", status: res.status, message: res.message };
     },
 
     listModels: (opts) => listModelsOver(transport, opts, defaultTimeout),
