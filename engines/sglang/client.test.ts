@@ -198,6 +198,25 @@ describe("SGLang replica client, answer by answer", () => {
   });
 });
 
+describe("SGLang lost adapters", () => {
+  it.each([
+    ["Got LoRA adapter that has never been loaded: l1\nAll loaded adapters: dict_keys([]).", true],
+    ["The following requested LoRA adapters are not loaded: l1\nLoaded adapters: dict_keys([]).", true],
+    ["Failed to implicitly load LoRA adapter l1: [Errno 2] No such file or directory", true],
+    ["Requested token count exceeds the model's maximum context length", false],
+  ])("reads a 400 %j as lost: %s", (message, lost) => {
+    const body = JSON.stringify({
+      object: "error",
+      message,
+      type: "BadRequestError",
+      param: null,
+      code: 400,
+    });
+    expect(isLostAdapter(400, body, "l1")).toBe(lost);
+    expect(isLostAdapter(500, body, "l1")).toBe(false);
+  });
+});
+
 describe("SGLang request rewrite", () => {
   it("names the adapter as <base>:<adapter>, drops a client's lora_path, and asks for usage on every chunk", () => {
     const body = JSON.parse(

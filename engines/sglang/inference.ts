@@ -29,13 +29,17 @@ export function replicaRequestBody(
 /**
  * A replica that restarted has never loaded the adapter it was routed for: SGLang answers 400 "Got
  * LoRA adapter that has never been loaded" (managers/tokenizer_manager.py) or "… are not loaded"
- * (lora/lora_registry.py `acquire`). The request goes elsewhere and the placement is stale. (An
- * adapter SGLang unloaded but once loaded is reloaded from its path by the request itself.)
+ * (lora/lora_registry.py `acquire`). An adapter SGLang once loaded is reloaded from its path by the
+ * request itself, and when that fails (its files are gone) the answer is 400 "Failed to implicitly
+ * load LoRA adapter" (managers/tokenizer_manager.py): lost as well. Either way the request goes
+ * elsewhere and the placement is stale.
  */
 export function isLostAdapter(status: number, text: string, loraName: string | null): boolean {
   return (
     status === 400 &&
     loraName !== null &&
-    (text.includes("has never been loaded") || text.includes("are not loaded"))
+    (text.includes("has never been loaded") ||
+      text.includes("are not loaded") ||
+      text.includes("Failed to implicitly load LoRA adapter"))
   );
 }
