@@ -49,6 +49,11 @@ export class SchedulerService {
     return this.term?.shadow(replicaId) ?? null;
   }
 
+  /** The leader's decayed share of its base's traffic for an adapter version; 0 when not leading. */
+  demandShare(adapterId: string): number {
+    return this.term?.demandShare(adapterId) ?? 0;
+  }
+
   /** Tries to take or renew the leader lease so far (see LeaderElection.attempts). */
   get leaseAttempts(): number {
     return this.election.attempts;
@@ -157,6 +162,10 @@ class LeaderTerm {
 
   shadow(replicaId: string): ReplicaShadow | null {
     return this.ctx.policy.shadow(replicaId);
+  }
+
+  demandShare(adapterId: string): number {
+    return this.ctx.policy.demandShare(adapterId);
   }
 
   async stop(): Promise<void> {
