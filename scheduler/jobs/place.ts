@@ -16,11 +16,11 @@ export const placeJob: JobDefinition<PlacementRequest> = {
     // The gateway reported what it served just before asking: the policy places knowing it.
     await ctx.drainDemand();
     // Not counted as demand: the gateway that served it reports it (scheduler/demand-reports.ts).
-    let result = ctx.policy.route({ adapterId: adapterVersionId, countDemand: false }, Date.now());
+    let result = ctx.policy.route({ adapterId: adapterVersionId, mode: "place" }, Date.now());
     if (!("replicaId" in result) && result.reason === "unknown-adapter") {
       // Uploaded after our last read of the fleet.
       await ctx.sync();
-      result = ctx.policy.route({ adapterId: adapterVersionId, countDemand: false }, Date.now());
+      result = ctx.policy.route({ adapterId: adapterVersionId, mode: "place" }, Date.now());
     }
     if (!("replicaId" in result)) {
       if (result.retryable) {

@@ -59,19 +59,20 @@ export class PolicyEngine implements Policy {
         detail: `adapter ${request.adapterId} is not in the fleet state`,
       };
     }
-    if (request.countDemand !== false) {
+    const serving = request.mode !== "place";
+    if (serving) {
       const base = this.model.baseOf(adapter);
       this.recordDemand(adapter, base, now);
       this.model.ranker.touch(adapter, base);
       this.model.refreshKeys(adapter);
     }
 
-    const holder = this.pickHolder(adapter);
+    const holder = this.pickHolder(adapter, serving);
     if (holder !== null) {
       const level = levelOn(holder, adapter.idx);
       return this.decide(holder, adapter, LEVELS[level] as CostLevel, NO_ACTIONS);
     }
-    const target = this.room.findTarget(adapter, BUSY, true);
+    const target = this.room.findTarget(adapter, BUSY, serving);
     if (target !== null) {
       const actions: Action[] = [];
       this.room.loadOn(target, adapter, "miss", actions);
@@ -188,7 +189,7 @@ export class PolicyEngine implements Policy {
    * Among replicas that hold it and can take one more distinct adapter: loaded before loading, then
    * not draining, then the cheapest level, then the least queue.
    */
-  private pickHolder(adapter: AdapterState): ReplicaState | null {
+  private pickHolder(adapter: AdapterState, serving: boolean): ReplicaState | null {
     let best: ReplicaState | null = null;
     let bestLevel = 0;
     this.holderSaturated = false;
@@ -197,7 +198,7 @@ export class PolicyEngine implements Policy {
       if (!replica.healthy || replica.removed || !this.model.fits(replica, adapter)) {
         continue;
       }
-      if (replica.inflight.size >= replica.maxLoras && !replica.inflight.has(adapter.idx)) {
+      if (serving && replica.inflight.size >= replica.maxLoras && !replica.inflight.has(adapter.idx)) {
         this.holderSaturated = true;
         continue;
       }

@@ -513,7 +513,7 @@ describe("state from the I/O layer", () => {
     }
     // The leader places without counting (the gateway reports the request), then hears of it.
     for (const [i, id] of trace.entries()) {
-      const placed = reported.route({ adapterId: id, countDemand: false }, i);
+      const placed = reported.route({ adapterId: id, mode: "place" }, i);
       if ("replicaId" in placed) {
         settle(reported, placed.actions);
       }
@@ -530,18 +530,28 @@ describe("state from the I/O layer", () => {
     expect(make("gdsf", state).demandShare("a")).toBe(0);
   });
 
+  it("places an adapter on a replica whose max_loras slots are busy, where a request would wait", () => {
+    const policy = make("lru", fleet([replica("r0", { maxLoras: 1 })], [adapter("a"), adapter("b")]));
+    settle(policy, decided(policy.route({ adapterId: "a" }, 0)).actions); // a runs, in flight
+    expect(policy.route({ adapterId: "b" }, 1)).toMatchObject({ reason: "slots-busy", retryable: true });
+    const placed = policy.route({ adapterId: "b", mode: "place" }, 2);
+    expect("actions" in placed && placed.actions).toEqual([
+      { kind: "load", adapterId: "b", replicaId: "r0", reason: "miss" },
+    ]);
+  });
+
   it("keeps an adapter the gateways report in flight, and evicts it once they report none", () => {
     const policy = make("lru", fleet([replica("r0", { maxRegistered: 1 })], [adapter("a"), adapter("b")]));
-    const placed = policy.route({ adapterId: "a", countDemand: false }, 0);
+    const placed = policy.route({ adapterId: "a", mode: "place" }, 0);
     settle(policy, "actions" in placed ? placed.actions : []);
     policy.observe({ kind: "in-flight", adapterId: "a", replicaId: "r0", count: 2 });
     expect(policy.shadow("r0")?.inFlight).toEqual({ a: 2 });
-    expect(policy.route({ adapterId: "b", countDemand: false }, 1)).toMatchObject({
+    expect(policy.route({ adapterId: "b", mode: "place" }, 1)).toMatchObject({
       reason: "no-capacity",
       retryable: true,
     });
     policy.observe({ kind: "in-flight", adapterId: "a", replicaId: "r0", count: 0 });
-    const b = policy.route({ adapterId: "b", countDemand: false }, 2);
+    const b = policy.route({ adapterId: "b", mode: "place" }, 2);
     expect("actions" in b && b.actions.map((x) => [x.kind, "adapterId" in x ? x.adapterId : ""])).toEqual([
       ["unload", "a"],
       ["load", "b"],

@@ -53,10 +53,13 @@ export interface FleetState {
 export interface RouteRequest {
   adapterId: string;
   /**
-   * Count this request in the adapter's demand (default true). The leader places with false: the
-   * gateways report every request they serve (`served` events), the one that missed included.
+   * "serve" (default): a request to run now, counted in the adapter's demand, sent only where the
+   * engine can take one more distinct adapter (`max_loras`). "place": the leader making sure the
+   * adapter is registered somewhere: not counted (the gateways report every request they serve,
+   * `served` events, the one that missed included), and a replica busy with `max_loras` other
+   * adapters still takes it (the engine queues the request until a slot frees).
    */
-  countDemand?: boolean;
+  mode?: "serve" | "place";
 }
 
 export type LoadReason = "miss" | "replicate" | "pin" | "drain";
