@@ -43,6 +43,13 @@ export async function buildDeps(
   const placement = createPlacementQueue(config.redis);
   const bus = new EventBus(config.redis, logger);
   const resolver = new ModelResolver(dbHandle.db, { ttlMs: 5_000, negativeTtlMs: 1_000 });
+  const demand = new DemandReporter({
+    redis,
+    prefix: config.redis.prefix,
+    copy: `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`,
+    logger,
+  });
+  demand.start();
   const router = new GatewayRouter({
     db: dbHandle.db,
     bus,
@@ -51,6 +58,8 @@ export async function buildDeps(
     policy: config.scheduler.policy,
     syncEveryMs: 2_000,
     onAdaptersChanged: (tenantId) => resolver.invalidateTenant(tenantId),
+    // The demand report goes first, so that the leader places knowing every request served so far.
+    beforePlacement: () => demand.flush(),
   });
   await router.start();
   // Upstream connections to replicas are kept alive and pooled: no handshake per request.
@@ -99,14 +108,6 @@ export async function buildDeps(
       this.set({ mode: emitter.mode }, 1);
     },
   });
-  const demand = new DemandReporter({
-    redis,
-    prefix: config.redis.prefix,
-    copy: `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`,
-    logger,
-  });
-  demand.start();
-  router.beforePlacement = () => demand.flush();
   const validator = new HeaderValidationPool(2);
   const deps: AppDeps = {
     config,

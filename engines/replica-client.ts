@@ -408,3 +408,17 @@ export async function healthOver(
   }
   return r.status === 200 ? { kind: "ok" } : { kind: "unhealthy", status: r.status };
 }
+
+/** `GET /metrics`, read up to MAX_METRICS_BYTES and summarized by the engine's own reader. */
+export async function metricsOver(
+  transport: Transport,
+  opts: CallOptions | undefined,
+  timeoutMs: number,
+  summarize: (text: string) => ReplicaMetrics,
+): Promise<MetricsResult> {
+  const r = await transport.call("GET", "/metrics", undefined, opts, timeoutMs, MAX_METRICS_BYTES);
+  if (isTransportFailure(r)) {
+    return r;
+  }
+  return r.status === 200 ? { kind: "ok", value: summarize(r.text) } : unexpectedAnswer(r);
+}

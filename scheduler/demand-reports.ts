@@ -1,6 +1,5 @@
-import { Redis } from "ioredis";
 import { z } from "zod";
-import type { Config, Logger } from "../lib/index.ts";
+import { type Config, createRedis, type Logger, type Redis } from "../lib/index.ts";
 import type { Policy } from "./policy/index.ts";
 
 /**
@@ -76,7 +75,7 @@ export class DemandIntake {
     copyTimeoutMs?: number;
   }) {
     // A connection of its own, so that its reads never wait behind the leader's other commands.
-    this.redis = new Redis(options.redis.url, { maxRetriesPerRequest: null, lazyConnect: false });
+    this.redis = createRedis(options.redis, "worker");
     this.prefix = options.redis.prefix;
     this.logger = options.logger;
     this.policy = options.policy;

@@ -82,6 +82,7 @@ export class GatewayRouter {
   private readonly db: Database;
   private readonly bus: EventBus;
   private readonly placementQueue: Queue;
+  private readonly beforePlacement: () => Promise<void>;
   private readonly logger: Logger;
   private readonly syncEveryMs: number;
   private readonly onAdaptersChanged: (tenantId: string) => void;
@@ -94,6 +95,8 @@ export class GatewayRouter {
     policy: PolicyKind;
     syncEveryMs: number;
     onAdaptersChanged: (tenantId: string) => void;
+    /** Runs before a placement is asked for (this copy's demand report goes first). */
+    beforePlacement?: () => Promise<void>;
   }) {
     this.db = options.db;
     this.bus = options.bus;
@@ -101,6 +104,7 @@ export class GatewayRouter {
     this.logger = options.logger;
     this.syncEveryMs = options.syncEveryMs;
     this.onAdaptersChanged = options.onAdaptersChanged;
+    this.beforePlacement = options.beforePlacement ?? (async () => {});
     this.policy = createPolicy(options.policy);
   }
 
@@ -385,9 +389,6 @@ export class GatewayRouter {
 
   /** Asks the leader to place the version (once across every gateway: the job id dedupes), without waiting. */
   /** `priority`: the queue's order between tenants (see `fairPriority`); re-asks keep the first one's. */
-  /** Runs before a placement is asked for: the demand report goes first, so the leader places knowing it. */
-  beforePlacement: () => Promise<void> = async () => {};
-
   async requestPlacement(versionId: string, priority?: number): Promise<void> {
     await this.beforePlacement().catch((error) => this.logger.warn({ err: error }, "demand not reported"));
     const data: PlacementRequest = { adapterVersionId: versionId };

@@ -5,7 +5,7 @@ import {
   type LoadAdapterResult,
   listModelsOver,
   MAX_ANSWER_BYTES,
-  MAX_METRICS_BYTES,
+  metricsOver,
   parseJsonAnswer,
   type RawResponse,
   type ReplicaClient,
@@ -151,16 +151,7 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
 
     health: (opts) => healthOver(transport, opts, defaultTimeout),
 
-    async metrics(opts) {
-      const r = await transport.call("GET", "/metrics", undefined, opts, defaultTimeout, MAX_METRICS_BYTES);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      if (r.status !== 200) {
-        return unexpectedAnswer(r);
-      }
-      return { kind: "ok", value: parseSglangMetrics(r.text) };
-    },
+    metrics: (opts) => metricsOver(transport, opts, defaultTimeout, parseSglangMetrics),
 
     async tokenize() {
       // Not relied on: SGLang reports usage on every streamed chunk (continuous_usage_stats), and a

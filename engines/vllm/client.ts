@@ -3,7 +3,7 @@ import {
   healthOver,
   isTransportFailure,
   listModelsOver,
-  MAX_METRICS_BYTES,
+  metricsOver,
   parseErrorBody,
   parseJsonAnswer,
   type ReplicaClient,
@@ -110,16 +110,8 @@ export function createReplicaClient(options: ReplicaClientOptions): ReplicaClien
 
     health: (opts) => healthOver(transport, opts, defaultTimeout),
 
-    async metrics(opts) {
-      const r = await transport.call("GET", "/metrics", undefined, opts, defaultTimeout, MAX_METRICS_BYTES);
-      if (isTransportFailure(r)) {
-        return r;
-      }
-      if (r.status !== 200) {
-        return unexpectedAnswer(r);
-      }
-      return { kind: "ok", value: summarizeMetrics(parsePrometheusText(r.text)) };
-    },
+    metrics: (opts) =>
+      metricsOver(transport, opts, defaultTimeout, (text) => summarizeMetrics(parsePrometheusText(text))),
 
     async tokenize(input, opts) {
       const body =

@@ -12,12 +12,11 @@ function upstreamBody(exchange: Exchange, target: UpstreamTarget): string {
   const { body } = exchange.request;
   return target.fallback
     ? fallbackRequestBody(body, target.fallback.model)
-    : (target.engine ?? ENGINE_DRIVERS.vllm).replicaRequestBody(
-        body,
-        target.loraName,
-        target.baseModel ?? "",
-      );
+    : driverOf(target).replicaRequestBody(body, target.loraName, target.baseModel ?? "");
 }
+
+/** The replica's engine protocol (targets made before engines were recorded speak vLLM's). */
+const driverOf = (target: UpstreamTarget) => target.engine ?? ENGINE_DRIVERS.vllm;
 
 function upstreamHeaders(exchange: Exchange, target: UpstreamTarget, tracing: Record<string, string>) {
   const key = target.fallback ? target.fallback.apiKey : (exchange.settings.replicaApiKey ?? null);
@@ -153,11 +152,7 @@ export async function forwardCompletion(options: ForwardOptions): Promise<Respon
       ((res.statusCode === 404 || res.statusCode === 400) && target.loraName !== null)
     ) {
       const text = await res.body.text().catch(() => "");
-      const lost = (target.engine ?? ENGINE_DRIVERS.vllm).isLostAdapter(
-        res.statusCode,
-        text,
-        target.loraName,
-      );
+      const lost = driverOf(target).isLostAdapter(res.statusCode, text, target.loraName);
       if (res.statusCode >= 500 || lost) {
         goneEverywhere = lost && (exchange.attempts === 1 || goneEverywhere);
         lastError = `${describeTarget(target)} answered ${res.statusCode}`;
