@@ -1,8 +1,9 @@
+import type OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
 import { listTenantUsageEvents } from "../../db/queries/usage.ts";
 import { eventually } from "../eventually.ts";
-import { type ReplicaEngine, streamThenCut, useE2EWorld, useMetering } from "./world.ts";
+import { BASE, type ReplicaEngine, streamThenCut, useE2EWorld, useMetering } from "./world.ts";
 
 const ask = { role: "user" as const, content: "tell me about your engine" };
 
@@ -19,6 +20,28 @@ describe.each([
   // of the base's, which would otherwise earn it a second replica).
   const world = useE2EWorld({ replicas: 2, engines, policyConfig: { replicateAboveShare: 1_000 } });
   useMetering(world);
+
+  it("never lets a client's lora_path pick another tenant's adapter", async () => {
+    const owner = await world.tenant();
+    await world.uploadAdapter(owner, "private", 7);
+    const ownerClient = world.client(await owner.token());
+    const ownAnswer = await ownerClient.chat.completions.create({
+      model: "private",
+      messages: [ask],
+      max_tokens: 8,
+    });
+    const [placed] = await listTenantPlacements(world.h.deps.db, owner.id);
+    const intruder = world.client(await (await world.tenant()).token());
+    const plain = await intruder.chat.completions.create({ model: BASE.id, messages: [ask], max_tokens: 8 });
+    // SGLang would serve the adapter this names (its lora_path field); the gateway drops the field.
+    const probe = { model: BASE.id, messages: [ask], max_tokens: 8, lora_path: placed?.loraName };
+    const probed = await intruder.chat.completions.create(
+      probe as OpenAI.ChatCompletionCreateParamsNonStreaming,
+    );
+    expect(probed.model).toBe(BASE.id);
+    expect(probed.choices[0]?.message.content).toBe(plain.choices[0]?.message.content);
+    expect(probed.choices[0]?.message.content).not.toBe(ownAnswer.choices[0]?.message.content);
+  });
 
   it("uploads, loads cold, serves warm, streams, bills a cut stream, survives a restart and fails over", async () => {
     expect(world.replicas.map((r) => r.engine)).toEqual(engines);
