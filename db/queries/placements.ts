@@ -34,10 +34,14 @@ export async function upsertPlacement(
   return row;
 }
 
-/** Forgets a placement once the replica no longer has the version registered. */
+/**
+ * Forgets a placement once the replica no longer has the version registered. `onlyIn`: only while
+ * the row is in that state (an unload deletes the row it marked `unloading`, not one the leader has
+ * since placed again and marked `loading`).
+ */
 export async function deletePlacement(
   db: Executor,
-  params: { replicaId: string; adapterVersionId: string },
+  params: { replicaId: string; adapterVersionId: string; onlyIn?: PlacementState },
 ): Promise<boolean> {
   const rows = await db
     .delete(placements)
@@ -45,6 +49,7 @@ export async function deletePlacement(
       and(
         eq(placements.replicaId, params.replicaId),
         eq(placements.adapterVersionId, params.adapterVersionId),
+        params.onlyIn === undefined ? undefined : eq(placements.state, params.onlyIn),
       ),
     )
     .returning({ id: placements.id });

@@ -22,7 +22,11 @@ export const unloadJob: JobDefinition<UnloadJob> = {
     if (result.kind === "transient" && result.code !== "not_found") {
       throw new Error(`${result.code}: ${result.message}`);
     }
-    await ctx.exclusive(() => deletePlacement(db, { replicaId: replica.id, adapterVersionId }));
+    // Only the row this unload was queued for: the leader may have placed the version here again
+    // since (its row back to `loading`, its load queued behind this job), and that load needs it.
+    await ctx.exclusive(() =>
+      deletePlacement(db, { replicaId: replica.id, adapterVersionId, onlyIn: "unloading" }),
+    );
     await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "unloaded" });
     return "unloaded";
   },
