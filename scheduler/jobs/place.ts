@@ -36,6 +36,19 @@ export const placeJob: JobDefinition<PlacementRequest> = {
       });
       return `refused: ${result.reason}`;
     }
+    if (result.actions.length === 0 && !(await ctx.placedAsBelieved(adapterVersionId, result.replicaId))) {
+      // The policy counts a placement that no row backs (a lost race, an orphan reconcile removed):
+      // "already placed" would leave the asking gateway waiting for a load that never comes.
+      ctx.deps.logger.warn(
+        { adapter_version_id: adapterVersionId, replica_id: result.replicaId },
+        "the policy's placement has no row: re-reading the fleet before placing",
+      );
+      await ctx.sync();
+      result = ctx.policy.route({ adapterId: adapterVersionId, mode: "place" }, Date.now());
+      if (!("replicaId" in result)) {
+        throw new Error(result.detail);
+      }
+    }
     // The leader places but never serves (the decision is not admitted): requests run on gateways.
     if (result.actions.length === 0) {
       // Already placed or loading: a gateway that missed it was stale; wake it (not a load).
