@@ -1,4 +1,4 @@
-import { and, desc, eq } from "drizzle-orm";
+import { and, desc, eq, inArray } from "drizzle-orm";
 import { newId } from "../../lib/index.ts";
 import type { Executor } from "../client.ts";
 import { adapters, adapterVersions, placements } from "../schema/index.ts";
@@ -75,7 +75,14 @@ export async function listVersionPlacements(
 /** Sets a placement's state (and error); false if the row is gone. */
 export async function setPlacementState(
   db: Executor,
-  params: { replicaId: string; adapterVersionId: string; state: PlacementState; lastError?: string | null },
+  params: {
+    replicaId: string;
+    adapterVersionId: string;
+    state: PlacementState;
+    lastError?: string | null;
+    /** Only a row in one of these states changes (any state when absent). */
+    from?: readonly PlacementState[];
+  },
 ): Promise<boolean> {
   const rows = await db
     .update(placements)
@@ -88,6 +95,7 @@ export async function setPlacementState(
       and(
         eq(placements.replicaId, params.replicaId),
         eq(placements.adapterVersionId, params.adapterVersionId),
+        params.from === undefined ? undefined : inArray(placements.state, [...params.from]),
       ),
     )
     .returning({ id: placements.id });

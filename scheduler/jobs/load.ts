@@ -3,9 +3,11 @@ import {
   deletePlacement,
   getReplica,
   getVersionForScheduler,
+  listVersionPlacements,
   markVersionFailed,
   setPlacementState,
 } from "../../db/index.ts";
+import { requestUnload } from "../actions.ts";
 import type { LeaderContext } from "../context.ts";
 import { LOAD_JOB, LoadJob } from "../queues.ts";
 import type { JobDefinition } from "./definition.ts";
@@ -67,15 +69,20 @@ export const loadJob: JobDefinition<LoadJob> = {
     if (result.kind === "transient") {
       throw new Error(`${result.code}: ${result.message}`);
     }
-    await ctx.exclusive(async () => {
-      await setPlacementState(db, {
+    const kept = await ctx.exclusive(async () => {
+      const marked = await setPlacementState(db, {
         replicaId: replica.id,
         adapterVersionId,
         state: "loaded",
         lastError: null,
+        from: ["loading", "loaded"],
       });
-      ctx.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: true });
+      ctx.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: marked });
+      return marked;
     });
+    if (!kept) {
+      return await orphaned(ctx, replica.id, adapterVersionId);
+    }
     await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "loaded" });
     logger.info(
       { adapter_version_id: adapterVersionId, replica_id: replica.id, ms: Date.now() - started },
@@ -92,6 +99,24 @@ export const loadJob: JobDefinition<LoadJob> = {
       .catch(() => {});
   },
 };
+
+/**
+ * The load registered the version but its row was dropped meanwhile (the replica reported failing, a
+ * race with an unload of the same name): nothing tracks that registration, so it is unloaded now
+ * rather than at the next reconcile. A row marked `unloading` has its unload queued already.
+ */
+async function orphaned(ctx: LeaderContext, replicaId: string, adapterVersionId: string): Promise<string> {
+  const rows = await listVersionPlacements(ctx.deps.db, adapterVersionId);
+  if (rows.some((r) => r.replicaId === replicaId)) {
+    return "loaded, its unload queued meanwhile";
+  }
+  ctx.deps.logger.warn(
+    { adapter_version_id: adapterVersionId, replica_id: replicaId },
+    "adapter loaded after its placement was dropped: unloading it",
+  );
+  await requestUnload(ctx, { replicaId, adapterVersionId }, { placed: false });
+  return "loaded after its placement was dropped: unload queued";
+}
 
 /** No longer waiting: the tenant's next load on this replica queues a step earlier. */
 function leftTheQueue(ctx: LeaderContext, replicaId: string, tenantId: string): void {
