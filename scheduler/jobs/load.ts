@@ -69,7 +69,8 @@ export const loadJob: JobDefinition<LoadJob> = {
     if (result.kind === "transient") {
       throw new Error(`${result.code}: ${result.message}`);
     }
-    const kept = await ctx.exclusive(async () => {
+    // One turn from the mark to the orphan check: no placement of this version interleaves.
+    const dropped = await ctx.exclusive(async () => {
       const marked = await setPlacementState(db, {
         replicaId: replica.id,
         adapterVersionId,
@@ -78,10 +79,10 @@ export const loadJob: JobDefinition<LoadJob> = {
         from: ["loading", "loaded"],
       });
       ctx.policy.observe({ kind: "loaded", adapterId: adapterVersionId, replicaId: replica.id, ok: marked });
-      return marked;
+      return marked ? null : await orphaned(ctx, replica.id, adapterVersionId);
     });
-    if (!kept) {
-      return await orphaned(ctx, replica.id, adapterVersionId);
+    if (dropped !== null) {
+      return dropped;
     }
     await bus.publish({ type: "placement", adapterVersionId, replicaId: replica.id, state: "loaded" });
     logger.info(
@@ -103,7 +104,8 @@ export const loadJob: JobDefinition<LoadJob> = {
 /**
  * The load registered the version but its row was dropped meanwhile (the replica reported failing, a
  * race with an unload of the same name): nothing tracks that registration, so it is unloaded now
- * rather than at the next reconcile. A row marked `unloading` has its unload queued already.
+ * rather than at the next reconcile. A row marked `unloading` has its unload queued already. Runs in
+ * the leader's exclusive turn.
  */
 async function orphaned(ctx: LeaderContext, replicaId: string, adapterVersionId: string): Promise<string> {
   const rows = await listVersionPlacements(ctx.deps.db, adapterVersionId);
