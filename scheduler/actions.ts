@@ -2,6 +2,7 @@ import {
   deletePlacement,
   getTenant,
   getVersionForScheduler,
+  listVersionPlacements,
   setPlacementState,
   upsertPlacement,
 } from "../db/index.ts";
@@ -33,6 +34,39 @@ export async function enqueueActions(ctx: LeaderContext, actions: readonly Actio
       );
     }
   }
+}
+
+/**
+ * A `loading` or `unloading` row whose job is in no queue (the leader stopped between the row and the
+ * job, or Redis lost its queues) would stay so for good: a version loading for good counts as placed
+ * and is never loaded, so every request for it waits out the cold-start deadline. Queues the job again.
+ * Runs in the leader's exclusive turn, so a job finishing or failing does not interleave.
+ */
+export async function requeueLostJob(
+  ctx: LeaderContext,
+  replicaId: string,
+  adapterVersionId: string,
+): Promise<boolean> {
+  const rows = await listVersionPlacements(ctx.deps.db, adapterVersionId);
+  const state = rows.find((r) => r.replicaId === replicaId)?.state;
+  if (state !== "loading" && state !== "unloading") {
+    return false;
+  }
+  const target = { replicaId, adapterVersionId };
+  const jobId = state === "loading" ? loadJobId(target) : unloadJobId(target);
+  if (await ctx.queues.holds(replicaId, jobId)) {
+    return false;
+  }
+  ctx.deps.logger.warn(
+    { replica_id: replicaId, adapter_version_id: adapterVersionId, state },
+    "placement waits for a job that is in no queue: queuing it again",
+  );
+  if (state === "loading") {
+    await requestLoad(ctx, replicaId, adapterVersionId);
+  } else {
+    await requestUnload(ctx, target, { placed: true });
+  }
+  return true;
 }
 
 /** Marks the version loading on the replica and queues its load at the tenant's fair priority. */

@@ -30,6 +30,8 @@ export interface SchedulerDeps {
 /** Each replica's queue of loads and unloads, worked one job at a time (see worker.ts). */
 export interface ReplicaQueues {
   add(replicaId: string, job: { name: string; data: object; opts?: JobsOptions }): Promise<Job>;
+  /** Whether a job with this id is in the replica's queue (waiting, delayed or running). */
+  holds(replicaId: string, jobId: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -5,13 +5,14 @@ import {
   markReplicaDown,
   replicaIsUp,
 } from "../db/index.ts";
-import { dropPlacements, enqueueActions, requestUnload } from "./actions.ts";
+import { dropPlacements, enqueueActions, requestUnload, requeueLostJob } from "./actions.ts";
 import type { LeaderContext } from "./context.ts";
 import type { FleetEvent } from "./events.ts";
 
 /**
  * Repairs drift between placements and replicas: a replica that restarted lost its adapters, one
- * that is down holds nothing we can use, and a name registered that we did not place is unloaded.
+ * that is down holds nothing we can use, a placement loading or unloading with no job queued for it
+ * has its job queued again, and a name registered that we did not place is unloaded.
  * Then runs the policy's background plan (pins, replication of hot adapters, draining moves).
  */
 export async function reconcile(ctx: LeaderContext): Promise<void> {
@@ -54,6 +55,11 @@ export async function reconcile(ctx: LeaderContext): Promise<void> {
       replica.id,
       lost.map((p) => p.adapterVersionId),
     );
+    for (const p of placed) {
+      if (p.state === "loading" || p.state === "unloading") {
+        await ctx.exclusive(() => requeueLostJob(ctx, replica.id, p.adapterVersionId));
+      }
+    }
     const known = new Set(placed.map((p) => p.loraName));
     for (const name of registered) {
       if (!known.has(name) && replica.agentUrl) {

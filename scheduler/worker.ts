@@ -77,6 +77,12 @@ export class BullReplicaQueues implements ReplicaQueues {
     return this.queueFor(replicaId).add(job.name, job.data, job.opts);
   }
 
+  /** Also starts the replica's worker, so that jobs a previous leader queued there run. */
+  async holds(replicaId: string, jobId: string): Promise<boolean> {
+    const job = await this.queueFor(replicaId).getJob(jobId);
+    return job !== undefined && job !== null;
+  }
+
   private queueFor(replicaId: string): Queue {
     let queue = this.queues.get(replicaId);
     if (!queue) {
