@@ -117,6 +117,9 @@ export class FleetPoller {
 
   private async pollReplica(row: ReplicaRow, now: () => Date): Promise<PollOutcome> {
     const client = this.clientFor(row);
+    // Seen as of when it was asked: an answer that left the replica before a gateway found it dead
+    // must not read as newer than that finding (the gateway trusts a replica seen since).
+    const askedAt = now();
     const [health, models, metrics] = await Promise.all([
       client.health(),
       client.listModels(),
@@ -131,7 +134,7 @@ export class FleetPoller {
         kvCacheUsage: metrics.kind === "ok" ? metrics.value.kvCacheUsage : null,
         maxModelLen: models.value.base[0]?.maxModelLen ?? null,
       };
-      const seen = await recordReplicaSeen(this.db, row.id, { liveState, seenAt: at });
+      const seen = await recordReplicaSeen(this.db, row.id, { liveState, seenAt: askedAt });
       const status = replicaDisplayStatus(seen ?? row);
       if (row.status === "down" || row.status === "unknown") {
         this.logger.info({ replica_id: row.id, url: row.url }, "replica is up");

@@ -177,6 +177,30 @@ describe("fleet registry", () => {
     }
   });
 
+  it("records a replica seen when the poll asked it, not when the answer was written", async () => {
+    const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
+    const front = await gatedHealth(running.url);
+    const { read } = await register(front.url);
+    const fleet = poller({ downAfterMs: 300, timeoutMs: 5_000 });
+    try {
+      const poll = fleet.pollOnce();
+      await front.healthAsked;
+      // A gateway marks the replica suspect now (it failed a request): an answer the poll asked for
+      // before that must not count as seeing the replica since, or the dead one is trusted again.
+      await new Promise((r) => setTimeout(r, 20));
+      const suspectSince = Date.now();
+      await new Promise((r) => setTimeout(r, 20));
+      front.open();
+      await poll;
+      const seenAt = Date.parse((await read()).last_seen_at ?? "");
+      expect(seenAt).toBeLessThan(suspectSince);
+    } finally {
+      await fleet.stop();
+      await front.close();
+      await running.close();
+    }
+  });
+
   it("keeps a drain that lands while a poll is in flight (the poll does not write up over it)", async () => {
     const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
     const front = await gatedHealth(running.url);
