@@ -1,4 +1,4 @@
-import { and, eq, isNull } from "drizzle-orm";
+import { and, asc, eq, isNull } from "drizzle-orm";
 import type { Executor } from "../client.ts";
 import { adapters, adapterVersions, placements, replicas } from "../schema/index.ts";
 
@@ -23,7 +23,9 @@ export async function loadFleetSnapshot(db: Executor): Promise<FleetSnapshot> {
   return db.transaction(
     async (tx) => {
       const [replicaRows, versionRows, placementRows] = await Promise.all([
-        tx.select().from(replicas),
+        // Registration order, not the heap's (a poll's update moves a row to the end there): gateways
+        // break ties between equally busy replicas by it.
+        tx.select().from(replicas).orderBy(asc(replicas.createdAt), asc(replicas.id)),
         tx
           .select({
             versionId: adapterVersions.id,

@@ -2,6 +2,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import postgres from "postgres";
 import { describe, expect, it } from "vitest";
+import { loadFleetSnapshot } from "../../db/queries/fleet.ts";
+import { recordReplicaSeen } from "../../db/queries/replicas.ts";
 import { createReplicaSim } from "../../infra/replica-sim/index.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { FleetPoller } from "../../scheduler/fleet-poller.ts";
@@ -175,6 +177,21 @@ describe("fleet registry", () => {
     } finally {
       await fleet.stop();
     }
+  });
+
+  it("lists the fleet in registration order, whichever replica a poll updated last", async () => {
+    const first = await register("http://127.0.0.1:1/order-a");
+    const second = await register("http://127.0.0.1:1/order-b");
+    const order = async () =>
+      (await loadFleetSnapshot(h.deps.db)).replicas
+        .map((r) => r.id)
+        .filter((id) => id === first.id || id === second.id);
+    expect(await order()).toEqual([first.id, second.id]);
+    // A good poll rewrites the row (Postgres stores the new version after the other row's): gateways
+    // break ties between equally busy replicas by this order, so it must not follow the polls.
+    const liveState = { registeredAdapters: [], running: 0, waiting: 0, kvCacheUsage: null };
+    await recordReplicaSeen(h.deps.db, first.id, { liveState, seenAt: new Date() });
+    expect(await order()).toEqual([first.id, second.id]);
   });
 
   it("records a replica seen when the poll asked it, not when the answer was written", async () => {
