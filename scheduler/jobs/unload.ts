@@ -1,5 +1,5 @@
 import { UnrecoverableError } from "bullmq";
-import { deletePlacement, getReplica } from "../../db/index.ts";
+import { deletePlacement, getReplica, listVersionPlacements } from "../../db/index.ts";
 import { UNLOAD_JOB, UnloadJob } from "../queues.ts";
 import type { JobDefinition } from "./definition.ts";
 
@@ -17,6 +17,14 @@ export const unloadJob: JobDefinition<UnloadJob> = {
       throw new UnrecoverableError(
         `replica ${replica.id} has no agent_url: loraplane loads adapters through the agent`,
       );
+    }
+    // Placed here again since this unload was queued (its row back to `loading` or `loaded`): a retry
+    // that waited out its backoff may run after that load, and must not unregister what it loaded.
+    const placedAgain = (await listVersionPlacements(db, adapterVersionId)).some(
+      (p) => p.replicaId === replica.id && (p.state === "loading" || p.state === "loaded"),
+    );
+    if (placedAgain) {
+      return "placed again: kept";
     }
     const result = await ctx.agentFor(replica.agentUrl).unload(loraName);
     if (result.kind === "transient" && result.code !== "not_found") {

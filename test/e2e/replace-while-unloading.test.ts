@@ -1,6 +1,14 @@
+import { Queue } from "bullmq";
 import { afterAll, describe, expect, it } from "vitest";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
-import { createPlacementQueue, PLACEMENT_JOB, placementJobId } from "../../scheduler/queues.ts";
+import { bullPrefix, createRedis } from "../../lib/redis.ts";
+import {
+  createPlacementQueue,
+  PLACEMENT_JOB,
+  placementJobId,
+  replicaOpsQueue,
+  UNLOAD_JOB,
+} from "../../scheduler/queues.ts";
 import { eventually } from "../eventually.ts";
 import type { TestTenant } from "../harness.ts";
 import { useE2EWorld } from "./world.ts";
@@ -87,5 +95,36 @@ describe("an adapter placed again while its eviction's unload is still queued", 
     const victimToken = victim.name === "first" ? first.token : second.token;
     const answer = await chat(victimToken, victim.name);
     expect(answer.status).toBe(200);
+  });
+
+  it("keeps a version placed again when an older unload of it runs after the new load (a retry out of its backoff)", async () => {
+    const { db } = world.h.deps;
+    const { tenant, token } = await withAdapter("again");
+    expect((await chat(token, "again")).status).toBe(200);
+    const [row] = await listTenantPlacements(db, tenant.id);
+    const replica = world.replicas[0] ?? expect.unreachable();
+    if (!row) {
+      expect.unreachable();
+    }
+    // The unload of an eviction, failed once and retried after the version was placed here again
+    // and loaded: queued now, behind nothing.
+    const { redis } = world.h.config;
+    const ops = new Queue(replicaOpsQueue(replica.id), {
+      connection: createRedis(redis, "producer"),
+      prefix: bullPrefix(redis),
+    });
+    closers.push(() => ops.close());
+    const job = await ops.add(UNLOAD_JOB, {
+      replicaId: replica.id,
+      adapterVersionId: row.adapterVersionId,
+      loraName: row.loraName,
+    });
+    await eventually(async () => (await ops.getJob(job.id ?? ""))?.finishedOn !== undefined);
+
+    expect(replica.sim.inspect().registered.map((r) => r.name)).toContain(row.loraName);
+    expect((await listTenantPlacements(db, tenant.id)).map((r) => r.state)).toEqual(["loaded"]);
+    const downloads = world.downloads();
+    expect((await chat(token, "again")).status).toBe(200);
+    expect(world.downloads()).toBe(downloads);
   });
 });
