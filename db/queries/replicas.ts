@@ -67,7 +67,8 @@ export async function recordReplicaSeen(
       status: "up",
       drainingSince: keptDrain,
       liveState: seen.liveState,
-      lastSeenAt: seen.seenAt,
+      // Never backwards: a slow poll's answer may be written after a newer one's.
+      lastSeenAt: sql`greatest(${replicas.lastSeenAt}, ${seen.seenAt.toISOString()}::timestamptz)`,
       updatedAt: new Date(),
     })
     .where(eq(replicas.id, id))

@@ -194,6 +194,15 @@ describe("fleet registry", () => {
     expect(await order()).toEqual([first.id, second.id]);
   });
 
+  it("keeps the latest time a replica was seen when an older poll's answer is written after a newer one", async () => {
+    const { id, read } = await register("http://127.0.0.1:1/seen-order");
+    const liveState = { registeredAdapters: [], running: 0, waiting: 0, kvCacheUsage: null };
+    const newer = new Date();
+    await recordReplicaSeen(h.deps.db, id, { liveState, seenAt: newer });
+    await recordReplicaSeen(h.deps.db, id, { liveState, seenAt: new Date(newer.getTime() - 500) });
+    expect(Date.parse((await read()).last_seen_at ?? "")).toBe(newer.getTime());
+  });
+
   it("records a replica seen when the poll asked it, not when the answer was written", async () => {
     const running = await createReplicaSim({ maxLoras: 2, maxCpuLoras: 4, maxLoraRank: 16 }).start(0);
     const front = await gatedHealth(running.url);
