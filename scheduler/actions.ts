@@ -2,7 +2,7 @@ import {
   deletePlacement,
   getTenant,
   getVersionForScheduler,
-  listVersionPlacements,
+  placementState,
   setPlacementState,
   upsertPlacement,
 } from "../db/index.ts";
@@ -47,8 +47,7 @@ export async function requeueLostJob(
   replicaId: string,
   adapterVersionId: string,
 ): Promise<boolean> {
-  const rows = await listVersionPlacements(ctx.deps.db, adapterVersionId);
-  const state = rows.find((r) => r.replicaId === replicaId)?.state;
+  const state = await placementState(ctx.deps.db, { replicaId, adapterVersionId });
   if (state !== "loading" && state !== "unloading") {
     return false;
   }

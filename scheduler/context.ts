@@ -1,7 +1,7 @@
 import type { Job, JobsOptions } from "bullmq";
 import { AgentClient } from "../adapters/index.ts";
 import type { Database } from "../db/index.ts";
-import { listVersionPlacements, loadFleetSnapshot } from "../db/index.ts";
+import { loadFleetSnapshot, placementState } from "../db/index.ts";
 import { ENGINE_DRIVERS, type EngineName, type ReplicaClient } from "../engines/index.ts";
 import type { Config, Logger } from "../lib/index.ts";
 import type { EventBus } from "./events.ts";
@@ -113,8 +113,8 @@ export class LeaderContext {
 
   /** Whether a placement row backs what the policy counts: the version loading or loaded there. */
   async placedAsBelieved(adapterVersionId: string, replicaId: string): Promise<boolean> {
-    const rows = await listVersionPlacements(this.deps.db, adapterVersionId);
-    return rows.some((r) => r.replicaId === replicaId && (r.state === "loading" || r.state === "loaded"));
+    const state = await placementState(this.deps.db, { replicaId, adapterVersionId });
+    return state === "loading" || state === "loaded";
   }
 
   /** See `stale`: the fleet changed behind the policy's back. */

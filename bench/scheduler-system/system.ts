@@ -10,7 +10,7 @@ import { buildDeps, prepareDatabase, startHttp } from "../../api/runtime.ts";
 import { createDbHandle } from "../../db/client.ts";
 import { createTenant } from "../../db/queries/tenants.ts";
 import { S3RVER_CREDENTIALS } from "../../infra/dev/s3-server.ts";
-import { createReplicaSim, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
+import { createReplicaSim, FAST_LATENCY, type RunningReplicaSim } from "../../infra/replica-sim/index.ts";
 import { parseConfig } from "../../lib/env.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { type Closer, closeAll } from "../../lib/shutdown.ts";
@@ -26,18 +26,6 @@ if (!found) {
 export const BASE = found;
 const AGENT_TOKEN = "bench-agent-token-0123456789";
 const silent = createLogger({ level: "silent" });
-
-/** The simulator's latencies of test/e2e/world.ts (FAST_LATENCY): a run of 800 requests takes seconds. */
-export const FAST_LATENCY = {
-  prefillTokensPerSec: 1_000_000,
-  decodeMsPerStep: 2,
-  decodeMsPerExtraSeq: 0,
-  loadBaseMs: 20,
-  loadMsPerMb: 0,
-  reloadBaseMs: 5,
-  reloadMsPerMb: 0,
-  activateMsPerMb: 0,
-};
 
 export interface FleetShape {
   replicas: number;

@@ -72,6 +72,24 @@ export async function listVersionPlacements(
     .where(eq(placements.adapterVersionId, adapterVersionId));
 }
 
+/** The state of one version's placement on one replica; null if it has none. */
+export async function placementState(
+  db: Executor,
+  params: { replicaId: string; adapterVersionId: string },
+): Promise<PlacementState | null> {
+  const [row] = await db
+    .select({ state: placements.state })
+    .from(placements)
+    .where(
+      and(
+        eq(placements.replicaId, params.replicaId),
+        eq(placements.adapterVersionId, params.adapterVersionId),
+      ),
+    )
+    .limit(1);
+  return row?.state ?? null;
+}
+
 /** Sets a placement's state (and error); false if the row is gone. */
 export async function setPlacementState(
   db: Executor,

@@ -39,6 +39,21 @@ export const L4_LATENCY: Readonly<LatencyModel> = {
   activateMsPerMb: 0.1,
 };
 
+/**
+ * Near-instant engine (loads 20 ms, steps 2 ms): what the e2e world and bench/scheduler-system run,
+ * so that hundreds of requests and loads take seconds.
+ */
+export const FAST_LATENCY: Readonly<LatencyModel> = {
+  prefillTokensPerSec: 1_000_000,
+  decodeMsPerStep: 2,
+  decodeMsPerExtraSeq: 0,
+  loadBaseMs: 20,
+  loadMsPerMb: 0,
+  reloadBaseMs: 5,
+  reloadMsPerMb: 0,
+  activateMsPerMb: 0,
+};
+
 export interface EngineConfig {
   maxLoras: number;
   maxCpuLoras: number;

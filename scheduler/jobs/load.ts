@@ -3,8 +3,8 @@ import {
   deletePlacement,
   getReplica,
   getVersionForScheduler,
-  listVersionPlacements,
   markVersionFailed,
+  placementState,
   setPlacementState,
 } from "../../db/index.ts";
 import { requestUnload } from "../actions.ts";
@@ -108,8 +108,7 @@ export const loadJob: JobDefinition<LoadJob> = {
  * the leader's exclusive turn.
  */
 async function orphaned(ctx: LeaderContext, replicaId: string, adapterVersionId: string): Promise<string> {
-  const rows = await listVersionPlacements(ctx.deps.db, adapterVersionId);
-  if (rows.some((r) => r.replicaId === replicaId)) {
+  if ((await placementState(ctx.deps.db, { replicaId, adapterVersionId })) !== null) {
     return "loaded, its unload queued meanwhile";
   }
   ctx.deps.logger.warn(

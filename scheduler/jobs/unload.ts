@@ -1,5 +1,5 @@
 import { UnrecoverableError } from "bullmq";
-import { deletePlacement, getReplica, listVersionPlacements } from "../../db/index.ts";
+import { deletePlacement, getReplica, placementState } from "../../db/index.ts";
 import { UNLOAD_JOB, UnloadJob } from "../queues.ts";
 import type { JobDefinition } from "./definition.ts";
 
@@ -20,10 +20,8 @@ export const unloadJob: JobDefinition<UnloadJob> = {
     }
     // Placed here again since this unload was queued (its row back to `loading` or `loaded`): a retry
     // that waited out its backoff may run after that load, and must not unregister what it loaded.
-    const placedAgain = (await listVersionPlacements(db, adapterVersionId)).some(
-      (p) => p.replicaId === replica.id && (p.state === "loading" || p.state === "loaded"),
-    );
-    if (placedAgain) {
+    const state = await placementState(db, { replicaId: replica.id, adapterVersionId });
+    if (state === "loading" || state === "loaded") {
       return "placed again: kept";
     }
     const result = await ctx.agentFor(replica.agentUrl).unload(loraName);

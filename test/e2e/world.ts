@@ -10,6 +10,7 @@ import { createDbHandle } from "../../db/client.ts";
 import { listTenantPlacements } from "../../db/queries/placements.ts";
 import {
   createReplicaSim,
+  FAST_LATENCY,
   type LatencyModel,
   type ReplicaSim,
   type RunningReplicaSim,
@@ -29,16 +30,7 @@ export const BASE =
 const AGENT_TOKEN = "e2e-agent-token-0123456789";
 const silent = createLogger({ level: (process.env.E2E_LOG_LEVEL as "warn" | undefined) ?? "silent" });
 
-export const FAST_LATENCY = {
-  prefillTokensPerSec: 1_000_000,
-  decodeMsPerStep: 2,
-  decodeMsPerExtraSeq: 0,
-  loadBaseMs: 20,
-  loadMsPerMb: 0,
-  reloadBaseMs: 5,
-  reloadMsPerMb: 0,
-  activateMsPerMb: 0,
-};
+export { FAST_LATENCY };
 
 export type ReplicaEngine = "vllm" | "sglang";
 
