@@ -121,6 +121,28 @@ export async function topAdapters(
   }));
 }
 
+/**
+ * Every tenant with its requests, tokens and cost in [from, to) to the event, read from usage events
+ * (for a window of hours; `tenantTotals`' hourly rollups would drop the hour the window starts in).
+ */
+export async function tenantDemand(db: Executor, params: { from: Date; to: Date }): Promise<TopRow[]> {
+  const rows = await db.execute<{ id: string; name: string; n: string; k: string; cost: string }>(sql`
+    select t.id, t.name, count(e.tenant_id)::text as n,
+      coalesce(sum(e.prompt_tokens + e.completion_tokens), 0)::text as k,
+      coalesce(sum(e.cost_picos), 0)::text as cost
+    from tenants t left join usage_events e on e.tenant_id = t.id
+      and e.occurred_at >= ${params.from.toISOString()} and e.occurred_at < ${params.to.toISOString()}
+    group by t.id, t.name order by count(e.tenant_id) desc, t.id
+  `);
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    requests: Number(r.n),
+    tokens: Number(r.k),
+    costPicos: BigInt(r.cost),
+  }));
+}
+
 /** Every tenant with its requests, tokens and cost in [from, to) (tenants without traffic too). */
 export async function tenantTotals(db: Executor, params: { from: Date; to: Date }): Promise<TopRow[]> {
   const rows = await db.execute<{ id: string; name: string; n: string; k: string; cost: string }>(sql`

@@ -169,6 +169,23 @@ describe("GET /admin/stats/*", () => {
     expect(Object.keys(res.body.routing.routed).sort()).toEqual(["cold", "hot", "registered", "warm"]);
   });
 
+  it("demand: counts a tenant's requests in the window that fall in an hour begun before it", async () => {
+    const tenant = await h.newTenant();
+    const now = Date.now();
+    // Inside the last hour but in the previous clock hour (unless the hour is under a minute old).
+    const hourStart = Math.floor(now / 3_600_000) * 3_600_000;
+    const at = Math.max(hourStart - 1_000, now - 59 * 60_000);
+    await ingestUsageEvents(h.deps.db, [event(tenant.id, new Date(at), 100, 10)]);
+    const res = await h.request<{ top_tenants: { tenant_id: string; requests: number }[] }>(
+      "GET",
+      "/admin/stats/demand?hours=1",
+      { token: await h.adminToken() },
+    );
+    expect(res.body.top_tenants).toContainEqual(
+      expect.objectContaining({ tenant_id: tenant.id, requests: 1 }),
+    );
+  });
+
   it("tenants: this month's requests, tokens and cost per tenant, and the budget used", async () => {
     const tenant = await h.newTenant({ limits: { monthlyBudgetMicros: 1_000_000n } });
     await ingestUsageEvents(h.deps.db, [event(tenant.id, new Date(), 1000, 0)]);

@@ -1,5 +1,12 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { demandBuckets, listReplicas, listTenants, tenantTotals, topAdapters } from "../../../db/index.ts";
+import {
+  demandBuckets,
+  listReplicas,
+  listTenants,
+  tenantDemand,
+  tenantTotals,
+  topAdapters,
+} from "../../../db/index.ts";
 import type { AppEnv } from "../../deps.ts";
 import { requireScope } from "../../middleware/auth.ts";
 import { bearerSecurity, errorResponses } from "../common.ts";
@@ -189,7 +196,7 @@ export function registerStatsRoutes(app: OpenAPIHono<AppEnv>) {
     const [buckets, adapters, tenants] = await Promise.all([
       demandBuckets(db, { from, to, bucketSeconds: BUCKET_SECONDS }),
       topAdapters(db, { from, to, limit: 10 }),
-      tenantTotals(db, { from, to }),
+      tenantDemand(db, { from, to }),
     ]);
     const activity = metrics.activity.snapshot(Math.min(hours, 1) * 3_600_000);
     const routedTotal = Object.values(activity.routed).reduce((a, b) => a + b, 0);
